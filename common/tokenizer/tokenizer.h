@@ -1,0 +1,44 @@
+// A Hugging Face tokenizer.json tokenizer, exact to HF `tokenizers` (the oracle in tests).
+// Supports byte-level BPE (Llama-3, Qwen2/3, GPT-2) and SentencePiece-style BPE with byte
+// fallback (Llama-2, Mistral), NFC, added/special tokens, and BOS/EOS from tokenizer_config.json.
+//
+// Thread-safety: a loaded Tokenizer is immutable; Encode/Decode may be called concurrently.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dpo {
+
+using TokenId = int32_t;
+
+class Tokenizer {
+ public:
+  // Loads `path`: a tokenizer.json, or a directory holding tokenizer.json and (optionally)
+  // tokenizer_config.json. Throws dpo::Error naming the file and field on bad input.
+  static std::unique_ptr<Tokenizer> Load(const std::string& path);
+  virtual ~Tokenizer() = default;
+
+  // Encodes UTF-8 text. With add_special_tokens, adds BOS/EOS as tokenizer_config.json says
+  // (add_bos_token / add_eos_token, or the post-processor's template); otherwise adds nothing.
+  virtual std::vector<TokenId> Encode(std::string_view text, bool add_special_tokens) const = 0;
+  // Decodes ids to text. skip_special_tokens drops ids of special added tokens.
+  virtual std::string Decode(const std::vector<TokenId>& ids, bool skip_special_tokens) const = 0;
+
+  virtual std::optional<TokenId> bos_id() const = 0;
+  virtual std::optional<TokenId> eos_id() const = 0;
+  virtual std::optional<TokenId> pad_id() const = 0;
+  // Id of a token string (vocabulary or added token), if any.
+  virtual std::optional<TokenId> TokenToId(std::string_view token) const = 0;
+  virtual size_t vocab_size() const = 0;
+  // The "chat_template" string of tokenizer_config.json, empty if none.
+  virtual const std::string& chat_template() const = 0;
+  // Stable hash of the tokenizer's files; a prepared dataset records it.
+  virtual uint64_t content_hash() const = 0;
+};
+
+}  // namespace dpo

@@ -1,0 +1,33 @@
+// A read-only memory map of a whole file. Owns the mapping (RAII); movable, not copyable.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace dpo {
+
+class MappedFile {
+ public:
+  // Maps `path` read-only. Throws dpo::Error naming the path when it cannot be opened or mapped.
+  // An empty file maps to an empty view.
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const char* data() const { return data_; }
+  size_t size() const { return size_; }
+  std::string_view view() const { return {data_, size_}; }
+  const std::string& path() const { return path_; }
+
+ private:
+  void Release();
+  std::string path_;
+  const char* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace dpo

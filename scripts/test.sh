@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up (idempotent), the libFuzzer build (clang, torch-free parsers),
+# the main build (g++, LibTorch, CUDA + NCCL when the toolkit is present), then ctest: unit tests,
+# oracle tests against transformers/tokenizers/TRL, multi-rank MPI tests and bounded fuzzing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+jobs=$(nproc)
+cmake -S . -B build-fuzz -G Ninja -DDPO_FUZZ_ONLY=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 > build-fuzz.log 2>&1 \
+  || { cat build-fuzz.log; exit 1; }
+cmake --build build-fuzz -j "$jobs"
+cmake -S . -B build -G Ninja -DDPO_FUZZ_DIR="$PWD/build-fuzz" > build.log 2>&1 || { cat build.log; exit 1; }
+cmake --build build -j "$jobs"
+ctest --test-dir build --output-on-failure -j "$jobs" "$@"
