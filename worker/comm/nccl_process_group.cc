@@ -1,0 +1,102 @@
+// NCCL process group. Compiled only when the build found CUDA and NCCL (DPO_WITH_NCCL).
+#include <mpi.h>
+#include <nccl.h>
+
+#include <string>
+
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/torch.h>
+
+#include "common/util/error.h"
+#include "worker/comm/process_group.h"
+
+namespace dpo {
+namespace {
+
+void CheckNccl(ncclResult_t rc, const char* what) {
+  if (rc != ncclSuccess) Fail(std::string("NCCL ") + what, ncclGetErrorString(rc));
+}
+
+ncclDataType_t NcclType(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return ncclFloat32;
+    case at::kDouble: return ncclFloat64;
+    case at::kBFloat16: return ncclBfloat16;
+    case at::kHalf: return ncclFloat16;
+    case at::kInt: return ncclInt32;
+    case at::kLong: return ncclInt64;
+    case at::kByte: return ncclUint8;
+    default: Fail("NCCL", std::string("unsupported dtype ") + c10::toString(type));
+  }
+}
+
+// Owns one ncclComm_t (RAII). Collectives run on the tensor's device's current stream, so they
+// are ordered after the kernels that produced the tensor without an explicit sync.
+class NcclProcessGroup final : public ProcessGroup {
+ public:
+  explicit NcclProcessGroup(int device_index) : device_index_(device_index) {
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &world_size_);
+    ncclUniqueId id;
+    if (rank_ == 0) CheckNccl(ncclGetUniqueId(&id), "GetUniqueId");
+    MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_index_));
+    CheckNccl(ncclCommInitRank(&comm_, world_size_, id, rank_), "CommInitRank");
+  }
+  ~NcclProcessGroup() override {
+    if (comm_ != nullptr) ncclCommDestroy(comm_);
+  }
+  NcclProcessGroup(const NcclProcessGroup&) = delete;
+  NcclProcessGroup& operator=(const NcclProcessGroup&) = delete;
+
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_size_; }
+
+  void AllReduceSum(at::Tensor& tensor) override {
+    CheckTensor(tensor, "AllReduceSum");
+    auto stream = c10::cuda::getCurrentCUDAStream(tensor.device().index());
+    CheckNccl(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(),
+                            NcclType(tensor.scalar_type()), ncclSum, comm_, stream.stream()),
+              "AllReduce");
+  }
+
+  void Broadcast(at::Tensor& tensor, int root) override {
+    CheckTensor(tensor, "Broadcast");
+    auto stream = c10::cuda::getCurrentCUDAStream(tensor.device().index());
+    CheckNccl(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.nbytes(), ncclUint8,
+                            root, comm_, stream.stream()),
+              "Broadcast");
+  }
+
+  double AllReduceScalar(double value) override {
+    double sum = value;
+    if (world_size_ > 1) MPI_Allreduce(&value, &sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    return sum;
+  }
+
+  void Barrier() override {
+    c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device_index_)).synchronize();
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+
+ private:
+  void CheckTensor(const at::Tensor& tensor, const char* op) const {
+    if (!tensor.is_cuda() || tensor.device().index() != device_index_) {
+      Fail(std::string("NCCL ") + op, "tensor is not on this rank's CUDA device");
+    }
+    if (!tensor.is_contiguous()) Fail(std::string("NCCL ") + op, "tensor is not contiguous");
+  }
+  int device_index_;
+  int rank_ = 0;
+  int world_size_ = 1;
+  ncclComm_t comm_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<ProcessGroup> MakeNcclProcessGroup(int device_index) {
+  return std::make_unique<NcclProcessGroup>(device_index);
+}
+
+}  // namespace dpo

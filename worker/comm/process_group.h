@@ -1,0 +1,58 @@
+// Collective communication across the ranks of one training job.
+//
+// The rule every caller must keep: all ranks call the same collectives, on tensors of the same
+// shape and dtype, in the same order. A rank that skips or reorders one deadlocks the job.
+//
+// CPU tensors go over MPI; CUDA tensors over NCCL, whose communicator is bootstrapped through
+// MPI (rank 0's ncclUniqueId is broadcast with MPI_Bcast).
+#pragma once
+
+#include <memory>
+
+#include <ATen/core/Tensor.h>
+
+namespace dpo {
+
+class ProcessGroup {
+ public:
+  virtual ~ProcessGroup() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  // In-place sum over ranks. The tensor must be contiguous.
+  virtual void AllReduceSum(at::Tensor& tensor) = 0;
+  // In-place copy of root's tensor to every rank. The tensor must be contiguous.
+  virtual void Broadcast(at::Tensor& tensor, int root) = 0;
+  // Sum of one double over ranks (metrics, bad-step votes). Host-side; blocks.
+  virtual double AllReduceScalar(double value) = 0;
+  virtual void Barrier() = 0;
+};
+
+// Initialises MPI once per process (thread level FUNNELED) and finalises it at exit. Works
+// under mpirun and as a single process started without it (MPI singleton).
+class MpiSession {
+ public:
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  // Rank within this node (OMPI_COMM_WORLD_LOCAL_RANK), for picking a GPU.
+  int local_rank() const { return local_rank_; }
+
+ private:
+  bool owns_init_ = false;
+  int rank_ = 0;
+  int world_size_ = 1;
+  int local_rank_ = 0;
+};
+
+// MPI over MPI_COMM_WORLD; CPU tensors of float, double, bfloat16 (as 16-bit sums are
+// not supported, bf16/f16 are reduced through an fp32 copy), int32 or int64.
+std::unique_ptr<ProcessGroup> MakeMpiProcessGroup();
+
+// NCCL over CUDA tensors on `device_index`; needs an MpiSession. Throws dpo::Error when the
+// build has no NCCL.
+std::unique_ptr<ProcessGroup> MakeNcclProcessGroup(int device_index);
+
+}  // namespace dpo
