@@ -1,0 +1,192 @@
+#include "common/loss/sequence_logps.h"
+
+#include <torch/torch.h>
+
+#include <string>
+
+#include "common/util/error.h"
+
+namespace dpo {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::string Shape(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+// Checks the shapes and the labels of the scored positions; returns the flat indices (into the
+// [B*T] rows of hidden) of the scored positions and their labels.
+struct ScoredPositions {
+  at::Tensor rows;     // [N] int64 indices b*T + t of the positions that predict a completion token
+  at::Tensor targets;  // [N] int64 labels input_ids[b, t+1]
+  at::Tensor out_index;  // [N] int64 indices b*(T-1) + t into the flattened [B, T-1] outputs
+  at::Tensor label_mask;  // [B, T-1] bool
+};
+
+ScoredPositions FindScoredPositions(const at::Tensor& hidden, const at::Tensor& weight,
+                                    const at::Tensor& input_ids, const at::Tensor& completion_mask) {
+  constexpr const char* kWhere = "common/loss/sequence_logps.cc";
+  if (hidden.dim() != 3 || !hidden.is_floating_point())
+    Fail(kWhere, "hidden must be a float [B, T, H] tensor, got " + Shape(hidden));
+  if (weight.dim() != 2 || weight.size(1) != hidden.size(2) || !weight.is_floating_point())
+    Fail(kWhere, "lm_head weight must be a float [V, H] tensor with H = " +
+                     std::to_string(hidden.size(2)) + ", got " + Shape(weight));
+  const int64_t batch = hidden.size(0), time = hidden.size(1);
+  if (input_ids.sizes() != at::IntArrayRef{batch, time} || input_ids.is_floating_point())
+    Fail(kWhere, "input_ids must be an integer [B, T] = [" + std::to_string(batch) + ", " +
+                     std::to_string(time) + "] tensor, got " + Shape(input_ids));
+  if (completion_mask.sizes() != input_ids.sizes())
+    Fail(kWhere, "completion_mask must match input_ids " + Shape(input_ids) + ", got " +
+                     Shape(completion_mask));
+  if (time < 2) Fail(kWhere, "sequences need at least 2 tokens, got T = " + std::to_string(time));
+
+  ScoredPositions p;
+  p.label_mask = completion_mask.slice(1, 1).ne(0);
+  const at::Tensor flat = p.label_mask.reshape({-1}).nonzero().squeeze(1);  // b*(T-1) + t
+  p.out_index = flat;
+  p.rows = flat.div(time - 1, "floor") * time + flat.remainder(time - 1);
+  p.targets = input_ids.slice(1, 1).reshape({-1}).index_select(0, flat).to(torch::kLong);
+  if (p.targets.numel() > 0) {
+    const int64_t lo = p.targets.min().item<int64_t>(), hi = p.targets.max().item<int64_t>();
+    if (lo < 0 || hi >= weight.size(0))
+      Fail(kWhere, "input_ids: completion label outside the vocabulary [0, " +
+                       std::to_string(weight.size(0)) + "): " +
+                       std::to_string(lo < 0 ? lo : hi));
+  }
+  return p;
+}
+
+// Σ_v a[n, v] * b[n, v] without a [N, V] temporary.
+at::Tensor RowDot(const at::Tensor& a, const at::Tensor& b) {
+  return at::bmm(a.unsqueeze(1), b.unsqueeze(2)).view({-1});
+}
+
+// Outputs: logps (differentiable), entropy, log_sum_sq_probs, mean_logits, is_top1.
+class ChunkedLogpsFunction : public torch::autograd::Function<ChunkedLogpsFunction> {
+ public:
+  // hidden: [N, H] rows to score, weight: [V, H], targets: [N] int64.
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden,
+                               const at::Tensor& weight, const at::Tensor& targets,
+                               int64_t chunk_tokens) {
+    torch::NoGradGuard no_grad;
+    const int64_t n = hidden.size(0), vocab = weight.size(0);
+    const auto f32 = hidden.options().dtype(torch::kFloat);
+    at::Tensor logps = torch::empty({n}, f32), entropy = torch::empty({n}, f32);
+    at::Tensor log_sum_sq = torch::empty({n}, f32), mean_logits = torch::empty({n}, f32);
+    at::Tensor lse = torch::empty({n}, f32);
+    at::Tensor is_top1 = torch::empty({n}, f32.dtype(torch::kBool));
+    const at::Tensor w = weight.to(torch::kFloat);
+    for (int64_t start = 0; start < n; start += chunk_tokens) {
+      const int64_t end = std::min(n, start + chunk_tokens);
+      const at::Tensor h = hidden.slice(0, start, end).to(torch::kFloat);
+      const at::Tensor tgt = targets.slice(0, start, end);
+      at::Tensor z = at::mm(h, w.t());  // [c, V] fp32 logits
+      const at::Tensor chunk_lse = z.logsumexp(1);
+      const at::Tensor target_z = z.gather(1, tgt.unsqueeze(1)).squeeze(1);
+      mean_logits.slice(0, start, end).copy_(z.sum(1) / static_cast<double>(vocab));
+      is_top1.slice(0, start, end).copy_(z.argmax(1).eq(tgt));
+      at::Tensor log_p = z.sub_(chunk_lse.unsqueeze(1));  // in place: z now holds log p
+      const at::Tensor p = log_p.exp();
+      entropy.slice(0, start, end).copy_(RowDot(p, log_p).neg_());
+      log_sum_sq.slice(0, start, end).copy_(RowDot(p, p).log_());
+      logps.slice(0, start, end).copy_(target_z - chunk_lse);
+      lse.slice(0, start, end).copy_(chunk_lse);
+    }
+    ctx->save_for_backward({hidden, weight, targets, lse});
+    ctx->saved_data["chunk_tokens"] = chunk_tokens;
+    ctx->mark_non_differentiable({entropy, log_sum_sq, mean_logits, is_top1});
+    return {logps, entropy, log_sum_sq, mean_logits, is_top1};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &hidden = saved[0], &weight = saved[1], &targets = saved[2], &lse = saved[3];
+    const int64_t chunk_tokens = ctx->saved_data["chunk_tokens"].toInt();
+    const at::Tensor& grad_logps = grads[0];
+    if (!grad_logps.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const bool need_h = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
+    const int64_t n = hidden.size(0);
+    const at::Tensor w = weight.to(torch::kFloat);
+    const at::Tensor g = grad_logps.to(torch::kFloat);
+    at::Tensor grad_h = need_h ? torch::empty({n, hidden.size(1)}, w.options()) : at::Tensor();
+    at::Tensor grad_w = need_w ? torch::zeros_like(w) : at::Tensor();
+    for (int64_t start = 0; start < n; start += chunk_tokens) {
+      const int64_t end = std::min(n, start + chunk_tokens);
+      const at::Tensor h = hidden.slice(0, start, end).to(torch::kFloat);
+      const at::Tensor gc = g.slice(0, start, end);
+      // d logp_target / dz_v = onehot_v - p_v, scaled by the incoming grad of the token.
+      at::Tensor dz = at::mm(h, w.t());
+      dz.sub_(lse.slice(0, start, end).unsqueeze(1)).exp_().mul_(gc.neg().unsqueeze(1));
+      dz.scatter_add_(1, targets.slice(0, start, end).unsqueeze(1), gc.unsqueeze(1));
+      if (need_h) {
+        at::Tensor rows = grad_h.slice(0, start, end);
+        at::mm_out(rows, dz, w);
+      }
+      if (need_w) grad_w.addmm_(dz.t(), h);
+    }
+    return {need_h ? grad_h.to(hidden.scalar_type()) : at::Tensor(),
+            need_w ? grad_w.to(weight.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// Scatters per-position values [N] into a zero [B, T-1] tensor (differentiable w.r.t. values).
+at::Tensor Scatter(const at::Tensor& values, const ScoredPositions& p) {
+  const at::Tensor zeros = torch::zeros({p.label_mask.numel()}, values.options());
+  return zeros.index_copy(0, p.out_index, values).view(p.label_mask.sizes());
+}
+
+}  // namespace
+
+SequenceLogps ComputeSequenceLogps(const at::Tensor& hidden, const at::Tensor& weight,
+                                   const at::Tensor& input_ids, const at::Tensor& completion_mask,
+                                   const SequenceLogpsOptions& options) {
+  if (options.chunk_tokens <= 0)
+    Fail("SequenceLogpsOptions.chunk_tokens", "must be positive, got " +
+                                                  std::to_string(options.chunk_tokens));
+  const ScoredPositions p = FindScoredPositions(hidden, weight, input_ids, completion_mask);
+  const at::Tensor rows =
+      hidden.reshape({-1, hidden.size(2)}).index_select(0, p.rows.to(hidden.device()));
+  const variable_list out =
+      ChunkedLogpsFunction::apply(rows, weight, p.targets, options.chunk_tokens);
+  SequenceLogps s;
+  s.token_logps = Scatter(out[0], p);
+  s.token_entropy = Scatter(out[1], p);
+  s.token_log_sum_sq_probs = Scatter(out[2], p);
+  s.token_mean_logits = Scatter(out[3], p);
+  s.token_is_top1 = Scatter(out[4], p);
+  s.label_mask = p.label_mask;
+  s.completion_tokens = completion_mask.ne(0).sum(1).to(torch::kFloat);
+  return s;
+}
+
+SequenceLogps ComputeSequenceLogpsReference(const at::Tensor& hidden, const at::Tensor& weight,
+                                            const at::Tensor& input_ids,
+                                            const at::Tensor& completion_mask) {
+  const ScoredPositions p = FindScoredPositions(hidden, weight, input_ids, completion_mask);
+  const at::Tensor logits =
+      at::matmul(hidden.slice(1, 0, hidden.size(1) - 1).to(torch::kFloat),
+                 weight.to(torch::kFloat).t());
+  const at::Tensor mask = p.label_mask;
+  const at::Tensor labels =
+      input_ids.slice(1, 1).to(torch::kLong).masked_fill(~mask, 0).unsqueeze(2);
+  const at::Tensor log_p = logits.log_softmax(2);
+  SequenceLogps s;
+  s.token_logps = log_p.gather(2, labels).squeeze(2).masked_fill(~mask, 0.0);
+  {
+    torch::NoGradGuard no_grad;
+    const at::Tensor prob = log_p.exp();
+    s.token_entropy = (prob * log_p).sum(2).neg().masked_fill(~mask, 0.0);
+    s.token_log_sum_sq_probs = (prob * prob).sum(2).log().masked_fill(~mask, 0.0);
+    s.token_mean_logits = logits.mean(2).masked_fill(~mask, 0.0);
+    s.token_is_top1 = logits.argmax(2).eq(labels.squeeze(2)).logical_and(mask);
+  }
+  s.label_mask = mask;
+  s.completion_tokens = completion_mask.ne(0).sum(1).to(torch::kFloat);
+  return s;
+}
+
+}  // namespace dpo
