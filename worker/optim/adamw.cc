@@ -1,0 +1,92 @@
+#include "worker/optim/adamw.h"
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "common/util/error.h"
+
+namespace dpo {
+
+AdamW::AdamW(std::vector<at::Tensor> params, std::vector<std::string> names, AdamWOptions options)
+    : params_(std::move(params)), names_(std::move(names)), options_(options) {
+  if (params_.size() != names_.size()) Fail("AdamW", "params and names differ in length");
+  torch::NoGradGuard no_grad;
+  for (const at::Tensor& p : params_) {
+    exp_avg_.push_back(torch::zeros_like(p, at::MemoryFormat::Preserve));
+    exp_avg_sq_.push_back(torch::zeros_like(p, at::MemoryFormat::Preserve));
+    step_.push_back(torch::zeros({}, p.options().dtype(at::kFloat)));
+  }
+}
+
+void AdamW::Step(double lr) {
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> params, grads, exp_avg, exp_avg_sq, steps;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!params_[i].grad().defined()) continue;
+    params.push_back(params_[i]);
+    grads.push_back(params_[i].grad());
+    exp_avg.push_back(exp_avg_[i]);
+    exp_avg_sq.push_back(exp_avg_sq_[i]);
+    steps.push_back(step_[i]);
+  }
+  if (params.empty()) return;
+  at::_foreach_add_(steps, 1);
+  at::_fused_adamw_(params, grads, exp_avg, exp_avg_sq, /*max_exp_avg_sqs=*/{}, steps, lr,
+                    options_.beta1, options_.beta2, options_.weight_decay, options_.eps,
+                    /*amsgrad=*/false, /*maximize=*/false);
+}
+
+void AdamW::ZeroGrad() {
+  for (at::Tensor& p : params_) {
+    if (p.grad().defined()) p.mutable_grad().reset();
+  }
+}
+
+double AdamW::ClipGradNorm(double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> grads;
+  for (const at::Tensor& p : params_) {
+    if (p.grad().defined()) grads.push_back(p.grad());
+  }
+  if (grads.empty()) return 0.0;
+  std::vector<at::Tensor> norms = at::_foreach_norm(grads, 2);
+  at::Tensor total = at::linalg_vector_norm(at::stack(norms).to(at::kFloat), 2);
+  const double norm = total.item<double>();
+  if (max_norm > 0 && std::isfinite(norm)) {
+    at::Tensor coef = at::clamp(max_norm / (total + 1e-6), c10::nullopt, 1.0);
+    at::_foreach_mul_(grads, coef.to(grads.front().device()));
+  }
+  return norm;
+}
+
+std::map<std::string, at::Tensor> AdamW::StateDict() const {
+  std::map<std::string, at::Tensor> state;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    state["exp_avg." + names_[i]] = exp_avg_[i];
+    state["exp_avg_sq." + names_[i]] = exp_avg_sq_[i];
+    state["step." + names_[i]] = step_[i];
+  }
+  return state;
+}
+
+void AdamW::LoadStateDict(const std::map<std::string, at::Tensor>& state) {
+  torch::NoGradGuard no_grad;
+  auto restore = [&](const std::string& key, at::Tensor& into) {
+    auto it = state.find(key);
+    if (it == state.end()) Fail("optimizer state", "missing tensor \"" + key + "\"");
+    if (it->second.sizes() != into.sizes()) {
+      Fail("optimizer state", "tensor \"" + key + "\" has shape " +
+                                  c10::str(it->second.sizes()) + ", expected " +
+                                  c10::str(into.sizes()));
+    }
+    into.copy_(it->second);
+  };
+  for (size_t i = 0; i < params_.size(); ++i) {
+    restore("exp_avg." + names_[i], exp_avg_[i]);
+    restore("exp_avg_sq." + names_[i], exp_avg_sq_[i]);
+    restore("step." + names_[i], step_[i]);
+  }
+}
+
+}  // namespace dpo
