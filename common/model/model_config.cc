@@ -1,0 +1,277 @@
+#include "common/model/model_config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/util/error.h"
+
+namespace dpo {
+namespace {
+
+using nlohmann::json;
+
+std::string Context(std::string_view source, std::string_view field) {
+  return std::string(source) + ": field '" + std::string(field) + "'";
+}
+
+// A field is absent when missing or null (transformers writes e.g. "sliding_window": null).
+const json* Find(const json& obj, std::string_view field) {
+  auto it = obj.find(std::string(field));
+  if (it == obj.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+int64_t GetInt(const json& obj, std::string_view field, std::string_view source,
+               const int64_t* fallback) {
+  const json* v = Find(obj, field);
+  if (v == nullptr) {
+    if (fallback == nullptr) Fail(Context(source, field), "missing (required)");
+    return *fallback;
+  }
+  if (!v->is_number_integer()) {
+    Fail(Context(source, field), "expected an integer, got " + v->dump());
+  }
+  if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t{INT64_MAX}) {
+    Fail(Context(source, field), "out of range: " + v->dump());
+  }
+  return v->get<int64_t>();
+}
+
+int64_t RequireInt(const json& obj, std::string_view field, std::string_view source) {
+  return GetInt(obj, field, source, nullptr);
+}
+
+int64_t IntOr(const json& obj, std::string_view field, std::string_view source, int64_t fallback) {
+  return GetInt(obj, field, source, &fallback);
+}
+
+double DoubleOr(const json& obj, std::string_view field, std::string_view source,
+                double fallback) {
+  const json* v = Find(obj, field);
+  if (v == nullptr) return fallback;
+  if (!v->is_number()) Fail(Context(source, field), "expected a number, got " + v->dump());
+  return v->get<double>();
+}
+
+bool BoolOr(const json& obj, std::string_view field, std::string_view source, bool fallback) {
+  const json* v = Find(obj, field);
+  if (v == nullptr) return fallback;
+  if (!v->is_boolean()) Fail(Context(source, field), "expected true/false, got " + v->dump());
+  return v->get<bool>();
+}
+
+std::string StringOr(const json& obj, std::string_view field, std::string_view source,
+                     const std::string& fallback) {
+  const json* v = Find(obj, field);
+  if (v == nullptr) return fallback;
+  if (!v->is_string()) Fail(Context(source, field), "expected a string, got " + v->dump());
+  return v->get<std::string>();
+}
+
+// RoPE settings: transformers 5 writes "rope_parameters" {rope_type, rope_theta, ...}; older
+// files have a top-level "rope_theta" and an optional "rope_scaling" {type|rope_type, ...}.
+void ParseRope(const json& root, std::string_view source, ModelConfig& c) {
+  c.rope_theta = DoubleOr(root, "rope_theta", source, 10000.0);
+  const json* params = Find(root, "rope_parameters");
+  std::string params_field = "rope_parameters";
+  if (params == nullptr) {
+    params = Find(root, "rope_scaling");
+    params_field = "rope_scaling";
+  }
+  if (params == nullptr) return;
+  if (!params->is_object()) {
+    Fail(Context(source, params_field), "expected an object, got " + params->dump());
+  }
+  std::string ctx = std::string(source) + ": " + params_field;
+  c.rope_theta = DoubleOr(*params, "rope_theta", ctx, c.rope_theta);
+  c.rope_type = StringOr(*params, "rope_type", ctx, StringOr(*params, "type", ctx, "default"));
+  c.rope_factor = DoubleOr(*params, "factor", ctx, 1.0);
+  c.rope_low_freq_factor = DoubleOr(*params, "low_freq_factor", ctx, 1.0);
+  c.rope_high_freq_factor = DoubleOr(*params, "high_freq_factor", ctx, 4.0);
+  c.rope_original_max_position_embeddings =
+      IntOr(*params, "original_max_position_embeddings", ctx, c.max_position_embeddings);
+}
+
+const char* ArchitectureOf(const std::string& model_type) {
+  if (model_type == "llama") return "LlamaForCausalLM";
+  if (model_type == "mistral") return "MistralForCausalLM";
+  if (model_type == "qwen2") return "Qwen2ForCausalLM";
+  return "Qwen3ForCausalLM";
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::FromJson(std::string_view text, std::string_view source_name) {
+  json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) Fail(source_name, "not valid JSON");
+  if (!root.is_object()) Fail(source_name, "expected a JSON object at the top level");
+  std::string_view src = source_name;
+
+  ModelConfig c;
+  c.source_json = std::string(text);
+  const json* type = Find(root, "model_type");
+  if (type == nullptr) Fail(Context(src, "model_type"), "missing (required)");
+  if (!type->is_string()) Fail(Context(src, "model_type"), "expected a string");
+  c.model_type = type->get<std::string>();
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" &&
+      c.model_type != "qwen3") {
+    Fail(Context(src, "model_type"),
+         "unsupported '" + c.model_type + "' (supported: llama, mistral, qwen2, qwen3)");
+  }
+  std::string act = StringOr(root, "hidden_act", src, "silu");
+  if (act != "silu") Fail(Context(src, "hidden_act"), "only 'silu' is supported, got '" + act + "'");
+
+  c.vocab_size = RequireInt(root, "vocab_size", src);
+  c.hidden_size = RequireInt(root, "hidden_size", src);
+  c.intermediate_size = RequireInt(root, "intermediate_size", src);
+  c.num_hidden_layers = RequireInt(root, "num_hidden_layers", src);
+  c.num_attention_heads = RequireInt(root, "num_attention_heads", src);
+  c.num_key_value_heads = IntOr(root, "num_key_value_heads", src, c.num_attention_heads);
+  int64_t default_head_dim = c.model_type == "qwen3" ? 128
+                             : c.num_attention_heads > 0
+                                 ? c.hidden_size / c.num_attention_heads
+                                 : 0;
+  c.head_dim = IntOr(root, "head_dim", src, default_head_dim);
+  c.max_position_embeddings = IntOr(root, "max_position_embeddings", src, 2048);
+  c.rms_norm_eps = DoubleOr(root, "rms_norm_eps", src, 1e-6);
+  c.initializer_range = DoubleOr(root, "initializer_range", src, 0.02);
+  c.tie_word_embeddings = BoolOr(root, "tie_word_embeddings", src, false);
+  bool attention_bias = BoolOr(root, "attention_bias", src, false);
+  if (c.model_type == "llama" || c.model_type == "qwen3") {
+    c.qkv_bias = c.o_bias = attention_bias;
+  } else if (c.model_type == "qwen2") {
+    c.qkv_bias = true;
+  }
+  c.mlp_bias = c.model_type == "llama" && BoolOr(root, "mlp_bias", src, false);
+  c.qk_norm = c.model_type == "qwen3";
+  bool use_window = c.model_type == "mistral" || BoolOr(root, "use_sliding_window", src, false);
+  c.sliding_window = use_window ? IntOr(root, "sliding_window", src, 0) : 0;
+  ParseRope(root, src, c);
+  c.Validate(src);
+  return c;
+}
+
+ModelConfig ModelConfig::FromJsonFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) Fail(path, "cannot open config file");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return FromJson(buffer.str(), path);
+}
+
+void ModelConfig::Validate(std::string_view source) const {
+  auto positive = [&](int64_t v, std::string_view field) {
+    if (v <= 0) Fail(Context(source, field), "must be positive, got " + std::to_string(v));
+  };
+  positive(vocab_size, "vocab_size");
+  positive(hidden_size, "hidden_size");
+  positive(intermediate_size, "intermediate_size");
+  positive(num_hidden_layers, "num_hidden_layers");
+  positive(num_attention_heads, "num_attention_heads");
+  positive(num_key_value_heads, "num_key_value_heads");
+  positive(head_dim, "head_dim");
+  positive(max_position_embeddings, "max_position_embeddings");
+  if (model_type != "qwen3" && hidden_size % num_attention_heads != 0) {
+    Fail(Context(source, "hidden_size"),
+         std::to_string(hidden_size) + " is not divisible by num_attention_heads " +
+             std::to_string(num_attention_heads));
+  }
+  if (num_attention_heads % num_key_value_heads != 0) {
+    Fail(Context(source, "num_key_value_heads"),
+         std::to_string(num_key_value_heads) + " does not divide num_attention_heads " +
+             std::to_string(num_attention_heads));
+  }
+  if (head_dim % 2 != 0) {
+    Fail(Context(source, "head_dim"), "must be even for rotary embeddings, got " +
+                                          std::to_string(head_dim));
+  }
+  if (!(rms_norm_eps > 0)) Fail(Context(source, "rms_norm_eps"), "must be positive");
+  if (!(initializer_range >= 0)) Fail(Context(source, "initializer_range"), "must be >= 0");
+  if (sliding_window < 0) Fail(Context(source, "sliding_window"), "must be >= 0");
+  if (!(rope_theta > 0)) Fail(Context(source, "rope_theta"), "must be positive");
+  if (rope_type != "default" && rope_type != "linear" && rope_type != "llama3") {
+    Fail(Context(source, "rope_type"),
+         "unsupported '" + rope_type + "' (supported: default, linear, llama3)");
+  }
+  if (rope_type != "default" && !(rope_factor > 0)) {
+    Fail(Context(source, "factor"), "rope scaling factor must be positive");
+  }
+  if (rope_type == "llama3") {
+    if (!(rope_high_freq_factor > rope_low_freq_factor) || !(rope_low_freq_factor > 0)) {
+      Fail(Context(source, "high_freq_factor"), "llama3 rope needs high_freq_factor > "
+                                                "low_freq_factor > 0");
+    }
+    positive(rope_original_max_position_embeddings, "original_max_position_embeddings");
+  }
+  // What each model_type can express in config.json (so ToJson round-trips).
+  bool ok = true;
+  if (model_type == "llama") ok = qkv_bias == o_bias && !qk_norm;
+  if (model_type == "qwen3") ok = qkv_bias == o_bias && qk_norm && !mlp_bias;
+  if (model_type == "qwen2") ok = qkv_bias && !o_bias && !qk_norm && !mlp_bias;
+  if (model_type == "mistral") ok = !qkv_bias && !o_bias && !qk_norm && !mlp_bias;
+  if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" &&
+      model_type != "qwen3") {
+    Fail(Context(source, "model_type"), "unsupported '" + model_type + "'");
+  }
+  if (!ok) {
+    Fail(Context(source, "model_type"),
+         "bias/qk_norm flags do not match what '" + model_type + "' expresses");
+  }
+}
+
+std::string ModelConfig::ToJson(std::string_view dtype) const {
+  json root = json::object();
+  if (!source_json.empty()) {
+    json parsed = json::parse(source_json, nullptr, /*allow_exceptions=*/false);
+    if (parsed.is_object()) root = std::move(parsed);
+  }
+  if (!root.contains("architectures")) root["architectures"] = {ArchitectureOf(model_type)};
+  root["model_type"] = model_type;
+  root["vocab_size"] = vocab_size;
+  root["hidden_size"] = hidden_size;
+  root["intermediate_size"] = intermediate_size;
+  root["num_hidden_layers"] = num_hidden_layers;
+  root["num_attention_heads"] = num_attention_heads;
+  root["num_key_value_heads"] = num_key_value_heads;
+  root["head_dim"] = head_dim;
+  root["max_position_embeddings"] = max_position_embeddings;
+  root["rms_norm_eps"] = rms_norm_eps;
+  root["initializer_range"] = initializer_range;
+  root["tie_word_embeddings"] = tie_word_embeddings;
+  root["hidden_act"] = "silu";
+  if (model_type == "llama" || model_type == "qwen3") root["attention_bias"] = qkv_bias;
+  if (model_type == "llama") root["mlp_bias"] = mlp_bias;
+  if (model_type == "mistral") root["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json();
+  json rope = {{"rope_type", rope_type}, {"rope_theta", rope_theta}};
+  if (rope_type != "default") rope["factor"] = rope_factor;
+  if (rope_type == "llama3") {
+    rope["low_freq_factor"] = rope_low_freq_factor;
+    rope["high_freq_factor"] = rope_high_freq_factor;
+    rope["original_max_position_embeddings"] = rope_original_max_position_embeddings;
+  }
+  root.erase("rope_scaling");
+  root.erase("rope_theta");
+  root["rope_parameters"] = rope;
+  if (!dtype.empty()) {
+    root.erase("torch_dtype");
+    root["dtype"] = std::string(dtype);
+  }
+  return root.dump(2) + "\n";
+}
+
+int64_t ModelConfig::NumParameters() const {
+  const int64_t h = hidden_size, q = num_attention_heads * head_dim,
+                kv = num_key_value_heads * head_dim, i = intermediate_size;
+  int64_t layer = h * q + h * kv * 2 + q * h + 3 * h * i + 2 * h;
+  if (qkv_bias) layer += q + 2 * kv;
+  if (o_bias) layer += h;
+  if (mlp_bias) layer += 2 * i + h;
+  if (qk_norm) layer += 2 * head_dim;
+  int64_t total = vocab_size * h + h + num_hidden_layers * layer;
+  if (!tie_word_embeddings) total += vocab_size * h;
+  return total;
+}
+
+}  // namespace dpo

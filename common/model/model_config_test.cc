@@ -1,0 +1,133 @@
+#include "common/model/model_config.h"
+
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "common/util/error.h"
+
+namespace dpo {
+namespace {
+
+using nlohmann::json;
+
+json LlamaJson() {
+  return {{"model_type", "llama"},   {"vocab_size", 300},           {"hidden_size", 64},
+          {"intermediate_size", 128}, {"num_hidden_layers", 2},      {"num_attention_heads", 4},
+          {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},        {"max_position_embeddings", 128},
+          {"bos_token_id", 1},        {"tie_word_embeddings", false}};
+}
+
+void ExpectError(const json& j, std::initializer_list<std::string> parts) {
+  try {
+    ModelConfig::FromJson(j.dump(), "cfg/config.json");
+    FAIL() << "no error for " << j.dump();
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("cfg/config.json"), std::string::npos) << msg;
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << msg;
+  }
+}
+
+TEST(ModelConfigTest, ParsesLlamaWithDefaults) {
+  auto c = ModelConfig::FromJson(LlamaJson().dump(), "x");
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.num_key_value_heads, 2);
+  EXPECT_EQ(c.rope_type, "default");
+  EXPECT_DOUBLE_EQ(c.rope_theta, 10000.0);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_FALSE(c.qk_norm);
+  // embed + lm_head + norm + 2 layers * (q 64*64 + k,v 2*64*32 + o 64*64 + mlp 3*64*128 + 2 norms)
+  EXPECT_EQ(c.NumParameters(), 2 * 300 * 64 + 64 + 2 * (4096 + 4096 + 4096 + 3 * 8192 + 128));
+}
+
+TEST(ModelConfigTest, ParsesArchitectureSpecifics) {
+  json q2 = LlamaJson();
+  q2["model_type"] = "qwen2";
+  auto c2 = ModelConfig::FromJson(q2.dump(), "x");
+  EXPECT_TRUE(c2.qkv_bias);
+  EXPECT_FALSE(c2.o_bias);
+
+  json q3 = LlamaJson();
+  q3["model_type"] = "qwen3";
+  q3["head_dim"] = 32;
+  auto c3 = ModelConfig::FromJson(q3.dump(), "x");
+  EXPECT_TRUE(c3.qk_norm);
+  EXPECT_EQ(c3.head_dim, 32);
+  q3.erase("head_dim");
+  EXPECT_EQ(ModelConfig::FromJson(q3.dump(), "x").head_dim, 128);  // transformers' default
+
+  json l3 = LlamaJson();
+  l3["rope_scaling"] = {{"rope_type", "llama3"},   {"factor", 8.0},
+                        {"low_freq_factor", 1.0},  {"high_freq_factor", 4.0},
+                        {"original_max_position_embeddings", 64}};
+  l3["rope_theta"] = 500000.0;
+  auto c = ModelConfig::FromJson(l3.dump(), "x");
+  EXPECT_EQ(c.rope_type, "llama3");
+  EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
+  EXPECT_EQ(c.rope_original_max_position_embeddings, 64);
+
+  json v5 = LlamaJson();
+  v5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e6}};
+  EXPECT_DOUBLE_EQ(ModelConfig::FromJson(v5.dump(), "x").rope_theta, 1e6);
+}
+
+TEST(ModelConfigTest, ToJsonRoundTripsAndKeepsOtherFields) {
+  json l3 = LlamaJson();
+  l3["rope_scaling"] = {{"type", "llama3"},        {"factor", 8.0},
+                        {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                        {"original_max_position_embeddings", 64}};
+  auto c = ModelConfig::FromJson(l3.dump(), "x");
+  json out = json::parse(c.ToJson("bfloat16"));
+  EXPECT_EQ(out["bos_token_id"], 1);
+  EXPECT_EQ(out["dtype"], "bfloat16");
+  EXPECT_EQ(out["rope_parameters"]["rope_type"], "llama3");
+  EXPECT_FALSE(out.contains("rope_scaling"));
+  auto again = ModelConfig::FromJson(out.dump(), "y");
+  EXPECT_EQ(again.rope_type, "llama3");
+  EXPECT_EQ(again.NumParameters(), c.NumParameters());
+  EXPECT_EQ(again.head_dim, c.head_dim);
+}
+
+TEST(ModelConfigTest, RejectsBadFields) {
+  ExpectError(json::array(), {"JSON object"});
+  json j = LlamaJson();
+  j.erase("hidden_size");
+  ExpectError(j, {"'hidden_size'", "missing"});
+  j = LlamaJson();
+  j["hidden_size"] = 66;
+  ExpectError(j, {"'hidden_size'", "not divisible by num_attention_heads"});
+  j = LlamaJson();
+  j["num_hidden_layers"] = -2;
+  ExpectError(j, {"'num_hidden_layers'", "positive"});
+  j = LlamaJson();
+  j["vocab_size"] = "300";
+  ExpectError(j, {"'vocab_size'", "expected an integer"});
+  j = LlamaJson();
+  j["vocab_size"] = 3.5;
+  ExpectError(j, {"'vocab_size'", "expected an integer"});
+  j = LlamaJson();
+  j["num_key_value_heads"] = 3;
+  ExpectError(j, {"'num_key_value_heads'", "does not divide"});
+  j = LlamaJson();
+  j["tie_word_embeddings"] = 1;
+  ExpectError(j, {"'tie_word_embeddings'", "true/false"});
+  j = LlamaJson();
+  j["model_type"] = "gpt2";
+  ExpectError(j, {"'model_type'", "unsupported 'gpt2'"});
+  j = LlamaJson();
+  j["hidden_act"] = "gelu";
+  ExpectError(j, {"'hidden_act'"});
+  j = LlamaJson();
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 2.0}};
+  ExpectError(j, {"'rope_type'", "yarn"});
+  j = LlamaJson();
+  j["rms_norm_eps"] = -1.0;
+  ExpectError(j, {"'rms_norm_eps'"});
+  EXPECT_THROW(ModelConfig::FromJson("{bad", "x"), Error);
+  EXPECT_THROW(ModelConfig::FromJsonFile("/nonexistent/config.json"), Error);
+}
+
+}  // namespace
+}  // namespace dpo
