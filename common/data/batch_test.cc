@@ -1,0 +1,87 @@
+#include "common/data/batch.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/data/data_test_util.h"
+
+namespace dpo {
+namespace {
+
+using testing::ByteTokenizer;
+using testing::ScratchFile;
+constexpr int64_t B = ByteTokenizer::kBos, E = ByteTokenizer::kEos, P = 0;
+
+// Pair 0: <s>ab | c</s> | </s>-only is impossible (completions are non-empty), so "d"</s>.
+// Pair 1: <s>x | yz</s> | w</s>.
+class BatchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_.Write(R"({"prompt":"ab","chosen":"c","rejected":"d"})" "\n"
+                R"({"prompt":"x","chosen":"yz","rejected":"w"})" "\n");
+    TokenizeOptions no_limit;
+    no_limit.max_length = 0;
+    PrepareDataset(tok_, data_.path(), out_.path(), {no_limit});
+    ds_ = std::make_unique<PreparedDataset>(out_.path());
+  }
+  ByteTokenizer tok_;
+  ScratchFile data_{"batch.jsonl"}, out_{"batch.bin"};
+  std::unique_ptr<PreparedDataset> ds_;
+  std::vector<uint32_t> pairs_{0, 1};
+};
+
+TEST_F(BatchTest, PaddedChosenRowsThenRejectedLikeTrlCollator) {
+  CollateOptions o;
+  auto b = CollatePadded(*ds_, pairs_, o);
+  ASSERT_EQ(b.rows, 4u);
+  ASSERT_EQ(b.width, 5u);
+  std::vector<int64_t> ids = {B, 'a', 'b', 'c', E,  B, 'x', 'y', 'z', E,
+                              B, 'a', 'b', 'd', E,  B, 'x', 'w', E,   P};
+  std::vector<uint8_t> mask = {0, 0, 0, 1, 1,  0, 0, 1, 1, 1,  0, 0, 0, 1, 1,  0, 0, 1, 1, 0};
+  EXPECT_EQ(b.input_ids, ids);
+  EXPECT_EQ(b.completion_mask, mask);
+  EXPECT_EQ(b.lengths, (std::vector<int32_t>{5, 5, 5, 4}));
+  EXPECT_DOUBLE_EQ(b.padding_fraction(), 1.0 / 20);
+  o.pad_to_multiple_of = 8;
+  o.pad_id = 258;
+  auto wide = CollatePadded(*ds_, pairs_, o);
+  EXPECT_EQ(wide.width, 8u);
+  EXPECT_EQ(wide.input_ids[7], 258);
+}
+
+TEST_F(BatchTest, MaxLengthKeepsStartOrEnd) {
+  CollateOptions o;
+  o.max_length = 3;
+  auto start = CollatePadded(*ds_, pairs_, o);
+  EXPECT_EQ(start.width, 3u);
+  EXPECT_EQ(std::vector<int64_t>(start.input_ids.begin(), start.input_ids.begin() + 6),
+            (std::vector<int64_t>{B, 'a', 'b', B, 'x', 'y'}));
+  o.truncation_mode = TruncationMode::kKeepEnd;
+  auto end = CollatePadded(*ds_, pairs_, o);
+  EXPECT_EQ(std::vector<int64_t>(end.input_ids.begin(), end.input_ids.begin() + 6),
+            (std::vector<int64_t>{'b', 'c', E, 'y', 'z', E}));
+  EXPECT_EQ(std::vector<uint8_t>(end.completion_mask.begin(), end.completion_mask.begin() + 3),
+            (std::vector<uint8_t>{0, 1, 1}));
+}
+
+TEST_F(BatchTest, PackedMatchesPaddedWithoutPadding) {
+  CollateOptions o;
+  auto padded = CollatePadded(*ds_, pairs_, o);
+  auto packed = CollatePacked(*ds_, pairs_, o);
+  EXPECT_EQ(packed.cu_seqlens, (std::vector<int32_t>{0, 5, 10, 15, 19}));
+  EXPECT_EQ(packed.max_seqlen, 5);
+  ASSERT_EQ(packed.input_ids.size(), 19u);
+  for (size_t row = 0; row < 4; ++row) {
+    for (int32_t i = 0; i < padded.lengths[row]; ++i) {
+      size_t at = packed.cu_seqlens[row] + i;
+      EXPECT_EQ(packed.input_ids[at], padded.input_ids[row * padded.width + i]);
+      EXPECT_EQ(packed.completion_mask[at], padded.completion_mask[row * padded.width + i]);
+      EXPECT_EQ(packed.position_ids[at], i);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dpo

@@ -1,0 +1,296 @@
+#include "common/data/prepared_dataset.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <optional>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common/data/line_reader.h"
+#include "common/util/hash.h"
+
+namespace dpo {
+namespace {
+
+constexpr char kMagic[8] = {'D', 'P', 'O', 'P', 'R', 'E', 'P', '\0'};
+constexpr uint32_t kVersion = 1;
+
+struct FileHeader {
+  char magic[8];
+  uint32_t version;
+  uint32_t reserved;
+  uint64_t tokenizer_hash, source_hash, options_hash;
+  uint64_t num_pairs, num_tokens;
+  uint64_t json_offset, json_bytes, pairs_offset, tokens_offset;
+};
+struct PairEntry {
+  uint64_t offset;
+  uint32_t prompt_len, chosen_len, rejected_len, reserved;
+};
+static_assert(sizeof(FileHeader) == 88 && sizeof(PairEntry) == 24);
+
+uint64_t Align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+const char* OnErrorName(OnError on_error) { return on_error == OnError::kFail ? "fail" : "skip"; }
+
+nlohmann::ordered_json ReportJson(const DataReport& r) {
+  nlohmann::ordered_json j;
+  j["lines"] = r.lines;
+  j["pairs"] = r.pairs;
+  j["skipped"] = r.skipped;
+  j["dropped"] = r.dropped;
+  j["skipped_by_reason"] = r.skipped_by_reason;
+  j["first_messages"] = r.first_messages;
+  return j;
+}
+
+DataReport ReportFromJson(const nlohmann::json& j) {
+  DataReport r;
+  r.lines = j.value("lines", size_t{0});
+  r.pairs = j.value("pairs", size_t{0});
+  r.skipped = j.value("skipped", size_t{0});
+  r.dropped = j.value("dropped", size_t{0});
+  r.skipped_by_reason = j.value("skipped_by_reason", std::map<std::string, size_t>{});
+  r.first_messages = j.value("first_messages", std::vector<std::string>{});
+  return r;
+}
+
+// The header of an existing prepared file, if `path` holds one.
+std::optional<FileHeader> ReadHeader(const std::string& path) {
+  FileHeader header;
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return std::nullopt;
+  bool ok = std::fread(&header, sizeof header, 1, f) == 1;
+  std::fclose(f);
+  if (!ok || std::memcmp(header.magic, kMagic, 8) != 0) return std::nullopt;
+  return header;
+}
+
+struct ChunkResult {
+  std::vector<TokenizedPair> pairs;
+  DataReport report;
+  std::exception_ptr error;  // the chunk's first fatal error
+};
+
+void ProcessChunk(const PairTokenizer& tokenizer, const std::string& path, OnError on_error,
+                  const std::vector<std::string>& lines, const std::vector<size_t>& numbers,
+                  ChunkResult* out) {
+  try {
+    for (size_t i = 0; i < lines.size(); ++i) {
+      std::string context = path + ":" + std::to_string(numbers[i]);
+      ++out->report.lines;
+      try {
+        auto pair = tokenizer.Tokenize(ParsePreferenceLine(lines[i], context), context);
+        if (!pair) {
+          ++out->report.dropped;
+          continue;
+        }
+        out->pairs.push_back(std::move(*pair));
+        ++out->report.pairs;
+      } catch (const RecordError& error) {
+        if (on_error == OnError::kFail) throw;
+        out->report.AddSkipped(error);
+      }
+    }
+  } catch (...) {
+    out->error = std::current_exception();
+  }
+}
+
+class AtomicWriter {
+ public:
+  explicit AtomicWriter(std::string path)
+      : path_(std::move(path)), temp_(path_ + ".tmp." + std::to_string(::getpid())) {
+    file_ = std::fopen(temp_.c_str(), "wb");
+    if (file_ == nullptr) Fail(temp_, std::string("cannot create: ") + std::strerror(errno));
+  }
+  ~AtomicWriter() {
+    if (file_ != nullptr) {
+      std::fclose(file_);
+      std::remove(temp_.c_str());
+    }
+  }
+  void Write(const void* data, size_t bytes) {
+    if (bytes && std::fwrite(data, 1, bytes, file_) != bytes) {
+      Fail(temp_, std::string("write failed: ") + std::strerror(errno));
+    }
+  }
+  void PadTo8(uint64_t written) {
+    static const char zeros[8] = {};
+    Write(zeros, Align8(written) - written);
+  }
+  void Commit() {
+    if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0) {
+      Fail(temp_, std::string("flush failed: ") + std::strerror(errno));
+    }
+    std::fclose(file_);
+    file_ = nullptr;
+    if (std::rename(temp_.c_str(), path_.c_str()) != 0) {
+      std::string why = std::strerror(errno);
+      std::remove(temp_.c_str());
+      Fail(path_, "cannot rename the finished file into place: " + why);
+    }
+    // Make the rename itself durable.
+    std::string dir = std::filesystem::path(path_).parent_path().string();
+    int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY);
+    if (fd >= 0) {
+      ::fsync(fd);
+      ::close(fd);
+    }
+  }
+
+ private:
+  std::string path_, temp_;
+  FILE* file_ = nullptr;
+};
+
+}  // namespace
+
+PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data_path,
+                             const std::string& out_path, const PrepareOptions& options) {
+  auto start = std::chrono::steady_clock::now();
+  PairTokenizer pair_tokenizer(tokenizer, options.tokenize);
+  std::string options_json = options.tokenize.ToJson();
+  FileHeader header{};
+  std::memcpy(header.magic, kMagic, 8);
+  header.version = kVersion;
+  header.tokenizer_hash = tokenizer.content_hash();
+  header.source_hash = HashFile(data_path);
+  header.options_hash = Hasher().Update(options_json).Update(OnErrorName(options.on_error)).Digest();
+
+  PrepareResult result;
+  if (auto old = ReadHeader(out_path);
+      old && old->version == kVersion && old->tokenizer_hash == header.tokenizer_hash &&
+      old->source_hash == header.source_hash && old->options_hash == header.options_hash) {
+    PreparedDataset existing(out_path);
+    result.reused = true;
+    result.report = ReportFromJson(nlohmann::json::parse(existing.metadata_json())["report"]);
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return result;
+  }
+
+  size_t threads = options.num_threads ? options.num_threads : std::max(1u, std::thread::hardware_concurrency());
+  size_t chunk = std::max<size_t>(1, options.chunk_lines);
+  std::vector<PairEntry> entries;
+  std::vector<int32_t> tokens;
+  LineReader reader(data_path);
+  std::string line;
+  bool done = false;
+  while (!done) {
+    // One round: up to `threads` chunks read in order, tokenized in parallel, appended in order.
+    std::vector<std::vector<std::string>> lines(threads);
+    std::vector<std::vector<size_t>> numbers(threads);
+    size_t used = 0;
+    for (; used < threads && !done; ++used) {
+      while (lines[used].size() < chunk) {
+        if (!reader.Next(&line)) {
+          done = true;
+          break;
+        }
+        if (IsBlankLine(line)) continue;
+        lines[used].push_back(std::move(line));
+        numbers[used].push_back(reader.line_number());
+      }
+    }
+    std::vector<ChunkResult> results(used);
+    std::vector<std::thread> workers;
+    for (size_t t = 1; t < used; ++t) {
+      workers.emplace_back(ProcessChunk, std::cref(pair_tokenizer), std::cref(data_path), options.on_error,
+                           std::cref(lines[t]), std::cref(numbers[t]), &results[t]);
+    }
+    if (used > 0) ProcessChunk(pair_tokenizer, data_path, options.on_error, lines[0], numbers[0], &results[0]);
+    for (auto& worker : workers) worker.join();
+    for (auto& r : results) {
+      if (r.error) std::rethrow_exception(r.error);
+      result.report.Merge(r.report);
+      for (auto& pair : r.pairs) {
+        PairEntry entry{tokens.size(), static_cast<uint32_t>(pair.prompt.size()),
+                        static_cast<uint32_t>(pair.chosen.size()), static_cast<uint32_t>(pair.rejected.size()), 0};
+        entries.push_back(entry);
+        tokens.insert(tokens.end(), pair.prompt.begin(), pair.prompt.end());
+        tokens.insert(tokens.end(), pair.chosen.begin(), pair.chosen.end());
+        tokens.insert(tokens.end(), pair.rejected.begin(), pair.rejected.end());
+      }
+    }
+  }
+
+  nlohmann::ordered_json meta;
+  meta["format"] = "dpo-prepared";
+  meta["version"] = kVersion;
+  meta["source"] = data_path;
+  meta["tokenizer_hash"] = Hasher().Update(header.tokenizer_hash).HexDigest();
+  meta["options"] = nlohmann::ordered_json::parse(options_json);
+  meta["on_error"] = OnErrorName(options.on_error);
+  meta["report"] = ReportJson(result.report);
+  std::string meta_text = meta.dump();
+
+  header.num_pairs = entries.size();
+  header.num_tokens = tokens.size();
+  header.json_offset = sizeof(FileHeader);
+  header.json_bytes = meta_text.size();
+  header.pairs_offset = Align8(header.json_offset + header.json_bytes);
+  header.tokens_offset = header.pairs_offset + entries.size() * sizeof(PairEntry);
+  AtomicWriter writer(out_path);
+  writer.Write(&header, sizeof header);
+  writer.Write(meta_text.data(), meta_text.size());
+  writer.PadTo8(header.json_offset + header.json_bytes);
+  writer.Write(entries.data(), entries.size() * sizeof(PairEntry));
+  writer.Write(tokens.data(), tokens.size() * sizeof(int32_t));
+  writer.Commit();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+PreparedDataset::PreparedDataset(const std::string& path) : file_(path) {
+  FileHeader header;
+  if (file_.size() < sizeof header) Fail(path, "not a prepared dataset (too short)");
+  std::memcpy(&header, file_.data(), sizeof header);
+  if (std::memcmp(header.magic, kMagic, 8) != 0) Fail(path, "not a prepared dataset (bad magic)");
+  if (header.version != kVersion) {
+    Fail(path, "prepared dataset version " + std::to_string(header.version) + ", expected " +
+                   std::to_string(kVersion) + "; prepare it again");
+  }
+  uint64_t size = file_.size();
+  bool sane = header.json_offset <= size && header.json_bytes <= size - header.json_offset &&
+              header.pairs_offset % 8 == 0 && header.tokens_offset % 8 == 0 &&
+              header.num_pairs <= size / sizeof(PairEntry) && header.num_tokens <= size / 4 &&
+              header.pairs_offset + header.num_pairs * sizeof(PairEntry) <= header.tokens_offset &&
+              header.tokens_offset + header.num_tokens * 4 <= size;
+  if (!sane) Fail(path, "corrupt prepared dataset (sections out of bounds)");
+  num_pairs_ = header.num_pairs;
+  num_tokens_ = header.num_tokens;
+  tokenizer_hash_ = header.tokenizer_hash;
+  source_hash_ = header.source_hash;
+  options_hash_ = header.options_hash;
+  metadata_.assign(file_.data() + header.json_offset, header.json_bytes);
+  entries_ = file_.data() + header.pairs_offset;
+  tokens_ = reinterpret_cast<const int32_t*>(file_.data() + header.tokens_offset);
+  for (size_t i = 0; i < num_pairs_; ++i) {
+    PairEntry e;
+    std::memcpy(&e, entries_ + i * sizeof e, sizeof e);
+    if (e.offset + uint64_t{e.prompt_len} + e.chosen_len + e.rejected_len > num_tokens_) {
+      Fail(path, "corrupt prepared dataset (pair " + std::to_string(i) + " out of bounds)");
+    }
+  }
+}
+
+PreparedDataset::Pair PreparedDataset::pair(size_t index) const {
+  PairEntry e;
+  std::memcpy(&e, entries_ + index * sizeof e, sizeof e);
+  const int32_t* p = tokens_ + e.offset;
+  return {{p, e.prompt_len}, {p + e.prompt_len, e.chosen_len}, {p + e.prompt_len + e.chosen_len, e.rejected_len}};
+}
+
+size_t PreparedDataset::max_sequence_length(size_t index) const {
+  Pair p = pair(index);
+  return p.prompt.size() + std::max(p.chosen.size(), p.rejected.size());
+}
+
+}  // namespace dpo

@@ -1,0 +1,67 @@
+#include "common/data/sampler.h"
+
+#include <algorithm>
+#include <string>
+
+#include "common/util/error.h"
+
+namespace dpo {
+
+uint64_t SplitMix64::Next() {
+  uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t SplitMix64::Below(uint64_t bound) {
+  // Reject the top partial range so every residue is equally likely.
+  uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
+  uint64_t x;
+  do {
+    x = Next();
+  } while (x >= limit);
+  return x % bound;
+}
+
+std::vector<uint32_t> ShuffledOrder(size_t n, uint64_t seed, uint64_t epoch) {
+  std::vector<uint32_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = static_cast<uint32_t>(i);
+  SplitMix64 rng(seed * 0x9e3779b97f4a7c15ULL ^ (epoch + 1) * 0xd1b54a32d192ed03ULL);
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng.Below(i)]);
+  return order;
+}
+
+std::vector<std::vector<uint32_t>> PlanEpoch(size_t num_pairs, const SamplerOptions& o, uint64_t epoch,
+                                             const std::function<size_t(uint32_t)>& length) {
+  if (o.batch_size == 0) Fail("sampler", "batch_size must be > 0");
+  if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size) {
+    Fail("sampler", "rank " + std::to_string(o.rank) + " is outside world_size " + std::to_string(o.world_size));
+  }
+  std::vector<uint32_t> order = ShuffledOrder(num_pairs, o.seed, epoch);
+  const size_t global = o.batch_size * static_cast<size_t>(o.world_size);
+  const size_t num_batches = num_pairs / global;
+  order.resize(num_batches * global);  // drop_last
+  if (o.group_by_length) {
+    size_t window = global * std::max<size_t>(1, o.mega_batch);
+    for (size_t start = 0; start < order.size(); start += window) {
+      auto first = order.begin() + start;
+      auto last = order.begin() + std::min(order.size(), start + window);
+      std::stable_sort(first, last, [&](uint32_t a, uint32_t b) { return length(a) > length(b); });
+    }
+  }
+  // Batch order: shuffled with a stream independent of the pair shuffle.
+  std::vector<uint32_t> batch_order = ShuffledOrder(num_batches, o.seed ^ 0x5bd1e995ULL, epoch);
+  if (!o.group_by_length) {
+    for (size_t i = 0; i < num_batches; ++i) batch_order[i] = static_cast<uint32_t>(i);
+  }
+  std::vector<std::vector<uint32_t>> batches;
+  batches.reserve(num_batches);
+  for (uint32_t b : batch_order) {
+    auto first = order.begin() + b * global + static_cast<size_t>(o.rank) * o.batch_size;
+    batches.emplace_back(first, first + o.batch_size);
+  }
+  return batches;
+}
+
+}  // namespace dpo

@@ -1,0 +1,56 @@
+// The order in which a rank sees pairs: a deterministic shuffle by (seed, epoch), sharding
+// across ranks and (optionally) length-grouped batches.
+//
+// Epoch plan (identical on every rank, so ranks agree without talking):
+//   1. permute all N pairs with Fisher-Yates driven by SplitMix64 seeded from (seed, epoch);
+//      the bounded draws are our own (rejection sampling), so the order is the same with any
+//      compiler or standard library;
+//   2. drop_last: keep the first floor(N / (B * world)) * B * world pairs, so every rank takes
+//      the same number of steps (lockstep collectives) and each kept pair is seen exactly once
+//      per epoch across ranks. The < B*world left over differ each epoch (they follow the
+//      shuffle), so no pair is left out systematically;
+//   3. cut into global batches of B * world pairs; with group_by_length, first sort each window
+//      of `mega_batch` global batches by sequence length (longest first), cut, then shuffle the
+//      batch order: batches hold similar lengths (little padding) while their order stays random;
+//   4. rank r takes pairs [r*B, (r+1)*B) of every global batch.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace dpo {
+
+class SplitMix64 {
+ public:
+  explicit SplitMix64(uint64_t seed) : state_(seed) {}
+  uint64_t Next();
+  // Uniform in [0, bound) without modulo bias. bound > 0.
+  uint64_t Below(uint64_t bound);
+
+ private:
+  uint64_t state_;
+};
+
+// A permutation of [0, n) that depends only on (seed, epoch).
+std::vector<uint32_t> ShuffledOrder(size_t n, uint64_t seed, uint64_t epoch);
+
+struct SamplerOptions {
+  // Pairs per rank per step. Default 8.
+  size_t batch_size = 8;
+  int rank = 0;        // this process's rank in [0, world_size). Default 0.
+  int world_size = 1;  // Default 1.
+  uint64_t seed = 42;  // Default 42 (TRL/transformers' default seed).
+  // Sort by length inside windows of global batches, then shuffle the batches. Default true.
+  bool group_by_length = true;
+  // Global batches per sorting window: larger = less padding, less randomness. Default 64.
+  size_t mega_batch = 64;
+};
+
+// This rank's batches (pair indices) for `epoch`. length(i) gives pair i's sequence length
+// (used only with group_by_length). Throws dpo::Error on bad options.
+std::vector<std::vector<uint32_t>> PlanEpoch(size_t num_pairs, const SamplerOptions& options, uint64_t epoch,
+                                             const std::function<size_t(uint32_t)>& length);
+
+}  // namespace dpo
