@@ -7,6 +7,11 @@
 //   chunk_tokens, optional "reference": true to run the full-logits reference instead.
 //   OUT: token_* fields, label_mask, completion_tokens, and grad_hidden / grad_weight of
 //   Σ grad_seed · token_logps.
+// IN.mode = "loss": options (TRL's DPOConfig field names), policy {token_logps, token_entropy,
+//   token_log_sum_sq_probs, token_mean_logits, token_is_top1 ([2B, T-1]), completion_mask
+//   ([2B, T])}, optional reference: per-token {token_logps} (reduced like the policy) or
+//   precomputed sums {chosen, rejected}. OUT: loss, chosen_rewards, rejected_rewards,
+//   grad_token_logps (d loss / d policy token_logps) and metrics {TRL name: value}.
 #include <torch/torch.h>
 
 #include <fstream>
@@ -14,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "common/loss/dpo_loss.h"
 #include "common/loss/sequence_logps.h"
 #include "common/util/error.h"
 
@@ -73,6 +79,72 @@ json RunLogps(const json& in) {
           {"grad_weight", WriteTensor(weight.grad())}};
 }
 
+DpoLossOptions ReadOptions(const json& j) {
+  DpoLossOptions o;
+  o.loss_types.clear();
+  for (const std::string& name : j.at("loss_type").get<std::vector<std::string>>())
+    o.loss_types.push_back(ParseLossType(name));
+  if (j.contains("loss_weights") && !j.at("loss_weights").is_null())
+    o.loss_weights = j.at("loss_weights").get<std::vector<double>>();
+  o.beta = j.value("beta", o.beta);
+  o.label_smoothing = j.value("label_smoothing", o.label_smoothing);
+  o.f_divergence = ParseFDivergence(j.value("f_divergence_type", "reverse_kl"));
+  o.f_alpha_divergence_coef = j.value("f_alpha_divergence_coef", o.f_alpha_divergence_coef);
+  if (j.contains("ld_alpha") && !j.at("ld_alpha").is_null())
+    o.ld_alpha = j.at("ld_alpha").get<double>();
+  o.use_weighting = j.value("use_weighting", o.use_weighting);
+  o.discopop_tau = j.value("discopop_tau", o.discopop_tau);
+  o.reference_free = j.value("reference_free", o.reference_free);
+  o.simpo_gamma = j.value("simpo_gamma", o.simpo_gamma);
+  return o;
+}
+
+// Per-token outputs as ComputeSequenceLogps would give them, from the test's tensors.
+SequenceLogps ReadSequenceLogps(const json& j, const at::Tensor& completion_mask) {
+  SequenceLogps s;
+  s.label_mask = completion_mask.slice(1, 1).ne(0);
+  s.completion_tokens = completion_mask.ne(0).sum(1).to(torch::kFloat);
+  s.token_logps = ReadTensor(j, "token_logps");
+  auto optional = [&](const char* name, at::ScalarType dtype) {
+    return j.contains(name) ? ReadTensor(j, name).to(dtype)
+                            : torch::zeros(s.token_logps.sizes(), dtype);
+  };
+  s.token_entropy = optional("token_entropy", torch::kFloat);
+  s.token_log_sum_sq_probs = optional("token_log_sum_sq_probs", torch::kFloat);
+  s.token_mean_logits = optional("token_mean_logits", torch::kFloat);
+  s.token_is_top1 = optional("token_is_top1", torch::kBool);
+  return s;
+}
+
+json RunLoss(const json& in) {
+  const DpoLossOptions options = ReadOptions(in.at("options"));
+  const json& p = in.at("policy");
+  const at::Tensor completion_mask = ReadTensor(p, "completion_mask");
+  SequenceLogps policy = ReadSequenceLogps(p, completion_mask);
+  policy.token_logps.requires_grad_();
+  std::optional<ReferenceLogps> reference;
+  if (in.contains("reference")) {
+    const json& r = in.at("reference");
+    if (r.contains("token_logps")) {
+      const at::Tensor sums =
+          SequenceLogpSums(ReadSequenceLogps(r, completion_mask), options.ld_alpha);
+      const auto halves = sums.chunk(2, 0);
+      reference = ReferenceLogps{halves[0], halves[1]};
+    } else {
+      reference = ReferenceLogps{ReadTensor(r, "chosen"), ReadTensor(r, "rejected")};
+    }
+  }
+  const DpoLossResult result = ComputeDpoLoss(options, policy, reference);
+  result.loss.backward();
+  json metrics = json::object();
+  for (const auto& [name, value] : result.metrics.Logs()) metrics[name] = value;
+  return {{"loss", WriteTensor(result.loss)},
+          {"chosen_rewards", WriteTensor(result.chosen_rewards)},
+          {"rejected_rewards", WriteTensor(result.rejected_rewards)},
+          {"grad_token_logps", WriteTensor(policy.token_logps.grad())},
+          {"metrics", metrics}};
+}
+
 int Main(int argc, char** argv) {
   if (argc != 3) {
     std::cerr << "usage: dpo-loss-check IN.json OUT.json\n";
@@ -85,8 +157,10 @@ int Main(int argc, char** argv) {
   json out;
   if (mode == "logps") {
     out = RunLogps(in);
+  } else if (mode == "loss") {
+    out = RunLoss(in);
   } else {
-    Fail(std::string(argv[1]) + ": mode", "expected \"logps\", got \"" + mode + "\"");
+    Fail(std::string(argv[1]) + ": mode", "expected \"logps\" or \"loss\", got \"" + mode + "\"");
   }
   std::ofstream(argv[2]) << out.dump();
   return 0;
