@@ -21,10 +21,18 @@ class Tokenizer {
   // Loads `path`: a tokenizer.json, or a directory holding tokenizer.json and (optionally)
   // tokenizer_config.json. Throws dpo::Error naming the file and field on bad input.
   static std::unique_ptr<Tokenizer> Load(const std::string& path);
+  // Builds from the contents of tokenizer.json and tokenizer_config.json (empty: none). `name`
+  // stands for the file in error messages. For tests, fuzzing and embedded tokenizers.
+  static std::unique_ptr<Tokenizer> FromJson(std::string_view tokenizer_json,
+                                             std::string_view config_json,
+                                             const std::string& name);
   virtual ~Tokenizer() = default;
 
   // Encodes UTF-8 text. With add_special_tokens, adds BOS/EOS as tokenizer_config.json says
   // (add_bos_token / add_eos_token, or the post-processor's template); otherwise adds nothing.
+  // Invalid UTF-8 (HF only accepts str) is first repaired: each maximal ill-formed subpart
+  // becomes U+FFFD, as Python's bytes.decode(errors="replace") does, so
+  // Encode(b) == HF.encode(b.decode("utf-8", "replace")).
   virtual std::vector<TokenId> Encode(std::string_view text, bool add_special_tokens) const = 0;
   // Decodes ids to text. skip_special_tokens drops ids of special added tokens.
   virtual std::string Decode(const std::vector<TokenId>& ids, bool skip_special_tokens) const = 0;

@@ -1,0 +1,174 @@
+#include "common/tokenizer/normalizer.h"
+
+#include <utf8proc.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "common/tokenizer/regex.h"
+#include "common/tokenizer/unicode_util.h"
+#include "common/util/error.h"
+
+namespace dpo::tok {
+
+namespace {
+
+bool IsAscii(std::string_view s) {
+  for (char c : s)
+    if (static_cast<unsigned char>(c) >= 0x80) return false;
+  return true;
+}
+
+std::string Utf8procMap(std::string_view s, int options) {
+  utf8proc_uint8_t* out = nullptr;
+  utf8proc_ssize_t n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), s.size(), &out,
+                   static_cast<utf8proc_option_t>(options | UTF8PROC_STABLE));
+  if (n < 0) Fail("normalizer", utf8proc_errmsg(n));
+  std::string result(reinterpret_cast<char*>(out), n);
+  std::free(out);
+  return result;
+}
+
+void ReplaceAll(std::string* s, std::string_view from, std::string_view to) {
+  if (from.empty()) return;
+  std::string out;
+  size_t pos = 0;
+  for (size_t hit; (hit = s->find(from, pos)) != std::string::npos; pos = hit + from.size()) {
+    out.append(*s, pos, hit - pos);
+    out += to;
+  }
+  if (pos == 0) return;
+  out.append(*s, pos);
+  *s = std::move(out);
+}
+
+std::string Field(const nlohmann::json& node, const char* key, const std::string& context) {
+  auto it = node.find(key);
+  if (it == node.end() || !it->is_string()) Fail(context + "." + key, "missing or not a string");
+  return it->get<std::string>();
+}
+
+}  // namespace
+
+Normalizer::Normalizer(const nlohmann::json& node, const std::string& context) {
+  if (!node.is_null()) Add(node, context);
+}
+Normalizer::~Normalizer() = default;
+Normalizer::Normalizer(Normalizer&&) noexcept = default;
+
+void Normalizer::Add(const nlohmann::json& node, const std::string& context) {
+  if (!node.is_object()) Fail(context, "not an object");
+  std::string type = Field(node, "type", context);
+  Step step;
+  if (type == "Sequence") {
+    auto it = node.find("normalizers");
+    if (it == node.end() || !it->is_array()) Fail(context + ".normalizers", "missing array");
+    for (size_t i = 0; i < it->size(); ++i)
+      Add((*it)[i], context + ".normalizers[" + std::to_string(i) + "]");
+    return;
+  } else if (type == "NFC") {
+    step.kind = Kind::kNfc;
+  } else if (type == "NFD") {
+    step.kind = Kind::kNfd;
+  } else if (type == "NFKC") {
+    step.kind = Kind::kNfkc;
+  } else if (type == "NFKD") {
+    step.kind = Kind::kNfkd;
+  } else if (type == "Lowercase") {
+    step.kind = Kind::kLowercase;
+  } else if (type == "Prepend") {
+    step.kind = Kind::kPrepend;
+    step.a = Field(node, "prepend", context);
+  } else if (type == "Replace") {
+    step.kind = Kind::kReplace;
+    step.b = Field(node, "content", context);
+    const auto& pattern = node.value("pattern", nlohmann::json());
+    if (pattern.contains("String") && pattern["String"].is_string()) {
+      step.a = pattern["String"].get<std::string>();
+    } else if (pattern.contains("Regex") && pattern["Regex"].is_string()) {
+      step.regex = std::make_shared<Regex>(pattern["Regex"].get<std::string>(), context + ".pattern");
+    } else {
+      Fail(context + ".pattern", "needs a String or Regex");
+    }
+  } else if (type == "Strip") {
+    step.kind = Kind::kStrip;
+    step.left = node.value("strip_left", false);
+    step.right = node.value("strip_right", false);
+  } else {
+    Fail(context + ".type", "unsupported normalizer \"" + type + "\"");
+  }
+  steps_.push_back(std::move(step));
+}
+
+std::string Normalizer::Apply(std::string_view text) const {
+  std::string s(text);
+  for (const Step& step : steps_) {
+    switch (step.kind) {
+      case Kind::kNfc:
+        if (!IsAscii(s)) s = Utf8procMap(s, UTF8PROC_COMPOSE);
+        break;
+      case Kind::kNfd:
+        if (!IsAscii(s)) s = Utf8procMap(s, UTF8PROC_DECOMPOSE);
+        break;
+      case Kind::kNfkc:
+        if (!IsAscii(s)) s = Utf8procMap(s, UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
+        break;
+      case Kind::kNfkd:
+        if (!IsAscii(s)) s = Utf8procMap(s, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
+        break;
+      case Kind::kLowercase: {
+        // Rust's str::to_lowercase maps per code point (plus a final-sigma rule we do not need
+        // for the supported tokenizers: none lowercase Greek).
+        std::string out;
+        out.reserve(s.size());
+        for (size_t i = 0; i < s.size();) AppendUtf8(utf8proc_tolower(NextCodePoint(s, &i)), &out);
+        s = std::move(out);
+        break;
+      }
+      case Kind::kPrepend:
+        // HF prepends only to a non-empty string.
+        if (!s.empty()) s.insert(0, step.a);
+        break;
+      case Kind::kReplace:
+        if (step.regex) {
+          std::string out;
+          size_t prev = 0;
+          step.regex->FindAll(s, [&](size_t b, size_t e) {
+            out.append(s, prev, b - prev);
+            out += step.b;
+            prev = e;
+          });
+          out.append(s, prev);
+          s = std::move(out);
+        } else {
+          ReplaceAll(&s, step.a, step.b);
+        }
+        break;
+      case Kind::kStrip: {
+        size_t b = 0, e = s.size();
+        if (step.left) {
+          while (b < e) {
+            size_t next = b;
+            if (!IsWhiteSpace(NextCodePoint(s, &next))) break;
+            b = next;
+          }
+        }
+        if (step.right) {
+          while (e > b) {
+            size_t start = e - 1;
+            while (start > b && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+            size_t next = start;
+            if (!IsWhiteSpace(NextCodePoint(s, &next))) break;
+            e = start;
+          }
+        }
+        s = s.substr(b, e - b);
+        break;
+      }
+    }
+  }
+  return s;
+}
+
+}  // namespace dpo::tok
