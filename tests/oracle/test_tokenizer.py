@@ -1,0 +1,97 @@
+"""Exactness of dpo-tokenize against HF `tokenizers` (the reference), computed in the same run.
+
+For llama3, qwen3 and mistral: every text of /work/shared/tokenizers/vectors/<name>.jsonl and
+every chosen and rejected text of HH-RLHF harmless-base test must encode to exactly HF's ids
+(tolerance: none), with and without special tokens; decoding those ids must give exactly HF's
+decode (with and without skip_special_tokens), hence decode(encode(x)) == x wherever HF
+round-trips. All texts of one tokenizer go through one dpo-tokenize process.
+"""
+import gzip
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SHARED = Path("/work/shared")
+TOKENIZERS = ["llama3", "qwen3", "mistral"]
+BINARY = Path(os.environ.get("DPO_BINARY_DIR", "build")) / "bin" / "dpo-tokenize"
+
+pytestmark = pytest.mark.skipif(not (SHARED / "tokenizers").is_dir(), reason="needs /work/shared")
+
+
+def _texts(name):
+    texts = [json.loads(l)["text"] for l in open(SHARED / "tokenizers/vectors" / f"{name}.jsonl")]
+    with gzip.open(SHARED / "data/hh-rlhf/harmless-base-test.jsonl.gz", "rt") as f:
+        for line in f:
+            pair = json.loads(line)
+            texts += [pair["chosen"], pair["rejected"]]
+    return texts
+
+
+def _run(name, lines, *flags):
+    proc = subprocess.run(
+        [str(BINARY), "--tokenizer", str(SHARED / "tokenizers" / name), *flags],
+        input="".join(json.dumps(l) + "\n" for l in lines).encode(),
+        capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = [json.loads(l) for l in proc.stdout.decode().splitlines()]
+    assert len(out) == len(lines)
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf():
+    from tokenizers import Tokenizer
+    return {n: Tokenizer.from_file(str(SHARED / "tokenizers" / n / "tokenizer.json"))
+            for n in TOKENIZERS}
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+@pytest.mark.parametrize("add_special", [False, True])
+def test_encode_decode_match_hf(hf, name, add_special):
+    ref = hf[name]
+    texts = _texts(name)
+    assert len(texts) >= 2 * 2312
+    flags = ["--add-special-tokens"] if add_special else []
+    ours = [o["ids"] for o in _run(name, [{"text": t} for t in texts], *flags)]
+    want = [e.ids for e in ref.encode_batch(texts, add_special_tokens=add_special)]
+    bad = [i for i in range(len(texts)) if ours[i] != want[i]]
+    assert not bad, (f"{len(bad)}/{len(texts)} differ; first: {texts[bad[0]][:200]!r} "
+                     f"ours={ours[bad[0]][:40]} hf={want[bad[0]][:40]}")
+
+    for skip in (False, True):
+        flags = ["--decode"] + (["--skip-special-tokens"] if skip else [])
+        decoded = [o["text"] for o in _run(name, [{"ids": ids} for ids in want], *flags)]
+        hf_decoded = ref.decode_batch(want, skip_special_tokens=skip)
+        bad = [i for i in range(len(texts)) if decoded[i] != hf_decoded[i]]
+        assert not bad, f"decode differs on {texts[bad[0]][:200]!r}"
+        if not add_special and not skip:
+            round_trips = sum(d == t for d, t in zip(decoded, texts))
+            hf_round_trips = sum(d == t for d, t in zip(hf_decoded, texts))
+            assert round_trips == hf_round_trips and round_trips > 0.9 * len(texts)
+
+
+def test_special_token_text_and_config_bos(hf):
+    # Special tokens written in the text are matched as tokens, with or without add_special.
+    text = "<|im_start|>user\nhi<|im_end|>\n<|endoftext|>"
+    ours = _run("qwen3", [{"text": text}])[0]["ids"]
+    assert ours == hf["qwen3"].encode(text, add_special_tokens=False).ids
+    assert ours[0] == hf["qwen3"].token_to_id("<|im_start|>")
+    # mistral's config says add_bos_token: <s> first, only with --add-special-tokens.
+    with_bos = _run("mistral", [{"text": "Hello"}], "--add-special-tokens")[0]["ids"]
+    assert with_bos[0] == 1 and _run("mistral", [{"text": "Hello"}])[0]["ids"][0] != 1
+
+
+def test_bad_input_names_line():
+    proc = subprocess.run(
+        [str(BINARY), "--tokenizer", str(SHARED / "tokenizers/qwen3")],
+        input=b'{"text": "ok"}\n{"text": 5}\n', capture_output=True, timeout=120)
+    assert proc.returncode != 0
+    assert b"stdin:2" in proc.stderr
+    assert proc.stdout.decode().count("\n") <= 1
+    proc = subprocess.run(
+        [str(BINARY), "--tokenizer", str(SHARED / "tokenizers/qwen3"), "--decode"],
+        input=b'{"ids": [1, 2]}\nnot json\n', capture_output=True, timeout=120)
+    assert proc.returncode != 0 and b"stdin:2" in proc.stderr
