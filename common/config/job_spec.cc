@@ -27,14 +27,10 @@ constexpr EnumName<ModelSection::Dtype> kDtypes[] = {
 constexpr EnumName<ModelSection::Device> kDevices[] = {{ModelSection::Device::kAuto, "auto"},
                                                        {ModelSection::Device::kCpu, "cpu"},
                                                        {ModelSection::Device::kCuda, "cuda"}};
-constexpr EnumName<DataSection::Format> kFormats[] = {
-    {DataSection::Format::kAuto, "auto"},
-    {DataSection::Format::kExplicit, "explicit"},
-    {DataSection::Format::kImplicit, "implicit"},
-    {DataSection::Format::kConversational, "conversational"}};
 constexpr EnumName<DataSection::ChatTemplate> kChatTemplates[] = {
     {DataSection::ChatTemplate::kAuto, "auto"},
     {DataSection::ChatTemplate::kChatml, "chatml"},
+    {DataSection::ChatTemplate::kQwen3, "qwen3"},
     {DataSection::ChatTemplate::kLlama3, "llama3"},
     {DataSection::ChatTemplate::kMistral, "mistral"}};
 constexpr EnumName<DataSection::Truncation> kTruncations[] = {
@@ -44,8 +40,7 @@ constexpr EnumName<DataSection::OnError> kOnErrors[] = {{DataSection::OnError::k
                                                         {DataSection::OnError::kSkip, "skip"}};
 constexpr EnumName<DataSection::Sampling> kSamplings[] = {
     {DataSection::Sampling::kRandom, "random"},
-    {DataSection::Sampling::kGroupByLength, "group_by_length"},
-    {DataSection::Sampling::kSequential, "sequential"}};
+    {DataSection::Sampling::kGroupByLength, "group_by_length"}};
 constexpr EnumName<Loss> kLosses[] = {
     {Loss::kSigmoid, "sigmoid"},        {Loss::kHinge, "hinge"},
     {Loss::kIpo, "ipo"},                {Loss::kExoPair, "exo_pair"},
@@ -54,7 +49,7 @@ constexpr EnumName<Loss> kLosses[] = {
     {Loss::kAot, "aot"},                {Loss::kAotUnpaired, "aot_unpaired"},
     {Loss::kApoZero, "apo_zero"},       {Loss::kApoDown, "apo_down"},
     {Loss::kDiscopop, "discopop"},      {Loss::kSft, "sft"},
-    {Loss::kSigmoidNorm, "sigmoid_norm"}};
+    {Loss::kSigmoidNorm, "sigmoid_norm"}, {Loss::kSimpo, "simpo"}};
 constexpr EnumName<DpoSection::FDivergence> kFDivergences[] = {
     {DpoSection::FDivergence::kReverseKl, "reverse_kl"},
     {DpoSection::FDivergence::kForwardKl, "forward_kl"},
@@ -92,12 +87,12 @@ const std::vector<SectionKeys>& Schema() {
       {"model.random", {"config", "seed"}},
       {"tokenizer", {"path"}},
       {"data",
-       {"train", "eval", "eval_fraction", "format", "chat_template", "max_length",
+       {"train", "eval", "eval_fraction", "chat_template", "max_length",
         "max_prompt_length", "max_completion_length", "truncation_mode", "on_error",
         "prepared_dir", "shuffle_seed", "train_sampling_strategy", "num_workers"}},
       {"dpo",
        {"beta", "loss_type", "loss_weights", "label_smoothing", "f_divergence_type",
-        "f_alpha_divergence_coef", "ld_alpha", "use_weighting", "discopop_tau"}},
+        "f_alpha_divergence_coef", "ld_alpha", "use_weighting", "discopop_tau", "simpo_gamma"}},
       {"train",
        {"seed", "per_device_train_batch_size", "per_device_eval_batch_size",
         "gradient_accumulation_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2",
@@ -349,7 +344,6 @@ class Parser {
     s.FilePath("eval", &d.eval, base_);
     Checked(s, "eval_fraction", &d.eval_fraction, [](double v) { return v >= 0 && v < 1; },
             "must be in [0, 1)");
-    s.Enum("format", &d.format, kFormats);
     s.Enum("chat_template", &d.chat_template, kChatTemplates);
     PositiveInt(s, "max_length", &d.max_length);
     PositiveInt(s, "max_prompt_length", &d.max_prompt_length);
@@ -382,6 +376,7 @@ class Parser {
     }
     s.Bool("use_weighting", &d.use_weighting);
     Checked(s, "discopop_tau", &d.discopop_tau, positive, "must be > 0");
+    s.Number("simpo_gamma", &d.simpo_gamma);
     s.Finish();
   }
 
@@ -545,9 +540,10 @@ class Parser {
     if (d.f_divergence_type != DpoSection::FDivergence::kReverseKl) {
       // As TRL: only losses built on the chosen-rejected score difference generalise.
       for (Loss l : d.loss_type) {
-        if (l == Loss::kNcaPair || l == Loss::kBcoPair || l == Loss::kSppoHard ||
-            l == Loss::kAot || l == Loss::kAotUnpaired || l == Loss::kApoZero ||
-            l == Loss::kApoDown) {
+        const bool generalises = l == Loss::kSigmoid || l == Loss::kSigmoidNorm ||
+                                 l == Loss::kHinge || l == Loss::kIpo || l == Loss::kExoPair ||
+                                 l == Loss::kRobust || l == Loss::kDiscopop || l == Loss::kSft;
+        if (!generalises) {
           r_.Problem("dpo.f_divergence_type",
                      std::string(NameOf(kFDivergences, d.f_divergence_type)) +
                          " is not supported with loss type " + std::string(NameOf(kLosses, l)));
@@ -700,7 +696,6 @@ const std::vector<std::string>& KnownKeyPaths() {
 
 std::string_view ToString(ModelSection::Dtype v) { return NameOf(kDtypes, v); }
 std::string_view ToString(ModelSection::Device v) { return NameOf(kDevices, v); }
-std::string_view ToString(DataSection::Format v) { return NameOf(kFormats, v); }
 std::string_view ToString(DataSection::ChatTemplate v) { return NameOf(kChatTemplates, v); }
 std::string_view ToString(DataSection::Truncation v) { return NameOf(kTruncations, v); }
 std::string_view ToString(DataSection::OnError v) { return NameOf(kOnErrors, v); }

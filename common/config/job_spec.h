@@ -54,21 +54,18 @@ struct TokenizerSection {
 };
 
 struct DataSection {
-  enum class Format { kAuto, kExplicit, kImplicit, kConversational };
-  enum class ChatTemplate { kAuto, kChatml, kLlama3, kMistral };
+  enum class ChatTemplate { kAuto, kChatml, kQwen3, kLlama3, kMistral };
   enum class Truncation { kKeepStart, kKeepEnd };
   enum class OnError { kFail, kSkip };
-  enum class Sampling { kRandom, kGroupByLength, kSequential };
+  enum class Sampling { kRandom, kGroupByLength };
 
   std::string train;                 // Required. Preference pairs, .jsonl or .jsonl.gz.
   std::optional<std::string> eval;   // Default: none (see eval_fraction).
   // Fraction of train held out for evaluation when there is no eval file, in [0, 1).
   // Default: 0 (no evaluation), as TRL evaluates only when given an eval set.
   double eval_fraction = 0.0;
-  // Record layout: explicit (prompt/chosen/rejected), implicit (chosen/rejected sharing the
-  // prompt as a prefix), conversational (message lists). Default: auto, detected per file.
-  Format format = Format::kAuto;
-  // Chat template for conversational records. Default: auto, the tokenizer's chat_template.
+  // Chat template for conversational records (every TRL record form is recognised per line, so
+  // there is no format key). Default: auto, recognised from the tokenizer's chat_template.
   ChatTemplate chat_template = ChatTemplate::kAuto;
   // Tokens per prompt+completion sequence; null = no truncation. Default: 1024 (TRL).
   std::optional<int64_t> max_length = 1024;
@@ -93,10 +90,11 @@ struct DataSection {
 };
 
 struct DpoSection {
-  // TRL 1.16's loss types, in its order.
+  // TRL 1.16's loss types in its order, then simpo (SimPO as TRL's CPO trainer computes it,
+  // reference-free by construction).
   enum class LossType {
     kSigmoid, kHinge, kIpo, kExoPair, kNcaPair, kRobust, kBcoPair, kSppoHard, kAot,
-    kAotUnpaired, kApoZero, kApoDown, kDiscopop, kSft, kSigmoidNorm
+    kAotUnpaired, kApoZero, kApoDown, kDiscopop, kSft, kSigmoidNorm, kSimpo
   };
   enum class FDivergence { kReverseKl, kForwardKl, kJsDivergence, kAlphaDivergence };
 
@@ -106,7 +104,8 @@ struct DpoSection {
   std::vector<LossType> loss_type = {LossType::kSigmoid};
   // One weight per loss_type entry. Default: null = 1.0 each (TRL).
   std::optional<std::vector<double>> loss_weights;
-  // Robust DPO flip probability in [0, 0.5) / EXO epsilon (> 0 for exo_pair). Default: 0 (TRL).
+  // Robust DPO flip probability in [0, 0.5) / EXO and SimPO epsilon (> 0 for exo_pair).
+  // Default: 0 (TRL).
   double label_smoothing = 0.0;
   // f-DPO regularizer. Default: reverse_kl (standard DPO, TRL).
   FDivergence f_divergence_type = FDivergence::kReverseKl;
@@ -118,6 +117,8 @@ struct DpoSection {
   bool use_weighting = false;
   // DiscoPOP temperature, > 0. Default: 0.05 (TRL, the paper's value).
   double discopop_tau = 0.05;
+  // SimPO target reward margin gamma. Default: 0.5 (TRL's CPOConfig simpo_gamma).
+  double simpo_gamma = 0.5;
 
   bool operator==(const DpoSection&) const = default;
 };
@@ -227,7 +228,6 @@ const std::vector<std::string>& KnownKeyPaths();
 // YAML spellings of the enums, as the spec writes them.
 std::string_view ToString(ModelSection::Dtype v);
 std::string_view ToString(ModelSection::Device v);
-std::string_view ToString(DataSection::Format v);
 std::string_view ToString(DataSection::ChatTemplate v);
 std::string_view ToString(DataSection::Truncation v);
 std::string_view ToString(DataSection::OnError v);

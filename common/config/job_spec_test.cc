@@ -32,7 +32,6 @@ data:
   train: d/train.jsonl.gz
   eval: d/eval.jsonl
   eval_fraction: 0
-  format: conversational
   chat_template: llama3
   max_length: 2048
   max_prompt_length: 512
@@ -53,6 +52,7 @@ dpo:
   ld_alpha: 0.5
   use_weighting: true
   discopop_tau: 0.1
+  simpo_gamma: 1.5
 train:
   seed: 3
   per_device_train_batch_size: 4
@@ -211,6 +211,8 @@ TEST(JobSpecTest, LossTypeAcceptsOneNameOrAList) {
   const JobSpec s = ParseJobSpec(WithMinimal("dpo: {loss_type: ipo}\n"), "job.yaml");
   EXPECT_EQ(s.dpo.loss_type, std::vector<DpoSection::LossType>{DpoSection::LossType::kIpo});
   EXPECT_EQ(ToString(DpoSection::LossType::kSigmoidNorm), "sigmoid_norm");
+  EXPECT_EQ(ParseJobSpec(WithMinimal("dpo: {loss_type: simpo}\n"), "job.yaml").dpo.loss_type[0],
+            DpoSection::LossType::kSimpo);
 }
 
 TEST(JobSpecTest, UnknownKeySuggestsTheSameSection) {
@@ -305,6 +307,8 @@ TEST(JobSpecTest, CrossFieldChecks) {
   EXPECT_TRUE(HasProblem(WithMinimal("dpo: {loss_type: bco_pair, f_divergence_type: js_divergence}\n"),
                          "dpo.f_divergence_type: js_divergence is not supported with loss type "
                          "bco_pair"));
+  EXPECT_TRUE(HasProblem(WithMinimal("dpo: {loss_type: simpo, f_divergence_type: forward_kl}\n"),
+                         "forward_kl is not supported with loss type simpo"));
   EXPECT_TRUE(HasProblem(WithMinimal("dpo: {loss_type: aot, use_weighting: true}\n"),
                          "dpo.use_weighting: not supported with aot"));
   EXPECT_TRUE(HasProblem(WithMinimal("reference: {mode: none, path: /ref}\n"),

@@ -81,7 +81,6 @@ std::string ToYaml(const JobSpec& spec) {
   w.Key("train", Quoted(d.train));
   w.Key("eval", Opt(d.eval, Quoted));
   w.Key("eval_fraction", Num(d.eval_fraction));
-  w.Key("format", std::string(ToString(d.format)));
   w.Key("chat_template", std::string(ToString(d.chat_template)));
   w.Key("max_length", Opt(d.max_length, Int));
   w.Key("max_prompt_length", Opt(d.max_prompt_length, Int));
@@ -112,6 +111,7 @@ std::string ToYaml(const JobSpec& spec) {
   w.Key("ld_alpha", Opt(p.ld_alpha, Num));
   w.Key("use_weighting", Bool(p.use_weighting));
   w.Key("discopop_tau", Num(p.discopop_tau));
+  w.Key("simpo_gamma", Num(p.simpo_gamma));
 
   const TrainSection& t = spec.train;
   w.Section("train");
