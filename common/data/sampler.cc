@@ -39,6 +39,9 @@ std::vector<std::vector<uint32_t>> PlanEpoch(size_t num_pairs, const SamplerOpti
     Fail("sampler", "rank " + std::to_string(o.rank) + " is outside world_size " + std::to_string(o.world_size));
   }
   std::vector<uint32_t> order = ShuffledOrder(num_pairs, o.seed, epoch);
+  if (!o.shuffle) {
+    for (size_t i = 0; i < num_pairs; ++i) order[i] = static_cast<uint32_t>(i);
+  }
   const size_t global = o.batch_size * static_cast<size_t>(o.world_size);
   const size_t num_batches = num_pairs / global;
   order.resize(num_batches * global);  // drop_last

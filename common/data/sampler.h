@@ -42,6 +42,9 @@ struct SamplerOptions {
   int rank = 0;        // this process's rank in [0, world_size). Default 0.
   int world_size = 1;  // Default 1.
   uint64_t seed = 42;  // Default 42 (TRL/transformers' default seed).
+  // Shuffle the pairs each epoch. false keeps file order (HF train_sampling_strategy
+  // "sequential"; reproducing another trainer's batches exactly). Default true.
+  bool shuffle = true;
   // Sort by length inside windows of global batches, then shuffle the batches. Default true.
   bool group_by_length = true;
   // Global batches per sorting window: larger = less padding, less randomness. Default 64.

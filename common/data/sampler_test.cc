@@ -76,5 +76,18 @@ TEST(SamplerTest, LengthGroupingMakesBatchesHomogeneous) {
   EXPECT_LT(spread(true) * 10, spread(false));
 }
 
+TEST(SamplerTest, WithoutShuffleBatchesFollowFileOrderAcrossRanks) {
+  auto length = [](uint32_t) { return size_t{1}; };
+  for (int rank = 0; rank < 2; ++rank) {
+    SamplerOptions o;
+    o.batch_size = 2, o.rank = rank, o.world_size = 2, o.shuffle = false, o.group_by_length = false;
+    auto batches = PlanEpoch(9, o, 5, length);
+    ASSERT_EQ(batches.size(), 2u);  // 9 pairs, global batch 4: the last pair is dropped
+    const uint32_t first = static_cast<uint32_t>(2 * rank);
+    EXPECT_EQ(batches[0], (std::vector<uint32_t>{first, first + 1}));
+    EXPECT_EQ(batches[1], (std::vector<uint32_t>{first + 4, first + 5}));
+  }
+}
+
 }  // namespace
 }  // namespace dpo
