@@ -10,7 +10,8 @@ Text: a sample of HH-RLHF pairs in explicit form (prompt from TRL's extract_prom
 llama3 and mistral, with max_length 1024 and a small max_length that drops pairs. Conversational: a few
 conversations rendered by our native chat templates vs transformers' apply_chat_template with
 the real tokenizer_config.json templates (qwen3, llama3) and the Mistral/ChatML/Llama-3-Instruct
-template strings set on the tokenizer. Skipped when /work/shared is absent.
+template strings set on the tokenizer. Skipped when /work/shared is absent. The demo tokenizer
+and data (examples/) are checked the same way, always.
 """
 import gzip
 import json
@@ -25,7 +26,8 @@ import pytest
 SHARED = Path(os.environ.get("DPO_SHARED_DIR", "/work/shared"))
 HH = SHARED / "data/hh-rlhf/harmless-base-test.jsonl.gz"
 TOKENIZERS = SHARED / "tokenizers"
-pytestmark = pytest.mark.skipif(not HH.exists(), reason="needs /work/shared")
+needs_shared = pytest.mark.skipif(not HH.exists(), reason="needs /work/shared")
+EXAMPLES = Path(os.environ.get("DPO_SOURCE_DIR", ".")) / "examples"
 
 BINARY_DIR = Path(os.environ.get("DPO_BINARY_DIR", "build"))
 PREPARE = BINARY_DIR / "bin" / "dpo-prepare"
@@ -111,6 +113,7 @@ def hh_rows(extract_prompt):
     return rows
 
 
+@needs_shared
 @pytest.mark.parametrize("family", ["qwen3", "llama3", "mistral"])
 @pytest.mark.parametrize("max_length", [1024, 96])
 def test_hh_text_pairs_equal_trl(trl, tmp_path, family, max_length):
@@ -148,6 +151,7 @@ WITH_SYSTEM = [
 ]
 
 
+@needs_shared
 @pytest.mark.parametrize("family,template,name", [
     ("qwen3", None, None),                          # tokenizer_config.json's template, detected
     ("qwen3", CHATML_TEMPLATE, "chatml"),
@@ -172,3 +176,16 @@ def test_conversations_equal_trl(trl, tmp_path, family, template, name):
         for i, (a, b) in enumerate(zip(ours, expected)):
             assert a == b, f"{family}/{name} {form} conversation {i}: {tokenizer.decode(a[0] + a[1])!r} vs " \
                            f"{tokenizer.decode(b[0] + b[1])!r}"
+
+
+def test_demo_tokenizer_and_data_equal_trl(trl, tmp_path):
+    """The shipped demo pair (implicit HH form, BOS from the post-processor) as TRL sees it."""
+    tokenizer = trl.AutoTokenizer.from_pretrained(str(EXAMPLES / "tokenizer"))
+    lines = (EXAMPLES / "data/hh_rlhf_sample.jsonl").read_text().splitlines()
+    assert len(lines) == 128
+    rows = [trl.extract_prompt(json.loads(line)) for line in lines]
+    expected = trl.reference(tokenizer, rows, 256)
+    meta, ours = run_prepare(tmp_path, "demo", rows, EXAMPLES / "tokenizer", 256)
+    assert meta["report"]["dropped"] == len(rows) - len(expected)
+    assert all(p[0] == tokenizer.bos_token_id for p, _, _ in ours)
+    assert ours == expected
