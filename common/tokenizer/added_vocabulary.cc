@@ -3,6 +3,7 @@
 #include <utf8proc.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "common/tokenizer/unicode_util.h"
 
@@ -51,7 +52,10 @@ void AddedVocabulary::Insert(Trie* trie, std::string_view key, int token) {
     } else {
       int child = static_cast<int>(trie->nodes.size());
       ch.insert(it, {c, child});
-      if (node == 0) trie->root_next[c] = child;
+      if (node == 0) {
+        trie->root_next[c] = child;
+        ++trie->first_bytes;
+      }
       trie->nodes.emplace_back();
       node = child;
     }
@@ -89,7 +93,17 @@ void AddedVocabulary::Split(std::string_view text, bool normalized_set,
   }
   size_t start_offset = 0;
   size_t pos = 0;
+  const unsigned char only_first = trie.nodes[0].children.empty() ? 0 : trie.nodes[0].children[0].first;
   while (pos < text.size()) {
+    // Skip to the next byte that can start a token.
+    if (trie.first_bytes == 1) {
+      const void* hit = std::memchr(text.data() + pos, only_first, text.size() - pos);
+      if (hit == nullptr) break;
+      pos = static_cast<const char*>(hit) - text.data();
+    } else {
+      while (pos < text.size() && trie.root_next[static_cast<unsigned char>(text[pos])] < 0) ++pos;
+      if (pos == text.size()) break;
+    }
     size_t stop = 0;
     int index = LongestAt(trie, text, pos, &stop);
     if (index < 0) {

@@ -15,19 +15,37 @@ namespace {
 // Words longer than this (bytes) are neither cached nor merged by linear scan.
 constexpr size_t kShortWord = 64;
 constexpr size_t kMaxCacheEntries = 1 << 18;
+constexpr std::string_view kMarker = "\xE2\x96\x81";  // U+2581, SentencePiece's space
+
+// True when `token` holds U+2581 right after a different character.
+bool MarkerAfterOther(std::string_view token) {
+  for (size_t pos = token.find(kMarker, 1); pos != std::string_view::npos;
+       pos = token.find(kMarker, pos + 1)) {
+    if (pos < kMarker.size() || token.substr(pos - kMarker.size(), kMarker.size()) != kMarker)
+      return true;
+  }
+  return false;
+}
 
 std::atomic<uint64_t> next_instance{1};
 
+// word -> its ids, as (offset into ids) << 16 | count; words are at most kShortWord bytes so
+// count fits 16 bits.
 struct WordCache {
   uint64_t instance = 0;
-  std::unordered_map<std::string, std::vector<Id>> words;
+  StringTable words;
+  std::vector<Id> ids;
+  void Clear() {
+    words.Clear();
+    ids.clear();
+  }
 };
 
 // One cache per thread, for the model used last on that thread (the usual case is one model).
 WordCache& ThreadCache(uint64_t instance) {
   thread_local WordCache cache;
   if (cache.instance != instance) {
-    cache.words.clear();
+    cache.Clear();
     cache.instance = instance;
   }
   return cache;
@@ -116,11 +134,10 @@ BpeModel::BpeModel(const nlohmann::json& node, bool byte_level, const std::strin
     model_tokens_[id] = ToModelSpace(it.key(), byte_level, &ok);
     mapped[id] = ok;
   }
-  vocab_.reserve(tokens_.size());
   json_vocab_.reserve(tokens_.size());
   for (Id id = 0; id <= max_id; ++id) {
     // A byte-level token outside GPT-2's character set can never be produced by merges.
-    if (mapped[id]) vocab_.emplace(model_tokens_[id], id);
+    if (mapped[id]) vocab_.Insert(model_tokens_[id], static_cast<uint64_t>(id));
     json_vocab_.emplace(tokens_[id], id);
   }
 
@@ -140,6 +157,12 @@ BpeModel::BpeModel(const nlohmann::json& node, bool byte_level, const std::strin
     auto it = json_vocab_.find(unk->get<std::string>());
     if (it == json_vocab_.end()) Fail(context + ".unk_token", "not in the vocabulary");
     unk_id_ = it->second;
+  }
+
+  if (!byte_level_ && Lookup(kMarker) >= 0) {
+    split_at_marker_ = true;
+    for (const std::string& t : model_tokens_)
+      if (MarkerAfterOther(t)) split_at_marker_ = false;
   }
 
   auto merges = node.find("merges");
@@ -170,8 +193,8 @@ BpeModel::BpeModel(const nlohmann::json& node, bool byte_level, const std::strin
 }
 
 Id BpeModel::Lookup(std::string_view model_token) const {
-  auto it = vocab_.find(model_token);
-  return it == vocab_.end() ? -1 : it->second;
+  const uint64_t* id = vocab_.Find(model_token);
+  return id == nullptr ? -1 : static_cast<Id>(*id);
 }
 
 const Id* BpeModel::TokenToId(std::string_view token) const {
@@ -286,33 +309,49 @@ void BpeModel::MergeLong(std::vector<Id>* ids) const {
 }
 
 void BpeModel::Encode(std::string_view word, std::vector<Id>* out) const {
-  if (word.empty()) return;
-  if (ignore_merges_) {
-    Id id = Lookup(word);
-    if (id >= 0) {
-      out->push_back(id);
-      return;
-    }
+  if (!split_at_marker_ || word.size() <= kShortWord) {
+    EncodePiece(word, out);
+    return;
   }
+  size_t begin = 0;
+  for (size_t pos = word.find(kMarker, 1); pos != std::string_view::npos;
+       pos = word.find(kMarker, pos + 1)) {
+    if (pos >= kMarker.size() && word.substr(pos - kMarker.size(), kMarker.size()) == kMarker)
+      continue;  // inside a run of markers
+    EncodePiece(word.substr(begin, pos - begin), out);
+    begin = pos;
+  }
+  EncodePiece(word.substr(begin), out);
+}
+
+void BpeModel::EncodePiece(std::string_view word, std::vector<Id>* out) const {
+  if (word.empty()) return;
   const bool cacheable = word.size() <= kShortWord;
   WordCache* cache = nullptr;
   if (cacheable) {
     cache = &ThreadCache(instance_);
-    auto it = cache->words.find(std::string(word));
-    if (it != cache->words.end()) {
-      out->insert(out->end(), it->second.begin(), it->second.end());
+    if (const uint64_t* hit = cache->words.Find(word)) {
+      const Id* ids = cache->ids.data() + (*hit >> 16);
+      out->insert(out->end(), ids, ids + (*hit & 0xFFFF));
       return;
     }
   }
-  thread_local std::vector<Id> ids;
-  ids.clear();
-  InitialSymbols(word, &ids);
-  if (ids.size() <= kShortWord) MergeShort(&ids);
-  else MergeLong(&ids);
-  out->insert(out->end(), ids.begin(), ids.end());
+  size_t first = out->size();
+  Id whole = ignore_merges_ ? Lookup(word) : -1;
+  if (whole >= 0) {
+    out->push_back(whole);
+  } else {
+    thread_local std::vector<Id> ids;
+    ids.clear();
+    InitialSymbols(word, &ids);
+    if (ids.size() <= kShortWord) MergeShort(&ids);
+    else MergeLong(&ids);
+    out->insert(out->end(), ids.begin(), ids.end());
+  }
   if (cacheable) {
-    if (cache->words.size() >= kMaxCacheEntries) cache->words.clear();
-    cache->words.emplace(std::string(word), ids);
+    if (cache->words.size() >= kMaxCacheEntries) cache->Clear();
+    cache->words.Insert(word, (static_cast<uint64_t>(cache->ids.size()) << 16) | (out->size() - first));
+    cache->ids.insert(cache->ids.end(), out->begin() + first, out->end());
   }
 }
 

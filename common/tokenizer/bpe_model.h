@@ -5,6 +5,7 @@
 // first: exactly HF's priority-queue order. Short words use a linear scan over a symbol array,
 // long ones (a SentencePiece span can be a whole document) a binary heap over a linked list, so
 // a word of n symbols costs O(n log n). Encoded words are cached per thread and model.
+// SentencePiece words are first cut where no merge can reach across (see split_at_marker_).
 //
 // Thread-safety: immutable after construction; Encode may run concurrently.
 #pragma once
@@ -16,6 +17,8 @@
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
+
+#include "common/tokenizer/string_table.h"
 
 namespace dpo::tok {
 
@@ -59,6 +62,7 @@ class BpeModel {
     uint64_t mask_ = 0;
   };
 
+  void EncodePiece(std::string_view word, std::vector<Id>* out) const;
   void InitialSymbols(std::string_view word, std::vector<Id>* ids) const;
   void MergeShort(std::vector<Id>* ids) const;
   void MergeLong(std::vector<Id>* ids) const;
@@ -66,7 +70,7 @@ class BpeModel {
 
   std::vector<std::string> tokens_;        // id -> token as in tokenizer.json
   std::vector<std::string> model_tokens_;  // id -> token in model space (bytes if byte_level)
-  std::unordered_map<std::string_view, Id> vocab_;  // model space; views into model_tokens_
+  StringTable vocab_;                      // model space -> id
   std::unordered_map<std::string_view, Id> json_vocab_;  // tokenizer.json spelling
   MergeMap merges_;
   Id byte_ids_[256];  // byte_level: id of each single byte; -1 if absent
@@ -75,6 +79,10 @@ class BpeModel {
   bool byte_fallback_ = false;
   bool fuse_unk_ = false;
   bool ignore_merges_ = false;
+  // SentencePiece words (often a whole span: no pre-tokenizer) split before each U+2581 that
+  // follows another character, when no token contains such a pair: no merge can cross those
+  // boundaries, so the pieces encode independently (and are cached) with identical results.
+  bool split_at_marker_ = false;
   Id unk_id_ = -1;
   uint64_t instance_;  // distinguishes models in the per-thread cache
 };

@@ -30,6 +30,31 @@ std::string Utf8procMap(std::string_view s, int options) {
   return result;
 }
 
+// Unicode normalization of `s`, calling utf8proc only on its non-ASCII runs. Cutting before an
+// ASCII character is safe: ASCII is a starter (ccc 0) that is never the second character of a
+// canonical composition, so no normal form reorders or composes across it. Each run goes with
+// the ASCII character before it, which may compose with the run's leading combining mark.
+std::string NormalizeForm(const std::string& s, int options) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t run = i;
+    while (run < s.size() && static_cast<unsigned char>(s[run]) < 0x80) ++run;
+    if (run == s.size()) {
+      out.append(s, i, run - i);
+      break;
+    }
+    size_t unit = run > i ? run - 1 : run;  // the run's ASCII predecessor joins it
+    out.append(s, i, unit - i);
+    size_t end = run;
+    while (end < s.size() && static_cast<unsigned char>(s[end]) >= 0x80) ++end;
+    out += Utf8procMap(std::string_view(s).substr(unit, end - unit), options);
+    i = end;
+  }
+  return out;
+}
+
 void ReplaceAll(std::string* s, std::string_view from, std::string_view to) {
   if (from.empty()) return;
   std::string out;
@@ -106,16 +131,16 @@ std::string Normalizer::Apply(std::string_view text) const {
   for (const Step& step : steps_) {
     switch (step.kind) {
       case Kind::kNfc:
-        if (!IsAscii(s)) s = Utf8procMap(s, UTF8PROC_COMPOSE);
+        if (!IsAscii(s)) s = NormalizeForm(s, UTF8PROC_COMPOSE);
         break;
       case Kind::kNfd:
-        if (!IsAscii(s)) s = Utf8procMap(s, UTF8PROC_DECOMPOSE);
+        if (!IsAscii(s)) s = NormalizeForm(s, UTF8PROC_DECOMPOSE);
         break;
       case Kind::kNfkc:
-        if (!IsAscii(s)) s = Utf8procMap(s, UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
+        if (!IsAscii(s)) s = NormalizeForm(s, UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
         break;
       case Kind::kNfkd:
-        if (!IsAscii(s)) s = Utf8procMap(s, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
+        if (!IsAscii(s)) s = NormalizeForm(s, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
         break;
       case Kind::kLowercase: {
         // Rust's str::to_lowercase maps per code point (plus a final-sigma rule we do not need

@@ -87,7 +87,8 @@ void PreTokenizer::Split(const Step& step, std::string_view piece,
     size_t b, e;
     bool match;
   };
-  std::vector<Span> spans;
+  thread_local std::vector<Span> spans;
+  spans.clear();
   size_t prev = 0;
   auto on_match = [&](size_t b, size_t e) {
     if (b != prev) spans.push_back({prev, b, false});
@@ -165,7 +166,7 @@ void PreTokenizer::Apply(std::string_view span, bool at_start, std::vector<std::
                          PieceArena* arena) const {
   size_t first = words->size();
   words->push_back(span);
-  std::vector<std::string_view> next;
+  thread_local std::vector<std::string_view> next;
   for (const Step& step : steps_) {
     next.clear();
     for (size_t i = first; i < words->size(); ++i) {
