@@ -8,10 +8,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
+#include "common/model/path_util.h"
 #include "common/util/error.h"
 
 namespace dpo {
@@ -77,8 +77,7 @@ class AtomicWriter {
     }
     committed_ = true;
     // Make the rename itself durable.
-    std::string dir = std::filesystem::path(path_).parent_path().string();
-    int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = ::open(DirName(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
       ::fsync(dfd);
       ::close(dfd);

@@ -1,12 +1,14 @@
 #include "common/model/safetensors.h"
 
+#include <unistd.h>
+
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <string>
 
 #include <gtest/gtest.h>
 
+#include "common/model/path_util.h"
 #include "common/util/error.h"
 
 namespace dpo {
@@ -104,9 +106,9 @@ TEST(SafetensorsTest, RejectsMalformedEntries) {
 }
 
 TEST(SafetensorsTest, WriteThenReadRoundTrips) {
-  auto dir = std::filesystem::temp_directory_path() / "dpo_safetensors_test";
-  std::filesystem::create_directories(dir);
-  std::string path = (dir / "t.safetensors").string();
+  std::string dir = "/tmp/dpo_safetensors_test_" + std::to_string(::getpid());
+  MakeDirectories(dir);
+  std::string path = JoinPath(dir, "t.safetensors");
   float a[3] = {1.f, 2.f, 3.f};
   uint16_t b[3] = {1, 2, 3};  // odd-sized 2-byte tensor written before a 4-byte one
   WriteSafetensors(path, {{"b", "BF16", {3}, b, sizeof(b)}, {"a", "F32", {3}, a, sizeof(a)}});
@@ -120,17 +122,15 @@ TEST(SafetensorsTest, WriteThenReadRoundTrips) {
   ASSERT_EQ(bytes.size(), sizeof(a));
   EXPECT_EQ(std::memcmp(bytes.data(), a, sizeof(a)), 0);
   // No temp file is left behind.
-  int files = 0;
-  for (auto& e : std::filesystem::directory_iterator(dir)) files += e.is_regular_file();
-  EXPECT_EQ(files, 1);
-  std::filesystem::remove_all(dir);
+  EXPECT_FALSE(PathExists(path + ".tmp." + std::to_string(::getpid())));
+  RemoveTree(dir);
 }
 
 TEST(SafetensorsTest, WriterRejectsSizeMismatch) {
   float a[3] = {};
   EXPECT_THROW(WriteSafetensors("/tmp/dpo_never.safetensors", {{"a", "F32", {4}, a, sizeof(a)}}),
                Error);
-  EXPECT_FALSE(std::filesystem::exists("/tmp/dpo_never.safetensors"));
+  EXPECT_FALSE(PathExists("/tmp/dpo_never.safetensors"));
 }
 
 TEST(SafetensorsTest, MissingFileNamesPath) {

@@ -1,0 +1,213 @@
+#include "common/model/causal_lm.h"
+
+#include <cmath>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "common/model/layer_checkpoint.h"
+#include "common/util/error.h"
+
+namespace dpo {
+namespace {
+
+// A module holding one "weight" (and optionally "bias") parameter, named as in transformers.
+class Linear : public torch::nn::Module {
+ public:
+  Linear(int64_t in, int64_t out, bool bias, const torch::TensorOptions& options) {
+    weight = register_parameter("weight", torch::empty({out, in}, options));
+    if (bias) this->bias = register_parameter("bias", torch::empty({out}, options));
+  }
+  torch::Tensor operator()(const torch::Tensor& x) const { return torch::linear(x, weight, bias); }
+  torch::Tensor weight, bias;
+};
+
+// RMSNorm as transformers computes it: in fp32, cast back, then scale by the weight.
+class RMSNorm : public torch::nn::Module {
+ public:
+  RMSNorm(int64_t dim, double eps, const torch::TensorOptions& options) : eps_(eps) {
+    weight = register_parameter("weight", torch::empty({dim}, options));
+  }
+  torch::Tensor operator()(const torch::Tensor& x) const { return Apply(x, weight, eps_); }
+  static torch::Tensor Apply(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+    torch::Tensor h = x.to(torch::kFloat32);
+    h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
+    return w * h.to(x.scalar_type());
+  }
+  torch::Tensor weight;
+
+ private:
+  double eps_;
+};
+
+torch::Tensor RotateHalf(const torch::Tensor& x) {
+  int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// RoPE inverse frequencies in fp32, computed with the same ops as transformers'
+// _compute_default_rope_parameters / _compute_llama3_parameters.
+torch::Tensor InverseFrequencies(const ModelConfig& c) {
+  const int64_t dim = c.head_dim;
+  torch::Tensor exponent =
+      torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
+  torch::Tensor inv = 1.0 / torch::pow(c.rope_theta, exponent);
+  if (c.rope_type == "linear") return inv / c.rope_factor;
+  if (c.rope_type != "llama3") return inv;
+  const double old_len = static_cast<double>(c.rope_original_max_position_embeddings);
+  const double low_wavelen = old_len / c.rope_low_freq_factor;
+  const double high_wavelen = old_len / c.rope_high_freq_factor;
+  torch::Tensor wavelen = 2 * M_PI / inv;
+  torch::Tensor scaled = torch::where(wavelen > low_wavelen, inv / c.rope_factor, inv);
+  torch::Tensor smooth = (old_len / wavelen - c.rope_low_freq_factor) /
+                         (c.rope_high_freq_factor - c.rope_low_freq_factor);
+  torch::Tensor smoothed = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
+  torch::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+  return torch::where(medium, smoothed, scaled);
+}
+
+}  // namespace
+
+class DecoderLayer : public torch::nn::Module {
+ public:
+  DecoderLayer(const ModelConfig& c, const torch::TensorOptions& o) : c_(c) {
+    const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim,
+                  kv = c.num_key_value_heads * c.head_dim;
+    auto attn = register_module("self_attn", std::make_shared<torch::nn::Module>());
+    q_proj = attn->register_module("q_proj", std::make_shared<Linear>(h, q, c.qkv_bias, o));
+    k_proj = attn->register_module("k_proj", std::make_shared<Linear>(h, kv, c.qkv_bias, o));
+    v_proj = attn->register_module("v_proj", std::make_shared<Linear>(h, kv, c.qkv_bias, o));
+    o_proj = attn->register_module("o_proj", std::make_shared<Linear>(q, h, c.o_bias, o));
+    if (c.qk_norm) {
+      q_norm = attn->register_module("q_norm", std::make_shared<RMSNorm>(c.head_dim, c.rms_norm_eps, o));
+      k_norm = attn->register_module("k_norm", std::make_shared<RMSNorm>(c.head_dim, c.rms_norm_eps, o));
+    }
+    auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
+    const int64_t i = c.intermediate_size;
+    gate_proj = mlp->register_module("gate_proj", std::make_shared<Linear>(h, i, c.mlp_bias, o));
+    up_proj = mlp->register_module("up_proj", std::make_shared<Linear>(h, i, c.mlp_bias, o));
+    down_proj = mlp->register_module("down_proj", std::make_shared<Linear>(i, h, c.mlp_bias, o));
+    input_layernorm = register_module("input_layernorm",
+                                      std::make_shared<RMSNorm>(h, c.rms_norm_eps, o));
+    post_attention_layernorm = register_module(
+        "post_attention_layernorm", std::make_shared<RMSNorm>(h, c.rms_norm_eps, o));
+  }
+
+  // x [B, T, H]; cos/sin [B, 1, T, head_dim] in x's dtype.
+  torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& cos,
+                        const torch::Tensor& sin) const {
+    const int64_t b = x.size(0), t = x.size(1), d = c_.head_dim;
+    torch::Tensor h = (*input_layernorm)(x);
+    torch::Tensor q = (*q_proj)(h).view({b, t, c_.num_attention_heads, d});
+    torch::Tensor k = (*k_proj)(h).view({b, t, c_.num_key_value_heads, d});
+    torch::Tensor v = (*v_proj)(h).view({b, t, c_.num_key_value_heads, d}).transpose(1, 2);
+    if (c_.qk_norm) {
+      q = (*q_norm)(q);
+      k = (*k_norm)(k);
+    }
+    q = q.transpose(1, 2);
+    k = k.transpose(1, 2);
+    q = q * cos + RotateHalf(q) * sin;
+    k = k * cos + RotateHalf(k) * sin;
+    torch::Tensor a = at::scaled_dot_product_attention(
+        q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true, /*scale=*/std::nullopt,
+        /*enable_gqa=*/c_.num_key_value_heads != c_.num_attention_heads);
+    a = a.transpose(1, 2).reshape({b, t, c_.num_attention_heads * d});
+    torch::Tensor r = x + (*o_proj)(a);
+    h = (*post_attention_layernorm)(r);
+    return r + (*down_proj)(torch::silu((*gate_proj)(h)) * (*up_proj)(h));
+  }
+
+  std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+  std::shared_ptr<RMSNorm> q_norm, k_norm, input_layernorm, post_attention_layernorm;
+
+ private:
+  ModelConfig c_;
+};
+
+CausalLM::CausalLM(const ModelConfig& config, const torch::TensorOptions& options)
+    : config_(config) {
+  config_.Validate("CausalLM config");
+  const int64_t v = config_.vocab_size, h = config_.hidden_size;
+  auto model = register_module("model", std::make_shared<torch::nn::Module>());
+  auto embed = model->register_module("embed_tokens", std::make_shared<torch::nn::Module>());
+  embed_ = embed->register_parameter("weight", torch::empty({v, h}, options));
+  auto layers = model->register_module("layers", std::make_shared<torch::nn::Module>());
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    layers_.push_back(
+        layers->register_module(std::to_string(i), std::make_shared<DecoderLayer>(config_, options)));
+  }
+  auto norm = model->register_module("norm", std::make_shared<torch::nn::Module>());
+  norm_ = norm->register_parameter("weight", torch::empty({h}, options));
+  if (!config_.tie_word_embeddings) {
+    auto head = register_module("lm_head", std::make_shared<torch::nn::Module>());
+    lm_head_ = head->register_parameter("weight", torch::empty({v, h}, options));
+  }
+  inv_freq_ = InverseFrequencies(config_);
+}
+
+torch::Tensor CausalLM::lm_head_weight() const {
+  return config_.tie_word_embeddings ? embed_ : lm_head_;
+}
+
+torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids) {
+  if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
+    Fail("CausalLM::Hidden", "input_ids must be a [B, T] int64 tensor");
+  }
+  const int64_t b = input_ids.size(0), t = input_ids.size(1);
+  if (config_.sliding_window > 0 && t > config_.sliding_window) {
+    Fail("CausalLM::Hidden", "sequence length " + std::to_string(t) +
+                                 " exceeds sliding_window " +
+                                 std::to_string(config_.sliding_window) + " (not supported)");
+  }
+  torch::Tensor pos = position_ids.defined()
+                          ? position_ids
+                          : torch::arange(t, input_ids.options()).unsqueeze(0);
+  if (pos.dim() != 2 || pos.size(1) != t || (pos.size(0) != b && pos.size(0) != 1)) {
+    Fail("CausalLM::Hidden", "position_ids must be [B, T] or [1, T]");
+  }
+  torch::Tensor x = torch::embedding(embed_, input_ids);
+  // cos/sin as transformers: fp32 outer product, then cast to the activation dtype.
+  torch::Tensor freqs = pos.to(torch::kFloat32).unsqueeze(-1) *
+                        inv_freq_.to(x.device()).view({1, 1, -1});
+  torch::Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);  // [B|1, 1, T, head_dim]
+  torch::Tensor cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
+  for (const auto& layer : layers_) {
+    if (checkpointing_) {
+      x = CheckpointedCall([&layer, cos, sin](const torch::Tensor& in) {
+                             return layer->Forward(in, cos, sin);
+                           },
+                           x, layer->parameters());
+    } else {
+      x = layer->Forward(x, cos, sin);
+    }
+  }
+  return RMSNorm::Apply(x, norm_, config_.rms_norm_eps);
+}
+
+torch::Tensor CausalLM::Logits(const torch::Tensor& input_ids, const torch::Tensor& position_ids) {
+  return torch::linear(Hidden(input_ids, position_ids), lm_head_weight());
+}
+
+void CausalLM::InitWeights(uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& item : named_parameters()) {
+    const std::string& name = item.key();
+    torch::Tensor& p = item.value();
+    torch::Tensor init = torch::empty(p.sizes(), torch::kFloat32);
+    auto ends_with = [&](std::string_view s) {
+      return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+    };
+    if (ends_with("norm.weight")) {
+      init.fill_(1.0);
+    } else if (ends_with(".bias")) {
+      init.zero_();
+    } else {
+      init.normal_(0.0, config_.initializer_range, gen);
+    }
+    p.copy_(init);
+  }
+}
+
+}  // namespace dpo

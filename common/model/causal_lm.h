@@ -1,0 +1,59 @@
+// A Llama-family decoder-only language model in LibTorch (Llama 2/3/3.1, Mistral, Qwen2/2.5,
+// Qwen3), built from a ModelConfig. Parameter names equal transformers' (model.embed_tokens.weight,
+// model.layers.N.self_attn.q_proj.weight, ..., model.norm.weight, lm_head.weight), so
+// named_parameters() maps 1:1 onto a Hugging Face state dict.
+//
+// Attention is at::scaled_dot_product_attention with is_causal=true and no padding mask: batches
+// are right-padded, so every real token only attends to real tokens before it. Dropout is off.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include "common/model/model_config.h"
+
+namespace dpo {
+
+class DecoderLayer;
+
+class CausalLM : public torch::nn::Module {
+ public:
+  // Allocates uninitialized parameters of `options` (dtype, device); fill them with InitWeights
+  // or by loading a checkpoint (common/model/pretrained.h). Throws dpo::Error if `config` is
+  // invalid.
+  CausalLM(const ModelConfig& config, const torch::TensorOptions& options);
+
+  // Final-normed hidden states [B, T, H] for input_ids [B, T] (int64). position_ids [B, T] or
+  // [1, T] (int64); Default (undefined): 0..T-1 for every row. Log-probs are computed from this and
+  // lm_head_weight() in chunks, never materializing [B, T, V] logits.
+  torch::Tensor Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids = {});
+  // Full logits [B, T, V] (Hidden times lm_head weight), in the model's dtype.
+  torch::Tensor Logits(const torch::Tensor& input_ids, const torch::Tensor& position_ids = {});
+
+  // [V, H]: lm_head.weight, or the embedding matrix when tie_word_embeddings.
+  torch::Tensor lm_head_weight() const;
+  const ModelConfig& config() const { return config_; }
+
+  // Recompute each decoder layer in backward instead of keeping its activations. Default: off.
+  void SetActivationCheckpointing(bool on) { checkpointing_ = on; }
+  bool activation_checkpointing() const { return checkpointing_; }
+
+  // transformers' init: linear and embedding weights ~ N(0, initializer_range), biases 0, norm
+  // weights 1. Drawn on the CPU in fp32 from a generator seeded with `seed`, then copied, so the
+  // same seed gives the same weights on every device and dtype.
+  void InitWeights(uint64_t seed);
+
+ private:
+  ModelConfig config_;
+  bool checkpointing_ = false;
+  torch::Tensor embed_;    // [V, H]
+  torch::Tensor norm_;     // [H]
+  torch::Tensor lm_head_;  // [V, H]; undefined when tied.
+  torch::Tensor inv_freq_;  // [head_dim / 2] fp32 RoPE frequencies (not a parameter).
+  std::vector<std::shared_ptr<DecoderLayer>> layers_;
+};
+
+}  // namespace dpo

@@ -1,0 +1,138 @@
+#include "common/model/causal_lm.h"
+
+#include <set>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "common/model/pretrained.h"
+#include "common/util/error.h"
+
+namespace dpo {
+namespace {
+
+ModelConfig TinyConfig(const std::string& type) {
+  ModelConfig c;
+  c.model_type = type;
+  c.vocab_size = 97;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  c.max_position_embeddings = 64;
+  if (type == "qwen3") {
+    c.qk_norm = true;
+    c.head_dim = 16;
+    c.tie_word_embeddings = true;
+  }
+  if (type == "qwen2") c.qkv_bias = true;
+  return c;
+}
+
+TEST(CausalLMTest, ParameterNamesMatchTransformers) {
+  auto model = RandomInit(TinyConfig("qwen3"), 1);
+  std::set<std::string> names;
+  int64_t total = 0;
+  for (const auto& p : model->named_parameters()) {
+    names.insert(p.key());
+    total += p.value().numel();
+  }
+  for (const char* expected :
+       {"model.embed_tokens.weight", "model.norm.weight", "model.layers.1.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_norm.weight", "model.layers.0.self_attn.o_proj.weight",
+        "model.layers.1.mlp.down_proj.weight", "model.layers.0.input_layernorm.weight",
+        "model.layers.0.post_attention_layernorm.weight"}) {
+    EXPECT_TRUE(names.count(expected)) << expected;
+  }
+  EXPECT_FALSE(names.count("lm_head.weight"));  // tied
+  EXPECT_FALSE(names.count("model.layers.0.self_attn.q_proj.bias"));
+  EXPECT_EQ(total, model->config().NumParameters());
+  EXPECT_TRUE(model->lm_head_weight().is_same(
+      model->named_parameters()["model.embed_tokens.weight"]));
+
+  auto qwen2 = RandomInit(TinyConfig("qwen2"), 1);
+  auto params = qwen2->named_parameters();
+  ASSERT_NE(params.find("model.layers.0.self_attn.v_proj.bias"), nullptr);
+  EXPECT_EQ(params.find("model.layers.0.self_attn.o_proj.bias"), nullptr);
+  ASSERT_NE(params.find("lm_head.weight"), nullptr);
+  EXPECT_EQ(params["model.layers.0.self_attn.v_proj.bias"].abs().sum().item<float>(), 0.f);
+  EXPECT_EQ(params["model.norm.weight"].min().item<float>(), 1.f);
+}
+
+TEST(CausalLMTest, InitIsSeededAndHfLike) {
+  auto a = RandomInit(TinyConfig("llama"), 5);
+  auto b = RandomInit(TinyConfig("llama"), 5);
+  auto c = RandomInit(TinyConfig("llama"), 6);
+  torch::Tensor wa = a->named_parameters()["model.layers.0.mlp.up_proj.weight"];
+  EXPECT_TRUE(torch::equal(wa, b->named_parameters()["model.layers.0.mlp.up_proj.weight"]));
+  EXPECT_FALSE(torch::equal(wa, c->named_parameters()["model.layers.0.mlp.up_proj.weight"]));
+  EXPECT_NEAR(wa.std().item<double>(), 0.02, 0.003);
+}
+
+TEST(CausalLMTest, LogitsShapesAndPositions) {
+  auto model = RandomInit(TinyConfig("llama"), 3);
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = torch::randint(97, {2, 7}, torch::kInt64);
+  torch::Tensor hidden = model->Hidden(ids);
+  EXPECT_EQ(hidden.sizes(), (std::vector<int64_t>{2, 7, 32}));
+  torch::Tensor logits = model->Logits(ids);
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 7, 97}));
+  EXPECT_TRUE(torch::allclose(logits, torch::linear(hidden, model->lm_head_weight())));
+  torch::Tensor pos = torch::arange(7, torch::kInt64).unsqueeze(0).expand({2, 7});
+  EXPECT_TRUE(torch::allclose(model->Logits(ids, pos), logits, 1e-5, 1e-6));
+  // Non-uniform positions change the result (RoPE is relative, so a constant shift would not).
+  EXPECT_FALSE(torch::allclose(model->Logits(ids, pos * 2), logits, 1e-5, 1e-6));
+  // Right padding does not change the real tokens' logits.
+  torch::Tensor padded = torch::cat({ids, torch::zeros({2, 3}, torch::kInt64)}, 1);
+  EXPECT_TRUE(torch::allclose(model->Logits(padded).narrow(1, 0, 7), logits, 1e-5, 1e-6));
+  EXPECT_THROW(model->Hidden(ids.to(torch::kInt32)), Error);
+}
+
+TEST(CausalLMTest, SlidingWindowIsEnforced) {
+  ModelConfig c = TinyConfig("mistral");
+  c.sliding_window = 4;
+  auto model = RandomInit(c, 1);
+  torch::NoGradGuard no_grad;
+  EXPECT_NO_THROW(model->Hidden(torch::zeros({1, 4}, torch::kInt64)));
+  EXPECT_THROW(model->Hidden(torch::zeros({1, 5}, torch::kInt64)), Error);
+}
+
+TEST(CausalLMTest, ActivationCheckpointingGivesSameGradients) {
+  for (const std::string type : {"llama", "qwen3"}) {
+    auto model = RandomInit(TinyConfig(type), 11);
+    torch::Tensor ids = torch::randint(97, {2, 6}, torch::kInt64);
+    auto grads = [&](bool checkpointing) {
+      model->zero_grad();
+      model->SetActivationCheckpointing(checkpointing);
+      torch::Tensor loss = torch::log_softmax(model->Logits(ids), -1).select(-1, 5).sum();
+      loss.backward();
+      std::vector<torch::Tensor> out;
+      for (const auto& p : model->parameters()) out.push_back(p.grad().clone());
+      return std::make_pair(loss.item<double>(), out);
+    };
+    auto [plain_loss, plain] = grads(false);
+    auto [ckpt_loss, ckpt] = grads(true);
+    EXPECT_DOUBLE_EQ(plain_loss, ckpt_loss);
+    ASSERT_EQ(plain.size(), ckpt.size());
+    for (size_t i = 0; i < plain.size(); ++i) {
+      EXPECT_GT(plain[i].abs().max().item<double>(), 0.0) << type << " param " << i;
+      EXPECT_TRUE(torch::allclose(plain[i], ckpt[i], 1e-5, 1e-7)) << type << " param " << i;
+    }
+  }
+}
+
+TEST(CausalLMTest, CheckpointingWithFrozenParameters) {
+  auto model = RandomInit(TinyConfig("llama"), 2);
+  model->SetActivationCheckpointing(true);
+  for (auto& p : model->parameters()) p.requires_grad_(false);
+  torch::Tensor norm = model->named_parameters()["model.norm.weight"];
+  norm.requires_grad_(true);
+  model->Logits(torch::randint(97, {1, 5}, torch::kInt64)).sum().backward();
+  EXPECT_TRUE(norm.grad().defined());
+  EXPECT_FALSE(model->named_parameters()["model.layers.0.mlp.up_proj.weight"].grad().defined());
+}
+
+}  // namespace
+}  // namespace dpo

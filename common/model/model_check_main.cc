@@ -1,0 +1,135 @@
+// dpo-model-check: drives the model from the command line for the oracle tests and the GPU
+// machine's precision check.
+//
+//   dpo-model-check logits --model DIR --ids IN.safetensors --out OUT.safetensors
+//                          [--dtype float32|bfloat16|float16] [--checkpointing]
+//       IN holds "input_ids" [B,T] int64 and optionally "position_ids"; OUT gets "logits"
+//       [B,T,V] and "hidden" [B,T,H] as float32.
+//   dpo-model-check save --model DIR --out DIR [--dtype D] [--max-shard-bytes N]
+//       Loads and saves again (tokenizer files copied from the source directory).
+//   dpo-model-check init --config config.json --seed N --out DIR [--dtype D] [--max-shard-bytes N]
+//       Saves a randomly initialized model.
+//   dpo-model-check precision [--device cpu|cuda|cuda:N]
+//       Prints the bf16-vs-fp32 and device-vs-CPU table; exit status 1 if a row fails.
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "common/model/checkpoint_io.h"
+#include "common/model/precision_check.h"
+#include "common/model/pretrained.h"
+#include "common/util/error.h"
+
+namespace dpo {
+namespace {
+
+class Args {
+ public:
+  Args(int argc, char** argv) {
+    for (int i = 2; i < argc; ++i) {
+      std::string key = argv[i];
+      if (key.rfind("--", 0) != 0) Fail("arguments", "unexpected '" + key + "'");
+      if (key == "--checkpointing") {
+        values_[key] = "1";
+      } else {
+        if (i + 1 >= argc) Fail("arguments", key + " needs a value");
+        values_[key] = argv[++i];
+      }
+    }
+  }
+  std::string Get(const std::string& key) const {
+    auto it = values_.find(key);
+    if (it == values_.end()) Fail("arguments", "missing " + key);
+    return it->second;
+  }
+  std::string Get(const std::string& key, const std::string& fallback) const {
+    auto it = values_.find(key);
+    return it == values_.end() ? fallback : it->second;
+  }
+  bool Has(const std::string& key) const { return values_.count(key) != 0; }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+torch::ScalarType Dtype(const std::string& name) {
+  if (name == "float32") return torch::kFloat32;
+  if (name == "bfloat16") return torch::kBFloat16;
+  if (name == "float16") return torch::kFloat16;
+  Fail("--dtype", "expected float32, bfloat16 or float16, got '" + name + "'");
+}
+
+SaveOptions SaveOptionsFrom(const Args& args) {
+  SaveOptions options;
+  if (args.Has("--dtype")) options.dtype = Dtype(args.Get("--dtype"));
+  if (args.Has("--max-shard-bytes")) options.max_shard_bytes = std::stoll(args.Get("--max-shard-bytes"));
+  return options;
+}
+
+int Logits(const Args& args) {
+  auto model = LoadPretrained(args.Get("--model"), Dtype(args.Get("--dtype", "float32")));
+  model->SetActivationCheckpointing(args.Has("--checkpointing"));
+  CheckpointReader inputs(args.Get("--ids"));
+  torch::Tensor ids = inputs.Read("input_ids", torch::kInt64);
+  torch::Tensor pos;
+  if (inputs.Contains("position_ids")) pos = inputs.Read("position_ids", torch::kInt64);
+  torch::NoGradGuard no_grad;
+  torch::Tensor hidden = model->Hidden(ids, pos);
+  torch::Tensor logits = torch::linear(hidden, model->lm_head_weight());
+  WriteTensors(args.Get("--out"), {{"logits", logits.to(torch::kFloat32)},
+                                   {"hidden", hidden.to(torch::kFloat32)}});
+  return 0;
+}
+
+int Save(const Args& args) {
+  const std::string source = args.Get("--model");
+  auto model = LoadPretrained(source, torch::kFloat32);
+  SaveOptions options = SaveOptionsFrom(args);
+  options.tokenizer_dir = source;
+  SavePretrained(*model, args.Get("--out"), options);
+  return 0;
+}
+
+int Init(const Args& args) {
+  ModelConfig config = ModelConfig::FromJsonFile(args.Get("--config"));
+  auto model = RandomInit(config, std::stoull(args.Get("--seed")));
+  SavePretrained(*model, args.Get("--out"), SaveOptionsFrom(args));
+  return 0;
+}
+
+int Precision(const Args& args) {
+  std::string name = args.Get("--device", "cpu");
+  torch::Device device(name);
+  if (device.is_cuda() && !torch::cuda::is_available()) Fail("--device", "CUDA is not available");
+  auto rows = RunPrecisionChecks(device);
+  std::fputs(FormatPrecisionTable(rows).c_str(), stdout);
+  for (const auto& r : rows) {
+    if (!r.pass()) return 1;
+  }
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 2) Fail("usage", "dpo-model-check logits|save|init|precision [--flag value ...]");
+  const std::string command = argv[1];
+  Args args(argc, argv);
+  if (command == "logits") return Logits(args);
+  if (command == "save") return Save(args);
+  if (command == "init") return Init(args);
+  if (command == "precision") return Precision(args);
+  Fail("usage", "unknown command '" + command + "'");
+}
+
+}  // namespace
+}  // namespace dpo
+
+int main(int argc, char** argv) {
+  try {
+    return dpo::Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dpo-model-check: %s\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,89 @@
+#include "common/model/pretrained.h"
+
+#include <sstream>
+
+#include <torch/torch.h>
+
+#include "common/model/checkpoint_io.h"
+#include "common/model/path_util.h"
+#include "common/util/error.h"
+
+namespace dpo {
+namespace {
+
+// Old checkpoints store RoPE tables; they are derived from config.json, never loaded.
+bool IsIgnorableExtra(const std::string& name, const ModelConfig& config) {
+  const std::string rope = "rotary_emb.inv_freq";
+  if (name.size() >= rope.size() && name.compare(name.size() - rope.size(), rope.size(), rope) == 0) {
+    return true;
+  }
+  return config.tie_word_embeddings && name == "lm_head.weight";
+}
+
+}  // namespace
+
+std::string ConfigDtypeName(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return "float32";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kFloat16: return "float16";
+    default: Fail("model dtype", std::string("unsupported ") + c10::toString(dtype));
+  }
+}
+
+std::shared_ptr<CausalLM> LoadPretrained(const std::string& dir, torch::ScalarType dtype,
+                                         const torch::Device& device) {
+  ConfigDtypeName(dtype);  // rejects non-float model dtypes early
+  ModelConfig config = ModelConfig::FromJsonFile(JoinPath(dir, "config.json"));
+  CheckpointReader reader(dir);
+  auto model = std::make_shared<CausalLM>(config, torch::TensorOptions().dtype(dtype).device(device));
+  torch::NoGradGuard no_grad;
+  auto params = model->named_parameters();
+  for (auto& item : params) {
+    const std::string& name = item.key();
+    torch::Tensor& p = item.value();
+    if (reader.Shape(name) != p.sizes().vec()) {
+      std::ostringstream msg;
+      msg << "tensor '" << name << "' has shape " << c10::IntArrayRef(reader.Shape(name))
+          << " in the checkpoint but the config implies " << p.sizes();
+      Fail(dir, msg.str());
+    }
+    p.copy_(reader.Read(name, dtype, device));
+  }
+  for (const auto& name : reader.TensorNames()) {
+    if (params.find(name) == nullptr && !IsIgnorableExtra(name, config)) {
+      Fail(dir, "tensor '" + name + "' in the checkpoint is not a parameter of this " +
+                    config.model_type + " config (config.json does not match the weights)");
+    }
+  }
+  return model;
+}
+
+std::shared_ptr<CausalLM> RandomInit(const ModelConfig& config, uint64_t seed,
+                                     torch::ScalarType dtype, const torch::Device& device) {
+  auto model = std::make_shared<CausalLM>(config, torch::TensorOptions().dtype(dtype).device(device));
+  model->InitWeights(seed);
+  return model;
+}
+
+void SavePretrained(CausalLM& model, const std::string& dir, const SaveOptions& options) {
+  torch::ScalarType dtype = options.dtype;
+  if (dtype == torch::ScalarType::Undefined) dtype = model.lm_head_weight().scalar_type();
+  const std::string dtype_name = ConfigDtypeName(dtype);
+  MakeDirectories(dir);
+  NamedTensors tensors;
+  for (const auto& item : model.named_parameters()) {
+    tensors.emplace_back(item.key(), item.value().detach().to(torch::kCPU, dtype));
+  }
+  WriteCheckpoint(dir, tensors, options.max_shard_bytes);
+  WriteFileAtomically(JoinPath(dir, "config.json"), model.config().ToJson(dtype_name));
+  if (options.tokenizer_dir.empty()) return;
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+    const std::string source = JoinPath(options.tokenizer_dir, file);
+    if (!PathExists(source)) continue;
+    // Read fully before writing, so saving into the source directory rewrites the same bytes.
+    WriteFileAtomically(JoinPath(dir, file), ReadWholeFile(source));
+  }
+}
+
+}  // namespace dpo

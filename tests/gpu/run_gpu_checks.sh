@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# run_gpu_checks.sh [BUILD_DIR]
+# On the GPU machine (Ubuntu 24.04, CUDA torch in /opt/torch/.venv): builds dpo-model-check and
+# prints the model's precision table for a small random Llama (GQA, llama3 RoPE) and Qwen3
+# (q/k norm, biases, tied) model:
+#   cuda bf16 vs cuda fp32 logits   relative error (max|d| / max|ref|) <= 1e-2
+#   cuda fp32 vs cpu fp32 logits    relative error <= 1e-4
+# Exits non-zero if the build fails or any row fails. Not part of ctest (no GPU in CI); the CPU
+# half runs there as PrecisionCheckTest in model_test.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-$root/build-gpu}
+python=${DPO_PYTHON:-/opt/torch/.venv/bin/python}
+generator=()
+command -v ninja > /dev/null && generator=(-G Ninja)
+
+"$python" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
+cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DDPO_PYTHON="$python" \
+      -DDPO_BUILD_TESTS=OFF -DDPO_BUILD_BENCH=OFF
+cmake --build "$build" --target dpo-model-check -j "$(nproc)"
+"$build/bin/dpo-model-check" precision --device cuda
