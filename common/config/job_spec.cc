@@ -593,12 +593,15 @@ namespace {
 constexpr size_t kMaxSpecBytes = 1 << 20;
 constexpr int kMaxNesting = 64;  // a spec nests 3 deep; bounds yaml-cpp's recursion
 
-// First pass over the events: counts documents and rejects deep nesting before yaml-cpp builds
-// (recursively) a node tree of it.
+// First pass over the events: rejects deep nesting before yaml-cpp builds (recursively) a node
+// tree of it, and finds where a second document would start.
 class Prescan : public YAML::EventHandler {
  public:
-  void OnDocumentStart(const YAML::Mark&) override { depth_ = 0; }
-  void OnDocumentEnd() override { ++documents_; }
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    depth_ = 0;
+    if (++documents_ == 2) second_ = mark;
+  }
+  void OnDocumentEnd() override {}
   void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
   void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
   void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
@@ -615,6 +618,7 @@ class Prescan : public YAML::EventHandler {
   void OnMapEnd() override { --depth_; }
 
   int documents() const { return documents_; }
+  const YAML::Mark& second_document() const { return second_; }
 
  private:
   void Enter(const YAML::Mark& mark) {
@@ -625,6 +629,7 @@ class Prescan : public YAML::EventHandler {
   }
   int depth_ = 0;
   int documents_ = 0;
+  YAML::Mark second_ = YAML::Mark::null_mark();
 };
 
 }  // namespace
@@ -649,11 +654,13 @@ JobSpec ParseJobSpec(const std::string& yaml_text, const std::string& source_nam
     std::istringstream events(yaml_text);
     YAML::Parser parser(events);
     Prescan prescan;
-    while (parser.HandleNextDocument(prescan)) {
+    // Two documents are enough to know; and on some stray tokens yaml-cpp 0.7 starts an empty
+    // document again and again without consuming input, so the loop must not run to the end.
+    while (prescan.documents() < 2 && parser.HandleNextDocument(prescan)) {
     }
     if (prescan.documents() > 1) {
-      reader.Problem("", "expected one YAML document, found " +
-                             std::to_string(prescan.documents()));
+      reader.Problem(prescan.second_document(), "",
+                     "unexpected content after the end of the spec (a spec is one YAML document)");
       reader.ThrowIfAny();
     }
     root = YAML::Load(yaml_text);
