@@ -104,6 +104,21 @@ TEST(DpoLoss, SimpoUsesAveragedLogpsAndMargin) {
   EXPECT_NEAR(ComputeDpoLoss(options, policy, std::nullopt).loss.item<double>(), expected, 1e-6);
 }
 
+// Metric sums from two ranks add up before the ratios are taken; empty counts give 0 as in TRL.
+TEST(DpoMetricSums, AddsThenDivides) {
+  DpoMetricSums a, b;
+  a[DpoMetricSums::kChosenRewardsSum] = 1.0;
+  a[DpoMetricSums::kPairs] = 2;
+  b[DpoMetricSums::kChosenRewardsSum] = 2.0;
+  b[DpoMetricSums::kPairs] = 1;
+  a.Add(b);
+  for (const auto& [name, value] : a.Logs()) {
+    if (name == "rewards/chosen") EXPECT_DOUBLE_EQ(value, 1.0);
+    if (name == "entropy") EXPECT_DOUBLE_EQ(value, 0.0);
+  }
+  EXPECT_EQ(a.Logs().size(), 10u);
+}
+
 TEST(DpoLoss, ParsesTrlNamesAndRejectsOthers) {
   EXPECT_EQ(ParseLossType("aot_unpaired"), LossType::kAotUnpaired);
   EXPECT_EQ(LossTypeName(ParseLossType("sigmoid_norm")), "sigmoid_norm");

@@ -80,21 +80,30 @@ class ChunkedLogpsFunction : public torch::autograd::Function<ChunkedLogpsFuncti
     at::Tensor lse = torch::empty({n}, f32);
     at::Tensor is_top1 = torch::empty({n}, f32.dtype(torch::kBool));
     const at::Tensor w = weight.to(torch::kFloat);
+    // Σ_v z_v = h · Σ_v W_v: the mean logit without another pass over the logits.
+    const at::Tensor w_sum = w.sum(0);
     for (int64_t start = 0; start < n; start += chunk_tokens) {
       const int64_t end = std::min(n, start + chunk_tokens);
       const at::Tensor h = hidden.slice(0, start, end).to(torch::kFloat);
       const at::Tensor tgt = targets.slice(0, start, end);
       at::Tensor z = at::mm(h, w.t());  // [c, V] fp32 logits
-      const at::Tensor chunk_lse = z.logsumexp(1);
       const at::Tensor target_z = z.gather(1, tgt.unsqueeze(1)).squeeze(1);
-      mean_logits.slice(0, start, end).copy_(z.sum(1) / static_cast<double>(vocab));
-      is_top1.slice(0, start, end).copy_(z.argmax(1).eq(tgt));
-      at::Tensor log_p = z.sub_(chunk_lse.unsqueeze(1));  // in place: z now holds log p
-      const at::Tensor p = log_p.exp();
+      // max(dim) returns the first maximum, so a tie with an earlier token is not top-1 (as TRL).
+      const auto [row_max, argmax] = z.max(1);
+      // One exp pass: e = exp(z - max), p = e / Σe, log p = z - max - log Σe, both in place.
+      z.sub_(row_max.unsqueeze(1));
+      at::Tensor p = z.exp();
+      const at::Tensor sum_e = p.sum(1);
+      const at::Tensor log_sum_e = sum_e.log();
+      const at::Tensor& log_p = z.sub_(log_sum_e.unsqueeze(1));
+      p.div_(sum_e.unsqueeze(1));
+      const at::Tensor chunk_lse = row_max + log_sum_e;
       entropy.slice(0, start, end).copy_(RowDot(p, log_p).neg_());
       log_sum_sq.slice(0, start, end).copy_(RowDot(p, p).log_());
       logps.slice(0, start, end).copy_(target_z - chunk_lse);
       lse.slice(0, start, end).copy_(chunk_lse);
+      mean_logits.slice(0, start, end).copy_(at::mv(h, w_sum).div_(static_cast<double>(vocab)));
+      is_top1.slice(0, start, end).copy_(argmax.eq(tgt));
     }
     ctx->save_for_backward({hidden, weight, targets, lse});
     ctx->saved_data["chunk_tokens"] = chunk_tokens;

@@ -14,9 +14,9 @@
 namespace dpo {
 
 struct SequenceLogpsOptions {
-  // Scored positions per chunk: the [chunk_tokens, V] fp32 logits are the largest temporary (two
-  // of them are live at once). Default: 512, i.e. ~311 MB per buffer at V=151936, while a
-  // 512 x H x V GEMM is still large enough to run at full speed.
+  // Scored positions per chunk: the [chunk_tokens, V] fp32 logits are the largest temporary (up
+  // to three of them are live at once in forward, one in backward). Default: 512, i.e. ~311 MB
+  // per buffer at V=151936, while a 512 x H x V GEMM is still large enough to run at full speed.
   int64_t chunk_tokens = 512;
 };
 
@@ -34,6 +34,8 @@ struct SequenceLogps {
 
 // Chunked computation through a custom autograd function: forward keeps only per-token scalars
 // (log-sum-exp) and backward recomputes each chunk's logits to form (onehot - softmax) · grad.
+// Only scored positions are projected. Gradients accumulate in fp32 and return in the input
+// dtypes; a non-fp32 weight costs one fp32 copy of it during forward and during backward.
 // hidden: [B, T, H] (any float dtype), weight: [V, H], input_ids: [B, T] integer,
 // completion_mask: [B, T] (0/1, any dtype). Throws dpo::Error on bad shapes or labels outside [0, V).
 SequenceLogps ComputeSequenceLogps(const at::Tensor& hidden, const at::Tensor& weight,
