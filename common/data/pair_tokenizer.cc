@@ -45,13 +45,14 @@ PairTokenizer::PairTokenizer(const Tokenizer& tokenizer, TokenizeOptions options
   eos_ = *tokenizer.eos_id();
   std::string bos = TokenText(tokenizer, tokenizer.bos_id());
   std::string eos = TokenText(tokenizer, tokenizer.eos_id());
+  const bool detect = options_.chat_template.empty() || options_.chat_template == "auto";
   try {
-    template_ = options_.chat_template.empty()
+    template_ = detect
                     ? ChatTemplate::Detect(tokenizer.chat_template(), bos, eos)
                     : ChatTemplate::FromName(options_.chat_template, bos, eos);
   } catch (const Error& e) {
     // Text datasets need no template; a bad explicit name is still an error right away.
-    if (!options_.chat_template.empty()) throw;
+    if (!detect) throw;
     template_error_ = e.what();
   }
 }

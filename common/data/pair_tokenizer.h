@@ -42,7 +42,7 @@ struct TokenizeOptions {
   size_t max_completion_length = 0;
   // Which end of an over-long sequence survives. Default: keep_start, TRL's default.
   TruncationMode truncation_mode = TruncationMode::kKeepStart;
-  // Chat template for conversational data: "" recognises it from the tokenizer's
+  // Chat template for conversational data: "" or "auto" recognises it from the tokenizer's
   // chat_template, else chatml | qwen3 | llama3 | mistral. Default: "" (the tokenizer's own).
   std::string chat_template;
 

@@ -81,6 +81,9 @@ TEST(PairTokenizerTest, ConversationalUsesTemplateWithoutSpecialTokens) {
   auto chatml = PairTokenizer(plain, named).Tokenize(r, "f:1");
   ASSERT_TRUE(chatml);
   EXPECT_EQ(chatml->chosen, Ids("Yo<|im_end|>\n"));
+  named.chat_template = "auto";  // the job spec's spelling of "recognise it"
+  EXPECT_THROW(PairTokenizer(plain, named).Tokenize(r, "f:1"), Error);
+  EXPECT_TRUE(PairTokenizer(tok, named).Tokenize(r, "f:1"));
   EXPECT_EQ(ParseTruncationMode("keep_end"), TruncationMode::kKeepEnd);
   EXPECT_THROW(ParseTruncationMode("left"), Error);
 }
