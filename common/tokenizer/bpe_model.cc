@@ -124,6 +124,11 @@ BpeModel::BpeModel(const nlohmann::json& node, bool byte_level, const std::strin
       Fail(context + ".vocab[\"" + it.key() + "\"]", "id is not a non-negative integer");
     max_id = std::max(max_id, it.value().get<Id>());
   }
+  // Ids index dense arrays; real vocabularies are dense, and a stray huge id must not make us
+  // allocate gigabytes.
+  if (static_cast<size_t>(max_id) >= vocab->size() + 65536)
+    Fail(context + ".vocab", "ids are sparse (largest " + std::to_string(max_id) + " for " +
+                                 std::to_string(vocab->size()) + " entries)");
   tokens_.resize(max_id + 1);
   model_tokens_.resize(max_id + 1);
   std::vector<bool> mapped(max_id + 1, false);

@@ -66,6 +66,7 @@ void Decoder::Add(const nlohmann::json& node, const std::string& context) {
   } else if (type == "Metaspace") {
     step.kind = Kind::kMetaspace;
     step.a = Str(node, "replacement", context);
+    if (step.a.empty()) Fail(context + ".replacement", "empty");
     if (node.contains("prepend_scheme"))
       step.prepend = Str(node, "prepend_scheme", context) != "never";
     else
@@ -84,6 +85,7 @@ void Decoder::Add(const nlohmann::json& node, const std::string& context) {
   } else if (type == "Strip") {
     step.kind = Kind::kStrip;
     step.a = Str(node, "content", context);
+    if (step.a.empty()) Fail(context + ".content", "empty");
     step.start = node.value("start", 0);
     step.stop = node.value("stop", 0);
   } else {

@@ -64,6 +64,7 @@ void PreTokenizer::Add(const nlohmann::json& node, const std::string& context) {
   } else if (type == "Metaspace") {
     step.kind = Kind::kMetaspace;
     step.replacement = Str(node, "replacement", context);
+    if (step.replacement.empty()) Fail(context + ".replacement", "empty");
     step.split = node.value("split", true);
     if (node.contains("prepend_scheme")) {
       std::string scheme = Str(node, "prepend_scheme", context);

@@ -181,6 +181,9 @@ TEST(TokenizerTest, MalformedFilesNameFileAndField) {
   j = ByteLevelJson();
   j["model"]["vocab"]["ll"] = "x";
   ExpectError(j, "model.vocab[\"ll\"]");
+  j = ByteLevelJson();
+  j["model"]["vocab"]["zz"] = 1000000000;  // would need a billion-entry table
+  ExpectError(j, "model.vocab");
   EXPECT_THROW(Tokenizer::FromJson("{not json", "", "bad/tokenizer.json"), Error);
   EXPECT_THROW(Tokenizer::Load("/nonexistent/tokenizer.json"), Error);
 }
