@@ -104,6 +104,35 @@ void ProcessChunk(const PairTokenizer& tokenizer, const std::string& path, OnErr
   }
 }
 
+// Up to `chunks` chunks of `chunk` non-blank lines each, with their line numbers.
+struct Round {
+  std::vector<std::vector<std::string>> lines;
+  std::vector<std::vector<size_t>> numbers;
+};
+
+Round ReadRound(LineReader* reader, size_t chunks, size_t chunk, bool* done) {
+  Round round;
+  std::string line;
+  while (round.lines.size() < chunks && !*done) {
+    round.lines.emplace_back();
+    round.numbers.emplace_back();
+    while (round.lines.back().size() < chunk) {
+      if (!reader->Next(&line)) {
+        *done = true;
+        break;
+      }
+      if (IsBlankLine(line)) continue;
+      round.lines.back().push_back(std::move(line));
+      round.numbers.back().push_back(reader->line_number());
+    }
+    if (round.lines.back().empty()) {
+      round.lines.pop_back();
+      round.numbers.pop_back();
+    }
+  }
+  return round;
+}
+
 class AtomicWriter {
  public:
   explicit AtomicWriter(std::string path)
@@ -180,35 +209,28 @@ PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data
   size_t chunk = std::max<size_t>(1, options.chunk_lines);
   std::vector<PairEntry> entries;
   std::vector<int32_t> tokens;
+  // Rounds of up to `threads` chunks: the workers tokenize round k while this thread reads round
+  // k+1; results are appended in chunk order, so pair order is line order.
   LineReader reader(data_path);
-  std::string line;
   bool done = false;
-  while (!done) {
-    // One round: up to `threads` chunks read in order, tokenized in parallel, appended in order.
-    std::vector<std::vector<std::string>> lines(threads);
-    std::vector<std::vector<size_t>> numbers(threads);
-    size_t used = 0;
-    for (; used < threads && !done; ++used) {
-      while (lines[used].size() < chunk) {
-        if (!reader.Next(&line)) {
-          done = true;
-          break;
-        }
-        if (IsBlankLine(line)) continue;
-        lines[used].push_back(std::move(line));
-        numbers[used].push_back(reader.line_number());
-      }
-    }
-    std::vector<ChunkResult> results(used);
+  Round current = ReadRound(&reader, threads, chunk, &done);
+  while (!current.lines.empty()) {
+    std::vector<ChunkResult> results(current.lines.size());
     std::vector<std::thread> workers;
-    for (size_t t = 1; t < used; ++t) {
+    for (size_t t = 0; t < current.lines.size(); ++t) {
       workers.emplace_back(ProcessChunk, std::cref(pair_tokenizer), std::cref(data_path), options.on_error,
-                           std::cref(lines[t]), std::cref(numbers[t]), &results[t]);
+                           std::cref(current.lines[t]), std::cref(current.numbers[t]), &results[t]);
     }
-    if (used > 0) ProcessChunk(pair_tokenizer, data_path, options.on_error, lines[0], numbers[0], &results[0]);
+    Round next;
+    std::exception_ptr read_error;
+    try {
+      if (!done) next = ReadRound(&reader, threads, chunk, &done);
+    } catch (...) {
+      read_error = std::current_exception();
+    }
     for (auto& worker : workers) worker.join();
     for (auto& r : results) {
-      if (r.error) std::rethrow_exception(r.error);
+      if (r.error) std::rethrow_exception(r.error);  // a bad line comes before a later read fault
       result.report.Merge(r.report);
       for (auto& pair : r.pairs) {
         PairEntry entry{tokens.size(), static_cast<uint32_t>(pair.prompt.size()),
@@ -219,6 +241,8 @@ PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data
         tokens.insert(tokens.end(), pair.rejected.begin(), pair.rejected.end());
       }
     }
+    if (read_error) std::rethrow_exception(read_error);
+    current = std::move(next);
   }
 
   nlohmann::ordered_json meta;

@@ -94,6 +94,24 @@ TEST(PreparedDatasetTest, SkipPolicyIsRecordedAndFailPolicyNamesTheLine) {
   EXPECT_THROW(PrepareDataset(tok, "/nonexistent/x.jsonl", out.path(), options), Error);
 }
 
+TEST(PreparedDatasetTest, TruncatedGzipFailsEvenUnderSkip) {
+  ScratchFile data("trunc.jsonl.gz"), out("trunc.bin");
+  data.WriteGzip(Lines(20000));
+  std::filesystem::resize_file(data.path(), std::filesystem::file_size(data.path()) * 2 / 3);
+  ByteTokenizer tok;
+  PrepareOptions options;
+  options.on_error = OnError::kSkip;
+  options.num_threads = 3;
+  options.chunk_lines = 100;
+  try {
+    PrepareDataset(tok, data.path(), out.path(), options);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(out.path()));
+}
+
 TEST(PreparedDatasetTest, RejectsCorruptFiles) {
   ScratchFile junk("junk.bin");
   junk.Write("not a prepared dataset at all, but long enough to hold a header ..........................");
