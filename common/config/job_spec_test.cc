@@ -412,6 +412,8 @@ TEST(JobSpecTest, ExampleJobIsValid) {
   const JobSpec s = LoadJobSpec(SourceDir() + "/examples/job.yaml");
   ASSERT_TRUE(s.model.random.has_value());
   EXPECT_TRUE(std::filesystem::exists(s.model.random->config)) << s.model.random->config;
+  EXPECT_TRUE(std::filesystem::exists(s.tokenizer.path + "/tokenizer.json")) << s.tokenizer.path;
+  EXPECT_TRUE(std::filesystem::exists(s.data.train)) << s.data.train;
   EXPECT_EQ(s.dpo.loss_type, std::vector<DpoSection::LossType>{DpoSection::LossType::kSigmoid});
   EXPECT_GT(s.train.max_steps, 0);
 }
