@@ -62,7 +62,9 @@ struct DpoLossOptions {
   // Default: unset, all tokens weigh 1 (standard DPO).
   std::optional<double> ld_alpha;
   // WPO: scale each pair's loss by exp(mean_t(log p_t - log Σ_v p_v²)) of chosen times rejected,
-  // without gradient. Not allowed with aot/aot_unpaired (they reorder pairs). Default: off.
+  // without gradient. Not allowed with aot/aot_unpaired (they reorder pairs). With sft the weights
+  // scale the SFT term per pair (TRL 1.16 raises there: an in-place write into an expanded
+  // tensor). Default: off.
   bool use_weighting = false;
   // DiscoPOP τ. Default: 0.05, the paper's and TRL's value.
   double discopop_tau = 0.05;

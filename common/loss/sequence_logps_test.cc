@@ -86,6 +86,17 @@ TEST(SequenceLogps, Bf16InputsComputeInFp32) {
   ExpectClose(b.weight.grad(), w.grad(), 1e-2, "grad weight (bf16 rounding)");
 }
 
+// A batch without completion tokens still yields a differentiable zero (nothing to score).
+TEST(SequenceLogps, AllMaskedBatchGivesZeros) {
+  Batch b = MakeBatch(/*vocab=*/16, /*hidden_size=*/4, torch::kFloat);
+  const at::Tensor none = torch::zeros_like(b.completion_mask);
+  SequenceLogps s = ComputeSequenceLogps(b.hidden, b.weight, b.input_ids, none);
+  s.token_logps.sum().backward();
+  EXPECT_EQ(s.token_logps.abs().sum().item<float>(), 0);
+  EXPECT_EQ(b.hidden.grad().abs().sum().item<float>(), 0);
+  EXPECT_FALSE(s.label_mask.any().item<bool>());
+}
+
 TEST(SequenceLogps, RejectsBadInputs) {
   Batch b = MakeBatch(/*vocab=*/20, /*hidden_size=*/4, torch::kFloat);
   at::Tensor ids = b.input_ids.clone();
