@@ -1,12 +1,17 @@
 // Fuzzes the preference JSONL record parser (every line of the input), the implicit-prompt split
-// and the native chat templates. Bad input may only raise RecordError; the invariants below must
-// hold for everything that parses.
+// and the native chat templates; an input that starts with the gzip magic is also read through
+// LineReader (an in-memory file), whose only allowed failure is dpo::Error. Bad input may only
+// raise RecordError; the invariants below must hold for everything that parses.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
 #include "common/data/chat_template.h"
+#include "common/data/line_reader.h"
 #include "common/data/preference_record.h"
 
 namespace {
@@ -38,10 +43,26 @@ void Render(const dpo::PreferenceRecord& record) {
   }
 }
 
+// Reads `bytes` as a file (memfd) through LineReader: lines never hold a newline.
+void ReadAsFile(std::string_view bytes) {
+  int fd = memfd_create("fuzz_jsonl", 0);
+  if (fd < 0) return;
+  if (write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size())) {
+    try {
+      dpo::LineReader reader("/proc/self/fd/" + std::to_string(fd));
+      std::string line;
+      while (reader.Next(&line)) Check(line.find('\n') == std::string::npos);
+    } catch (const dpo::Error&) {
+    }
+  }
+  close(fd);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);
+  if (input.starts_with("\x1f\x8b")) ReadAsFile(input);
   size_t half = size / 2;
   CheckSplit(input.substr(0, half), input.substr(half));
   while (!input.empty()) {
