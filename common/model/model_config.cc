@@ -205,6 +205,11 @@ void ModelConfig::Validate(std::string_view source) const {
     }
     positive(rope_original_max_position_embeddings, "original_max_position_embeddings");
   }
+  try {
+    NumParameters();
+  } catch (const Error&) {
+    Fail(Context(source, "hidden_size"), "sizes are too large: the parameter count overflows");
+  }
   // What each model_type can express in config.json (so ToJson round-trips).
   bool ok = true;
   if (model_type == "llama") ok = qkv_bias == o_bias && !qk_norm;
@@ -262,15 +267,29 @@ std::string ModelConfig::ToJson(std::string_view dtype) const {
 }
 
 int64_t ModelConfig::NumParameters() const {
-  const int64_t h = hidden_size, q = num_attention_heads * head_dim,
-                kv = num_key_value_heads * head_dim, i = intermediate_size;
-  int64_t layer = h * q + h * kv * 2 + q * h + 3 * h * i + 2 * h;
-  if (qkv_bias) layer += q + 2 * kv;
-  if (o_bias) layer += h;
-  if (mlp_bias) layer += 2 * i + h;
-  if (qk_norm) layer += 2 * head_dim;
-  int64_t total = vocab_size * h + h + num_hidden_layers * layer;
-  if (!tie_word_embeddings) total += vocab_size * h;
+  // Checked arithmetic: config.json is outside input and its sizes may be absurd.
+  bool overflow = false;
+  auto mul = [&](int64_t a, int64_t b) {
+    int64_t r = 0;
+    overflow |= __builtin_mul_overflow(a, b, &r);
+    return r;
+  };
+  auto add = [&](int64_t a, int64_t b) {
+    int64_t r = 0;
+    overflow |= __builtin_add_overflow(a, b, &r);
+    return r;
+  };
+  const int64_t h = hidden_size, i = intermediate_size;
+  const int64_t q = mul(num_attention_heads, head_dim), kv = mul(num_key_value_heads, head_dim);
+  int64_t layer = add(add(mul(mul(h, q), 2), mul(mul(h, kv), 2)), add(mul(mul(h, i), 3), mul(h, 2)));
+  if (qkv_bias) layer = add(layer, add(q, mul(kv, 2)));
+  if (o_bias) layer = add(layer, h);
+  if (mlp_bias) layer = add(layer, add(mul(i, 2), h));
+  if (qk_norm) layer = add(layer, mul(head_dim, 2));
+  const int64_t embed = mul(vocab_size, h);
+  int64_t total = add(add(embed, h), mul(num_hidden_layers, layer));
+  if (!tie_word_embeddings) total = add(total, embed);
+  if (overflow) Fail("model config", "parameter count overflows int64 (sizes too large)");
   return total;
 }
 

@@ -64,6 +64,7 @@ struct ModelConfig {
   // written as the checkpoint's dtype when non-empty.
   std::string ToJson(std::string_view dtype = "") const;
 
+  // Throws dpo::Error when the count overflows int64 (Validate rejects such configs).
   int64_t NumParameters() const;
 };
 

@@ -125,6 +125,10 @@ TEST(ModelConfigTest, RejectsBadFields) {
   j = LlamaJson();
   j["rms_norm_eps"] = -1.0;
   ExpectError(j, {"'rms_norm_eps'"});
+  j = LlamaJson();
+  j["intermediate_size"] = int64_t{1} << 40;
+  j["num_hidden_layers"] = int64_t{1} << 20;
+  ExpectError(j, {"too large"});
   EXPECT_THROW(ModelConfig::FromJson("{bad", "x"), Error);
   EXPECT_THROW(ModelConfig::FromJsonFile("/nonexistent/config.json"), Error);
 }
