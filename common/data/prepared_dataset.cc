@@ -38,6 +38,13 @@ static_assert(sizeof(FileHeader) == 88 && sizeof(PairEntry) == 24);
 
 uint64_t Align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
 
+// The header's hashes as 16 hex digits, for people reading the metadata.
+std::string Hex(uint64_t value) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(value));
+  return text;
+}
+
 const char* OnErrorName(OnError on_error) { return on_error == OnError::kFail ? "fail" : "skip"; }
 
 nlohmann::ordered_json ReportJson(const DataReport& r) {
@@ -249,7 +256,9 @@ PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data
   meta["format"] = "dpo-prepared";
   meta["version"] = kVersion;
   meta["source"] = data_path;
-  meta["tokenizer_hash"] = Hasher().Update(header.tokenizer_hash).HexDigest();
+  meta["tokenizer_hash"] = Hex(header.tokenizer_hash);
+  meta["source_hash"] = Hex(header.source_hash);
+  meta["options_hash"] = Hex(header.options_hash);
   meta["options"] = nlohmann::ordered_json::parse(options_json);
   meta["on_error"] = OnErrorName(options.on_error);
   meta["report"] = ReportJson(result.report);

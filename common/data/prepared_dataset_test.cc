@@ -52,6 +52,9 @@ TEST(PreparedDatasetTest, RoundTripInLineOrderOnManyThreadsAndReuse) {
   auto meta = nlohmann::json::parse(ds.metadata_json());
   EXPECT_EQ(meta["options"]["max_length"], 1024);
   EXPECT_EQ(meta["report"]["pairs"], 1000);
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(tok.content_hash()));
+  EXPECT_EQ(meta["tokenizer_hash"], hex);
 
   // Same inputs: reused, file untouched. Changed option or tokenizer: prepared again.
   auto stamp = std::filesystem::last_write_time(out.path());
