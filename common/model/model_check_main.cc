@@ -5,6 +5,9 @@
 //                          [--dtype float32|bfloat16|float16] [--checkpointing]
 //       IN holds "input_ids" [B,T] int64 and optionally "position_ids"; OUT gets "logits"
 //       [B,T,V] and "hidden" [B,T,H] as float32.
+//   dpo-model-check grads --model DIR --ids IN.safetensors --out OUT.safetensors [--checkpointing]
+//       IN also holds "labels" [B,T] int64 (-100 = ignored). loss = sum of log p(label) over the
+//       other positions; OUT gets "loss" and the gradient of every parameter, by its HF name.
 //   dpo-model-check save --model DIR --out DIR [--dtype D] [--max-shard-bytes N]
 //       Loads and saves again (tokenizer files copied from the source directory).
 //   dpo-model-check init --config config.json --seed N --out DIR [--dtype D] [--max-shard-bytes N]
@@ -83,6 +86,24 @@ int Logits(const Args& args) {
   return 0;
 }
 
+int Grads(const Args& args) {
+  auto model = LoadPretrained(args.Get("--model"), torch::kFloat32);
+  model->SetActivationCheckpointing(args.Has("--checkpointing"));
+  CheckpointReader inputs(args.Get("--ids"));
+  torch::Tensor ids = inputs.Read("input_ids", torch::kInt64);
+  torch::Tensor labels = inputs.Read("labels", torch::kInt64);
+  torch::Tensor mask = labels.ne(-100);
+  torch::Tensor logps = torch::log_softmax(model->Logits(ids), -1)
+                            .gather(-1, labels.clamp_min(0).unsqueeze(-1))
+                            .squeeze(-1);
+  torch::Tensor loss = (logps * mask).sum();
+  loss.backward();
+  NamedTensors out{{"loss", loss.detach()}};
+  for (const auto& p : model->named_parameters()) out.emplace_back(p.key(), p.value().grad());
+  WriteTensors(args.Get("--out"), out);
+  return 0;
+}
+
 int Save(const Args& args) {
   const std::string source = args.Get("--model");
   auto model = LoadPretrained(source, torch::kFloat32);
@@ -116,6 +137,7 @@ int Main(int argc, char** argv) {
   const std::string command = argv[1];
   Args args(argc, argv);
   if (command == "logits") return Logits(args);
+  if (command == "grads") return Grads(args);
   if (command == "save") return Save(args);
   if (command == "init") return Init(args);
   if (command == "precision") return Precision(args);
