@@ -32,15 +32,39 @@ std::vector<uint32_t> ShuffledOrder(size_t n, uint64_t seed, uint64_t epoch) {
   return order;
 }
 
+TrainEvalSplit SplitTrainEval(size_t num_pairs, double eval_fraction, uint64_t seed) {
+  if (!(eval_fraction >= 0 && eval_fraction < 1)) {
+    Fail("eval_fraction", "must be in [0, 1), got " + std::to_string(eval_fraction));
+  }
+  // The eval pairs are the first ones of a shuffle on a stream no epoch uses.
+  auto order = ShuffledOrder(num_pairs, seed ^ 0x65766131ULL, UINT64_MAX);
+  size_t eval = static_cast<size_t>(static_cast<double>(num_pairs) * eval_fraction + 0.5);
+  TrainEvalSplit split;
+  split.eval.assign(order.begin(), order.begin() + eval);
+  split.train.assign(order.begin() + eval, order.end());
+  std::sort(split.eval.begin(), split.eval.end());
+  std::sort(split.train.begin(), split.train.end());
+  return split;
+}
+
 std::vector<std::vector<uint32_t>> PlanEpoch(size_t num_pairs, const SamplerOptions& o, uint64_t epoch,
                                              const std::function<size_t(uint32_t)>& length) {
+  std::vector<uint32_t> all(num_pairs);
+  for (size_t i = 0; i < num_pairs; ++i) all[i] = static_cast<uint32_t>(i);
+  return PlanEpoch(std::span<const uint32_t>(all), o, epoch, length);
+}
+
+std::vector<std::vector<uint32_t>> PlanEpoch(std::span<const uint32_t> pool, const SamplerOptions& o, uint64_t epoch,
+                                             const std::function<size_t(uint32_t)>& length) {
+  const size_t num_pairs = pool.size();
   if (o.batch_size == 0) Fail("sampler", "batch_size must be > 0");
   if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size) {
     Fail("sampler", "rank " + std::to_string(o.rank) + " is outside world_size " + std::to_string(o.world_size));
   }
-  std::vector<uint32_t> order = ShuffledOrder(num_pairs, o.seed, epoch);
-  if (!o.shuffle) {
-    for (size_t i = 0; i < num_pairs; ++i) order[i] = static_cast<uint32_t>(i);
+  std::vector<uint32_t> order(pool.begin(), pool.end());
+  if (o.shuffle) {
+    std::vector<uint32_t> permutation = ShuffledOrder(num_pairs, o.seed, epoch);
+    for (size_t i = 0; i < num_pairs; ++i) order[i] = pool[permutation[i]];
   }
   const size_t global = o.batch_size * static_cast<size_t>(o.world_size);
   const size_t num_batches = num_pairs / global;

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <vector>
 
 namespace dpo {
@@ -51,9 +52,21 @@ struct SamplerOptions {
   size_t mega_batch = 64;
 };
 
+// A seeded split of [0, num_pairs) into train and eval pairs (data.eval_fraction): eval holds
+// round(num_pairs * eval_fraction) pairs. Both lists are in file order; the split does not change
+// with the epoch. Throws dpo::Error unless 0 <= eval_fraction < 1.
+struct TrainEvalSplit {
+  std::vector<uint32_t> train, eval;
+};
+TrainEvalSplit SplitTrainEval(size_t num_pairs, double eval_fraction, uint64_t seed);
+
 // This rank's batches (pair indices) for `epoch`. length(i) gives pair i's sequence length
 // (used only with group_by_length). Throws dpo::Error on bad options.
 std::vector<std::vector<uint32_t>> PlanEpoch(size_t num_pairs, const SamplerOptions& options, uint64_t epoch,
                                              const std::function<size_t(uint32_t)>& length);
+// The same over a subset of the pairs (e.g. TrainEvalSplit::train): `pool` takes the place of
+// [0, num_pairs) and the batches hold its elements.
+std::vector<std::vector<uint32_t>> PlanEpoch(std::span<const uint32_t> pool, const SamplerOptions& options,
+                                             uint64_t epoch, const std::function<size_t(uint32_t)>& length);
 
 }  // namespace dpo

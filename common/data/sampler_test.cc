@@ -89,5 +89,32 @@ TEST(SamplerTest, WithoutShuffleBatchesFollowFileOrderAcrossRanks) {
   }
 }
 
+TEST(SamplerTest, TrainEvalSplitIsSeededDisjointAndPlansOverItsPool) {
+  auto split = SplitTrainEval(1000, 0.1, 42);
+  EXPECT_EQ(split.eval.size(), 100u);
+  EXPECT_EQ(split.train.size(), 900u);
+  std::set<uint32_t> all(split.train.begin(), split.train.end());
+  all.insert(split.eval.begin(), split.eval.end());
+  EXPECT_EQ(all.size(), 1000u);
+  EXPECT_TRUE(std::is_sorted(split.eval.begin(), split.eval.end()));
+  EXPECT_EQ(SplitTrainEval(1000, 0.1, 42).eval, split.eval);
+  EXPECT_NE(SplitTrainEval(1000, 0.1, 43).eval, split.eval);
+  EXPECT_TRUE(SplitTrainEval(10, 0.0, 1).eval.empty());
+  EXPECT_THROW(SplitTrainEval(10, 1.0, 1), Error);
+
+  SamplerOptions o;
+  o.batch_size = 4;
+  auto length = [](uint32_t i) { return static_cast<size_t>(i % 13); };
+  auto batches = PlanEpoch(std::span<const uint32_t>(split.train), o, 0, length);
+  EXPECT_EQ(batches.size(), 900u / 4);
+  std::set<uint32_t> eval(split.eval.begin(), split.eval.end()), seen;
+  for (const auto& b : batches) {
+    for (uint32_t i : b) {
+      EXPECT_FALSE(eval.count(i));
+      EXPECT_TRUE(seen.insert(i).second);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dpo
