@@ -11,12 +11,23 @@ namespace dpo::tok {
 
 namespace {
 
-// Rust's char::is_alphanumeric (Unicode letters and numbers) or '_': HF's word character.
+// Unicode \w as HF checks it (regex_syntax::is_word_character): Alphabetic, marks, decimal
+// digits, connector punctuation, Join_Control. Alphabetic = letters, Nl, and Other_Alphabetic,
+// which outside the marks is the circled / squared Latin letters.
 bool IsWordChar(char32_t c) {
-  if (c == '_') return true;
-  auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
-  return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
-         (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO);
+  if (c == 0x200C || c == 0x200D) return true;
+  if ((c >= 0x24B6 && c <= 0x24E9) || (c >= 0x1F130 && c <= 0x1F149) ||
+      (c >= 0x1F150 && c <= 0x1F169) || (c >= 0x1F170 && c <= 0x1F189))
+    return true;
+  switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
+    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_PC:
+      return true;
+    default:
+      return false;
+  }
 }
 
 char32_t LastChar(std::string_view s) {
@@ -112,7 +123,8 @@ void AddedVocabulary::Split(std::string_view text, bool normalized_set,
     }
     const AddedToken& tok = tokens_[index];
     size_t start = pos;
-    // HF scans all leftmost-longest matches first; a vetoed match still consumes its bytes.
+    // HF scans all leftmost-longest matches first: a vetoed match still consumes its bytes, and
+    // the scan resumes at the match's end even when rstrip extends the token past it.
     pos = stop;
     if (tok.single_word) {
       bool start_ok = start == 0 || !IsWordChar(LastChar(text.substr(0, start)));
@@ -137,7 +149,6 @@ void AddedVocabulary::Split(std::string_view text, bool normalized_set,
         if (!IsWhiteSpace(NextCodePoint(text, &next))) break;
         stop = next;
       }
-      pos = std::max(pos, stop);
     }
     if (start_offset < start) out->push_back({-1, start_offset, start});
     out->push_back({tok.id, start, stop});

@@ -23,6 +23,8 @@ struct AddedToken {
   bool rstrip = false;       // ... and on its right
   bool normalized = false;   // matched in normalized text
   bool special = false;      // dropped by Decode(skip_special_tokens)
+  // What Decode emits: the content, normalized when `normalized` (as HF stores it).
+  std::string decoded;
 };
 
 // A span [begin, end) of the text: an added token (id >= 0) or text for the model (id == -1).

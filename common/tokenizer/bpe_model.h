@@ -42,6 +42,8 @@ class BpeModel {
   const Id* TokenToId(std::string_view token) const;
   // One past the largest vocabulary id.
   size_t size() const { return tokens_.size(); }
+  // Number of vocabulary entries (HF's get_vocab_size; equals size() for a dense vocabulary).
+  size_t entries() const { return json_vocab_.size(); }
 
  private:
   struct MergeValue {

@@ -15,7 +15,7 @@ std::string Str(const nlohmann::json& node, const char* key, const std::string& 
   return it->get<std::string>();
 }
 
-void ReplaceAll(std::string* s, const std::string& from, const std::string& to) {
+void ReplaceAll(std::string* s, const std::string& from, std::string_view to) {
   if (from.empty()) return;
   std::string out;
   size_t pos = 0;
@@ -126,12 +126,10 @@ std::string Decoder::Decode(std::vector<std::string> tokens) const {
         break;
       }
       case Kind::kMetaspace:
-        for (size_t i = 0; i < tokens.size(); ++i) {
-          std::string& t = tokens[i];
-          if (i == 0 && step.prepend && t.compare(0, step.a.size(), step.a) == 0)
-            t.erase(0, step.a.size());
-          ReplaceAll(&t, step.a, " ");
-        }
+        // HF drops every replacement character of the first token (not only a leading one)
+        // unless prepend_scheme is "never"; elsewhere each becomes a space.
+        for (size_t i = 0; i < tokens.size(); ++i)
+          ReplaceAll(&tokens[i], step.a, i == 0 && step.prepend ? "" : " ");
         break;
       case Kind::kReplace:
         for (std::string& t : tokens) ReplaceAll(&t, step.a, step.b);

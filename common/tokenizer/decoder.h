@@ -25,7 +25,7 @@ class Decoder {
   struct Step {
     Kind kind;
     std::string a, b;  // Replace: pattern, content; Metaspace: replacement; Strip: content
-    bool prepend = true;  // Metaspace: drop the first token's leading replacement
+    bool prepend = true;  // Metaspace: drop the first token's replacement characters
     size_t start = 0, stop = 0;  // Strip
   };
   void Add(const nlohmann::json& node, const std::string& context);

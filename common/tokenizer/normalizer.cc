@@ -143,11 +143,18 @@ std::string Normalizer::Apply(std::string_view text) const {
         if (!IsAscii(s)) s = NormalizeForm(s, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
         break;
       case Kind::kLowercase: {
-        // Rust's str::to_lowercase maps per code point (plus a final-sigma rule we do not need
-        // for the supported tokenizers: none lowercase Greek).
+        // HF lowercases per code point with Rust's char::to_lowercase: the simple mapping,
+        // except U+0130 whose full mapping (SpecialCasing.txt) is "i" + U+0307.
         std::string out;
         out.reserve(s.size());
-        for (size_t i = 0; i < s.size();) AppendUtf8(utf8proc_tolower(NextCodePoint(s, &i)), &out);
+        for (size_t i = 0; i < s.size();) {
+          char32_t cp = NextCodePoint(s, &i);
+          if (cp == 0x130) {
+            out += "i\xCC\x87";
+          } else {
+            AppendUtf8(utf8proc_tolower(cp), &out);
+          }
+        }
         s = std::move(out);
         break;
       }

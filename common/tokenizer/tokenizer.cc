@@ -67,6 +67,7 @@ class HfTokenizer final : public Tokenizer {
         continue;
       }
       std::string_view span = text.substr(seg.begin, seg.end - seg.begin);
+      if (span.empty()) continue;  // HF drops empty splits before any normalizer or prefix
       std::string normalized;
       if (!normalizer_.empty()) {
         normalized = normalizer_.Apply(span);
@@ -80,6 +81,7 @@ class HfTokenizer final : public Tokenizer {
           ids.push_back(part.id);
           continue;
         }
+        if (part.end == part.begin) continue;
         words.clear();
         pre_tokenizer_.Apply(span.substr(part.begin, part.end - part.begin),
                              seg.begin == 0 && part.begin == 0, &words, &arena);
@@ -95,7 +97,7 @@ class HfTokenizer final : public Tokenizer {
     tokens.reserve(ids.size());
     for (TokenId id : ids) {
       if (const tok::AddedToken* t = added_.ById(id)) {
-        if (!(skip_special_tokens && t->special)) tokens.push_back(t->content);
+        if (!(skip_special_tokens && t->special)) tokens.push_back(t->decoded);
         continue;
       }
       std::string_view t = model_.IdToToken(id);
@@ -139,7 +141,6 @@ class HfTokenizer final : public Tokenizer {
           Fail(ctx, "needs a string \"content\" and a non-negative integer \"id\"");
         tok::AddedToken t;
         t.content = e["content"].get<std::string>();
-        t.id = e["id"].get<Id>();
         t.single_word = e.value("single_word", false);
         t.lstrip = e.value("lstrip", false);
         t.rstrip = e.value("rstrip", false);
@@ -148,10 +149,30 @@ class HfTokenizer final : public Tokenizer {
         if (!tok::IsValidUtf8(t.content)) Fail(ctx + ".content", "not valid UTF-8");
         normalized.push_back(t.normalized && !normalizer_.empty() ? normalizer_.Apply(t.content)
                                                                   : t.content);
+        t.decoded = normalized.back();
+        t.id = AssignAddedId(t, normalized.back(), tokens);
         tokens.push_back(std::move(t));
       }
     }
     return tok::AddedVocabulary(std::move(tokens), normalized);
+  }
+
+  // HF re-derives added-token ids on load instead of trusting "id" (it only warns when they
+  // differ; real files agree): the model's id of the content (or of its normalized form), the
+  // id of an earlier token with that content, else the next id after the model vocabulary and
+  // the added tokens so far.
+  Id AssignAddedId(const tok::AddedToken& t, const std::string& normalized,
+                   const std::vector<tok::AddedToken>& earlier) const {
+    if (const Id* id = model_.TokenToId(t.content)) return *id;
+    if (t.normalized)
+      if (const Id* id = model_.TokenToId(normalized)) return *id;
+    Id max_added = -1;
+    for (const tok::AddedToken& e : earlier) {
+      if (e.content == t.content) return e.id;
+      max_added = std::max(max_added, e.id);
+    }
+    const Id model_size = static_cast<Id>(model_.entries());
+    return max_added >= model_size ? max_added + 1 : model_size;
   }
 
   Id IdOf(const std::string& token, const std::string& ctx) const {

@@ -34,9 +34,9 @@ json ByteLevelJson() {
                              "\xC4\xA0w or", "l d", "\xC4\xA0wor ld"});
   return {
       {"added_tokens",
-       json::array({{{"id", 300}, {"content", "<|end|>"}, {"single_word", false},
+       json::array({{{"id", 265}, {"content", "<|end|>"}, {"single_word", false},
                      {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", true}},
-                    {{"id", 301}, {"content", "<|end|>x"}, {"single_word", false},
+                    {{"id", 266}, {"content", "<|end|>x"}, {"single_word", false},
                      {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", false}}})},
       {"normalizer", nullptr},
       {"pre_tokenizer",
@@ -100,19 +100,32 @@ TEST(TokenizerTest, ByteLevelMergesFollowRankOrder) {
   EXPECT_EQ(tok->Encode("helx", false), Ids({257, 'l', 'x'}));
   EXPECT_EQ(tok->Decode(tok->Encode("hello world \xC3\xA9!", false), false),
             "hello world \xC3\xA9!");
-  EXPECT_EQ(tok->vocab_size(), 302u);
+  EXPECT_EQ(tok->vocab_size(), 267u);
 }
 
 TEST(TokenizerTest, AddedTokensMatchLongestFirst) {
   auto tok = Tokenizer::FromJson(ByteLevelJson().dump(), "", "tiny.json");
-  EXPECT_EQ(tok->Encode("hello<|end|>", false), Ids({259, 300}));
-  EXPECT_EQ(tok->Encode("<|end|>xhello", false), Ids({301, 259}));  // longest match wins
-  EXPECT_EQ(tok->Decode({259, 300}, false), "hello<|end|>");
-  EXPECT_EQ(tok->Decode({259, 300}, true), "hello");  // special dropped
-  EXPECT_EQ(tok->Decode({259, 301}, true), "hello<|end|>x");  // not special: kept
-  EXPECT_EQ(tok->TokenToId("<|end|>"), 300);
+  EXPECT_EQ(tok->Encode("hello<|end|>", false), Ids({259, 265}));
+  EXPECT_EQ(tok->Encode("<|end|>xhello", false), Ids({266, 259}));  // longest match wins
+  EXPECT_EQ(tok->Decode({259, 265}, false), "hello<|end|>");
+  EXPECT_EQ(tok->Decode({259, 265}, true), "hello");  // special dropped
+  EXPECT_EQ(tok->Decode({259, 266}, true), "hello<|end|>x");  // not special: kept
+  EXPECT_EQ(tok->TokenToId("<|end|>"), 265);
   EXPECT_EQ(tok->TokenToId("hello"), 259);
   EXPECT_FALSE(tok->TokenToId("nope").has_value());
+}
+
+TEST(TokenizerTest, AddedTokenIdsAreDerivedAsHfDoes) {
+  // HF ignores a disagreeing "id": a token in the model vocabulary keeps the model's id, a new
+  // one takes the next id after the vocabulary and the added tokens before it.
+  json j = ByteLevelJson();
+  j["added_tokens"].push_back({{"id", 999}, {"content", "hello"}, {"special", false}});
+  j["added_tokens"].push_back({{"id", 5}, {"content", "<|new|>"}, {"special", true}});
+  auto tok = Tokenizer::FromJson(j.dump(), "", "tiny.json");
+  EXPECT_EQ(tok->TokenToId("hello"), 259);
+  EXPECT_EQ(tok->TokenToId("<|new|>"), 267);
+  EXPECT_EQ(tok->Encode("hello<|new|>", false), Ids({259, 267}));
+  EXPECT_EQ(tok->Decode({267}, false), "<|new|>");
 }
 
 TEST(TokenizerTest, InvalidUtf8IsReplaced) {

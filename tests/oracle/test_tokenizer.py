@@ -100,6 +100,71 @@ def test_random_edge_case_strings_match_hf(hf, name):
     assert decoded == hf[name].decode_batch(want, skip_special_tokens=False)
 
 
+def _added(d, *tokens):
+    base = max(max(d["model"]["vocab"].values()), max(a["id"] for a in d["added_tokens"])) + 1
+    for i, (content, single_word, lstrip, rstrip, normalized, special) in enumerate(tokens):
+        d["added_tokens"].append(dict(id=base + i, content=content, single_word=single_word,
+                                      lstrip=lstrip, rstrip=rstrip, normalized=normalized,
+                                      special=special))
+
+
+def _metaspace(scheme, split):
+    def edit(d):
+        d["normalizer"] = None
+        d["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581",
+                              "prepend_scheme": scheme, "split": split}
+        d["decoder"] = {"type": "Sequence", "decoders": [
+            {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": split},
+            {"type": "ByteFallback"}, {"type": "Fuse"}]}
+    return edit
+
+
+# Variants of the real files for the styles they do not cover: Llama-2-style Metaspace
+# pre-tokenizer and decoder, GPT-2-style ByteLevel regex with prefix space, NFKC + Lowercase,
+# added tokens with single_word / lstrip / rstrip / normalized.
+VARIANTS = {
+    "metaspace_first_split": ("mistral", _metaspace("first", True)),
+    "metaspace_always": ("mistral", _metaspace("always", False)),
+    "metaspace_never": ("mistral", _metaspace("never", True)),
+    "gpt2_bytelevel": ("qwen3", lambda d: d.update(normalizer=None, pre_tokenizer={
+        "type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True})),
+    "nfkc_lowercase": ("llama3", lambda d: d.update(normalizer={"type": "Sequence", "normalizers": [
+        {"type": "NFKC"}, {"type": "Lowercase"}]})),
+    "added_flags_sp": ("mistral", lambda d: _added(d, ("hello", True, True, True, True, False),
+                                                   (" World", False, False, True, True, True))),
+    "added_flags_bytelevel": ("llama3", lambda d: _added(
+        d, (" World", False, False, True, True, True), ("hello", True, True, True, False, False))),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_pipeline_variants_match_hf(tmp_path, variant):
+    from tokenizers import Tokenizer
+    base, edit = VARIANTS[variant]
+    d = json.load(open(SHARED / "tokenizers" / base / "tokenizer.json"))
+    edit(d)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(d))
+    ref = Tokenizer.from_file(str(path))
+    rng = random.Random(99)
+    pool = _POOL + ["hello", "Hello", " World", "World", "ﬁ", "Ⅻ"]
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 30))) for _ in range(1200)]
+    texts += _texts(base)[-300:]
+    proc = subprocess.run([str(BINARY), "--tokenizer", str(path)],
+                          input="".join(json.dumps({"text": t}) + "\n" for t in texts).encode(),
+                          capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr.decode()
+    ours = [json.loads(l)["ids"] for l in proc.stdout.decode().split("\n")[:-1]]
+    want = [e.ids for e in ref.encode_batch(texts, add_special_tokens=False)]
+    bad = [i for i in range(len(texts)) if ours[i] != want[i]]
+    assert not bad, f"{len(bad)} differ; first {texts[bad[0]]!r}: {ours[bad[0]]} vs {want[bad[0]]}"
+    proc = subprocess.run([str(BINARY), "--tokenizer", str(path), "--decode"],
+                          input="".join(json.dumps({"ids": x}) + "\n" for x in want).encode(),
+                          capture_output=True, timeout=600)
+    decoded = [json.loads(l)["text"] for l in proc.stdout.decode().split("\n")[:-1]]
+    assert decoded == ref.decode_batch(want, skip_special_tokens=False)
+
+
 def test_special_token_text_and_config_bos(hf):
     # Special tokens written in the text are matched as tokens, with or without add_special.
     text = "<|im_start|>user\nhi<|im_end|>\n<|endoftext|>"
