@@ -40,7 +40,8 @@ constexpr EnumName<DataSection::OnError> kOnErrors[] = {{DataSection::OnError::k
                                                         {DataSection::OnError::kSkip, "skip"}};
 constexpr EnumName<DataSection::Sampling> kSamplings[] = {
     {DataSection::Sampling::kRandom, "random"},
-    {DataSection::Sampling::kGroupByLength, "group_by_length"}};
+    {DataSection::Sampling::kGroupByLength, "group_by_length"},
+    {DataSection::Sampling::kSequential, "sequential"}};
 constexpr EnumName<Loss> kLosses[] = {
     {Loss::kSigmoid, "sigmoid"},        {Loss::kHinge, "hinge"},
     {Loss::kIpo, "ipo"},                {Loss::kExoPair, "exo_pair"},

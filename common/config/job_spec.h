@@ -57,7 +57,7 @@ struct DataSection {
   enum class ChatTemplate { kAuto, kChatml, kQwen3, kLlama3, kMistral };
   enum class Truncation { kKeepStart, kKeepEnd };
   enum class OnError { kFail, kSkip };
-  enum class Sampling { kRandom, kGroupByLength };
+  enum class Sampling { kRandom, kGroupByLength, kSequential };
 
   std::string train;                 // Required. Preference pairs, .jsonl or .jsonl.gz.
   std::optional<std::string> eval;   // Default: none (see eval_fraction).

@@ -101,6 +101,11 @@ MpiSession::~MpiSession() {
   if (owns_init_) MPI_Finalize();
 }
 
+void AbortAllRanks(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
 std::unique_ptr<ProcessGroup> MakeMpiProcessGroup() { return std::make_unique<MpiProcessGroup>(); }
 
 }  // namespace dpo

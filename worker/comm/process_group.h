@@ -47,6 +47,10 @@ class MpiSession {
   int local_rank_ = 0;
 };
 
+// Ends every rank of the job with `code` (MPI_Abort): a rank that fails must not leave the
+// others blocked in a collective.
+[[noreturn]] void AbortAllRanks(int code);
+
 // MPI over MPI_COMM_WORLD; CPU tensors of float, double, bfloat16 (as 16-bit sums are
 // not supported, bf16/f16 are reduced through an fp32 copy), int32 or int64.
 std::unique_ptr<ProcessGroup> MakeMpiProcessGroup();

@@ -1,0 +1,112 @@
+"""dpo-worker end to end on the bundled example data: real processes, real mpirun ranks, real
+checkpoints on disk."""
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from worker_runs import EXAMPLES, WORKER, metrics, run_worker, spec
+
+KEYS = ("loss", "grad_norm", "learning_rate", "rewards/chosen", "rewards/rejected",
+        "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected",
+        "logits/chosen", "logits/rejected", "tokens/s", "pairs/s", "padding_fraction")
+
+
+def test_trains_and_logs_trl_metric_names(tmp_path):
+    run_worker(tmp_path)
+    lines = metrics(tmp_path)
+    assert [l["step"] for l in lines] == [1, 2, 3, 4, 5, 6]
+    for key in KEYS:
+        assert all(key in l and l[key] is not None for l in lines), key
+    assert lines[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # policy == reference at step 1
+    assert lines[-1]["loss"] < lines[0]["loss"]  # it learns (lr 1e-3 on 24 pairs)
+    assert 0.0 <= lines[0]["padding_fraction"] < 1.0
+    # Checkpoints every 3 steps, each a complete HF model directory plus optimizer state.
+    for step in (3, 6):
+        ckpt = tmp_path / "run" / f"checkpoint-{step}"
+        for name in ("model/config.json", "model/model.safetensors", "model/tokenizer.json",
+                     "optimizer.safetensors", "trainer_state.json"):
+            assert (ckpt / name).exists(), name
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        assert state["global_step"] == step
+
+
+def test_resume_continues_the_same_loss_curve(tmp_path):
+    straight = tmp_path / "straight"
+    run_worker(straight)
+    # A second run stopped after step 3, then resumed from its checkpoint.
+    resumed = tmp_path / "resumed"
+    run_worker(resumed, **{"train.max_steps": "3"})
+    assert [l["step"] for l in metrics(resumed)] == [1, 2, 3]
+    # max_steps 3 ended the schedule early; resuming with max_steps 6 must not: the schedule and
+    # data position come from the spec and the checkpoint, so the steps 4-6 equal the straight run.
+    run_worker(resumed, **{"output.resume_from_checkpoint": '"latest"'})
+    a = {l["step"]: l for l in metrics(straight)}
+    b = {l["step"]: l for l in metrics(resumed)}
+    assert sorted(b) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):
+        for key in ("loss", "grad_norm", "rewards/chosen", "rewards/rejected"):
+            assert b[step][key] == pytest.approx(a[step][key], rel=1e-6, abs=1e-9), (step, key)
+
+
+def test_two_mpi_ranks_match_one_process_with_the_same_global_batch(tmp_path):
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    common = {"train.max_steps": "3", "train.save_steps": "100",
+              "data.train_sampling_strategy": "sequential"}
+    run_worker(one, **common, **{"train.per_device_train_batch_size": "4"})
+    run_worker(two, ranks=2, **common, **{"train.per_device_train_batch_size": "2"})
+    for a, b in zip(metrics(one), metrics(two)):
+        for key in ("loss", "grad_norm", "rewards/chosen", "rewards/rejected", "logps/chosen"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
+
+
+def test_non_finite_steps_are_skipped_then_abort(tmp_path):
+    # A huge learning rate drives the weights to inf after the first update; every later step
+    # is non-finite, so after 3 of them the job must stop with a clear reason and no checkpoint
+    # of non-finite weights may exist.
+    proc = run_worker(tmp_path, check=False, **{"train.learning_rate": "1e30",
+                                                "train.max_consecutive_bad_steps": "3",
+                                                "train.max_grad_norm": "0",
+                                                "train.save_steps": "1"})
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "3 consecutive steps with a non-finite loss or gradient" in last
+    for ckpt in (tmp_path / "run").glob("checkpoint-*"):
+        for name, tensor in load_file(ckpt / "model" / "model.safetensors").items():
+            assert tensor.isfinite().all(), (ckpt.name, name)
+
+
+def test_kill_mid_run_never_leaves_a_partial_checkpoint(tmp_path):
+    out = tmp_path
+    (out / "run").mkdir(parents=True)
+    job = out / "job.yaml"
+    job.write_text(spec(out, **{"train.max_steps": "40", "train.save_steps": "1"}))
+    proc = subprocess.Popen([str(WORKER), "--job", str(job)], stderr=subprocess.PIPE,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "run").glob("checkpoint-2")):
+        time.sleep(0.05)
+    time.sleep(0.3)  # land somewhere inside a later save
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpts = list((out / "run").glob("checkpoint-*"))
+    assert ckpts, "no checkpoint was written before the kill"
+    for ckpt in ckpts:  # every directory that looks like a checkpoint is complete
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        assert state["global_step"] == int(ckpt.name.split("-")[1])
+        load_file(ckpt / "model" / "model.safetensors")
+        load_file(ckpt / "optimizer.safetensors")
+
+
+def test_bad_spec_exits_nonzero_with_the_key_path(tmp_path):
+    proc = run_worker(tmp_path, check=False, **{"train.learning_rat": "1e-3"})
+    assert proc.returncode != 0
+    assert "train.learning_rat" in proc.stderr and "learning_rate" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

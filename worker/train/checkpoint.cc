@@ -1,0 +1,181 @@
+#include "worker/train/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <regex>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "common/model/causal_lm.h"
+#include "common/model/checkpoint_io.h"
+#include "common/model/pretrained.h"
+#include "common/model/safetensors.h"
+#include "common/util/error.h"
+#include "common/util/mapped_file.h"
+
+namespace fs = std::filesystem;
+
+namespace dpo {
+namespace {
+
+constexpr const char* kPrefix = "checkpoint-";
+
+// Step number of a complete checkpoint directory name, or -1.
+int64_t CheckpointStep(const std::string& name) {
+  static const std::regex pattern("checkpoint-([0-9]{1,18})");
+  std::smatch match;
+  if (!std::regex_match(name, match, pattern)) return -1;
+  return std::stoll(match[1]);
+}
+
+void FsyncPath(const fs::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) Fail(path.string(), "cannot open to fsync");
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) Fail(path.string(), "fsync failed");
+}
+
+// fsyncs every file and directory below root, then root.
+void FsyncTree(const fs::path& root) {
+  for (const auto& entry : fs::recursive_directory_iterator(root)) FsyncPath(entry.path());
+  FsyncPath(root);
+}
+
+void CheckFinite(CausalLM& model) {
+  torch::NoGradGuard no_grad;
+  for (const auto& item : model.named_parameters()) {
+    if (!torch::isfinite(item.value()).all().item<bool>()) {
+      Fail("checkpoint", "parameter \"" + item.key() + "\" is not finite; refusing to save");
+    }
+  }
+}
+
+}  // namespace
+
+std::string TrainerState::ToJson() const {
+  nlohmann::json j = {{"global_step", global_step},
+                      {"epoch", epoch},
+                      {"batch_in_epoch", batch_in_epoch},
+                      {"skipped_steps", skipped_steps},
+                      {"consecutive_bad_steps", consecutive_bad_steps},
+                      {"rng_state_hex", rng_state_hex},
+                      {"job_spec_yaml", job_spec_yaml}};
+  return j.dump(2) + "\n";
+}
+
+TrainerState TrainerState::FromJson(const std::string& text, const std::string& source) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    Fail(source, std::string("not JSON: ") + e.what());
+  }
+  TrainerState state;
+  auto read = [&](const char* key, auto& into) {
+    if (!j.contains(key)) Fail(source, std::string(key) + ": missing");
+    try {
+      j.at(key).get_to(into);
+    } catch (const nlohmann::json::exception&) {
+      Fail(source, std::string(key) + ": wrong type");
+    }
+  };
+  read("global_step", state.global_step);
+  read("epoch", state.epoch);
+  read("batch_in_epoch", state.batch_in_epoch);
+  read("skipped_steps", state.skipped_steps);
+  read("consecutive_bad_steps", state.consecutive_bad_steps);
+  read("rng_state_hex", state.rng_state_hex);
+  read("job_spec_yaml", state.job_spec_yaml);
+  return state;
+}
+
+CheckpointPaths::CheckpointPaths(const std::string& checkpoint_dir)
+    : dir(checkpoint_dir),
+      model_dir((fs::path(checkpoint_dir) / "model").string()),
+      optimizer_file((fs::path(checkpoint_dir) / "optimizer.safetensors").string()),
+      state_file((fs::path(checkpoint_dir) / "trainer_state.json").string()) {}
+
+std::string SaveCheckpoint(const std::string& output_dir, CausalLM& model,
+                           const std::map<std::string, at::Tensor>& optimizer_state,
+                           const TrainerState& state, const std::string& tokenizer_dir) {
+  CheckFinite(model);
+  const fs::path final_dir = fs::path(output_dir) / (kPrefix + std::to_string(state.global_step));
+  const fs::path temp_dir =
+      fs::path(output_dir) / (".tmp-" + std::string(kPrefix) + std::to_string(state.global_step) +
+                              "-" + std::to_string(::getpid()));
+  fs::remove_all(temp_dir);
+  fs::create_directories(temp_dir);
+  CheckpointPaths paths(temp_dir.string());
+  SaveOptions save_options;
+  save_options.tokenizer_dir = tokenizer_dir;
+  SavePretrained(model, paths.model_dir, save_options);
+  WriteTensors(paths.optimizer_file, NamedTensors(optimizer_state.begin(), optimizer_state.end()));
+  WriteFileAtomically(paths.state_file, state.ToJson());
+  FsyncTree(temp_dir);
+  // Replacing an existing checkpoint of the same step (a re-run): remove it first, since
+  // rename() cannot replace a non-empty directory.
+  fs::remove_all(final_dir);
+  fs::rename(temp_dir, final_dir);
+  FsyncPath(output_dir);
+  return final_dir.string();
+}
+
+LoadedCheckpoint LoadCheckpoint(const std::string& checkpoint_dir, CausalLM& model) {
+  CheckpointPaths paths(checkpoint_dir);
+  LoadedCheckpoint loaded;
+  {
+    MappedFile state_file(paths.state_file);
+    loaded.state = TrainerState::FromJson(std::string(state_file.view()), paths.state_file);
+  }
+  torch::NoGradGuard no_grad;
+  CheckpointReader weights(paths.model_dir);
+  for (auto& item : model.named_parameters()) {
+    at::Tensor& param = item.value();
+    param.copy_(weights.Read(item.key(), param.scalar_type(), param.device()));
+  }
+  CheckpointReader optimizer(paths.optimizer_file);
+  const c10::Device device = model.lm_head_weight().device();
+  for (const std::string& name : optimizer.TensorNames()) {
+    loaded.optimizer_state[name] = optimizer.Read(name, torch::kFloat, device);
+  }
+  return loaded;
+}
+
+std::vector<std::string> ListCheckpoints(const std::string& output_dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  if (!fs::is_directory(output_dir)) return {};
+  for (const auto& entry : fs::directory_iterator(output_dir)) {
+    const int64_t step = CheckpointStep(entry.path().filename().string());
+    if (step >= 0 && entry.is_directory()) found.emplace_back(step, entry.path().string());
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> dirs;
+  for (auto& [step, dir] : found) dirs.push_back(std::move(dir));
+  return dirs;
+}
+
+void PruneCheckpoints(const std::string& output_dir, int64_t keep) {
+  std::vector<std::string> dirs = ListCheckpoints(output_dir);
+  for (size_t i = 0; i + keep < dirs.size() && keep >= 0; ++i) fs::remove_all(dirs[i]);
+}
+
+std::optional<std::string> ResolveCheckpoint(const std::string& spec_value,
+                                             const std::string& output_dir) {
+  if (spec_value == "latest") {
+    std::vector<std::string> dirs = ListCheckpoints(output_dir);
+    if (dirs.empty()) return std::nullopt;
+    return dirs.back();
+  }
+  if (!fs::is_regular_file(CheckpointPaths(spec_value).state_file)) {
+    Fail("output.resume_from_checkpoint",
+         "\"" + spec_value + "\" is not a complete checkpoint (no trainer_state.json)");
+  }
+  return spec_value;
+}
+
+}  // namespace dpo

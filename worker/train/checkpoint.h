@@ -1,0 +1,69 @@
+// Training checkpoints: <output.dir>/checkpoint-<step>/ holding
+//   model/                  an HF model directory (config.json, model.safetensors, tokenizer files)
+//   optimizer.safetensors   AdamW moments and step counts, keyed by parameter name
+//   trainer_state.json      step, data position, bad-step counters, RNG state, the job spec
+//
+// A checkpoint is built in a hidden temp directory, every file fsynced, then renamed into place
+// and the parent fsynced: a kill at any moment leaves either no checkpoint-<step> or a complete
+// one. Only directories named exactly checkpoint-<digits> count; leftovers are ignored.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace dpo {
+
+class CausalLM;
+
+struct TrainerState {
+  int64_t global_step = 0;            // optimizer steps done
+  int64_t epoch = 0;                  // epoch of the next micro-batch
+  int64_t batch_in_epoch = 0;         // micro-batches of that epoch already consumed
+  int64_t skipped_steps = 0;          // non-finite steps skipped so far
+  int64_t consecutive_bad_steps = 0;
+  std::string rng_state_hex;          // torch's CPU generator state
+  std::string job_spec_yaml;          // the resolved spec the run started with
+
+  std::string ToJson() const;
+  static TrainerState FromJson(const std::string& text, const std::string& source);
+};
+
+struct CheckpointPaths {
+  std::string dir, model_dir, optimizer_file, state_file;
+  explicit CheckpointPaths(const std::string& checkpoint_dir);
+};
+
+// Writes checkpoint-<state.global_step> under output_dir atomically and returns its path.
+// tokenizer_dir's tokenizer files are copied into model/. Throws dpo::Error if any parameter
+// is non-finite (a checkpoint is never written from NaN/Inf weights) or on I/O failure.
+std::string SaveCheckpoint(const std::string& output_dir, CausalLM& model,
+                           const std::map<std::string, at::Tensor>& optimizer_state,
+                           const TrainerState& state, const std::string& tokenizer_dir);
+
+struct LoadedCheckpoint {
+  TrainerState state;
+  std::map<std::string, at::Tensor> optimizer_state;  // on the model's device
+};
+
+// Restores a checkpoint written by SaveCheckpoint: copies model/ weights into `model` (which
+// must have the same architecture) and returns the trainer and optimizer state. Throws
+// dpo::Error naming the file and the tensor or field that is missing or malformed.
+LoadedCheckpoint LoadCheckpoint(const std::string& checkpoint_dir, CausalLM& model);
+
+// Complete checkpoints under output_dir, oldest (lowest step) first.
+std::vector<std::string> ListCheckpoints(const std::string& output_dir);
+
+// Deletes the oldest checkpoints so that at most `keep` remain.
+void PruneCheckpoints(const std::string& output_dir, int64_t keep);
+
+// Resolves resume_from_checkpoint: "latest" is the newest complete checkpoint in output_dir
+// (nullopt when there is none); anything else is a checkpoint path, which must exist.
+std::optional<std::string> ResolveCheckpoint(const std::string& spec_value,
+                                             const std::string& output_dir);
+
+}  // namespace dpo

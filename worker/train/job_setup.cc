@@ -1,0 +1,274 @@
+#include "worker/train/job_setup.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <thread>
+
+#include <torch/torch.h>
+
+#include "common/data/sampler.h"
+#include "common/model/causal_lm.h"
+#include "common/model/model_config.h"
+#include "common/model/pretrained.h"
+#include "common/util/error.h"
+#include "common/util/hash.h"
+#include "worker/comm/process_group.h"
+#include "worker/train/checkpoint.h"
+#include "worker/train/reference_cache.h"
+
+namespace fs = std::filesystem;
+
+namespace dpo {
+namespace {
+
+TokenizeOptions TokenizeOptionsFromSpec(const DataSection& data) {
+  TokenizeOptions options;
+  options.max_length = data.max_length.value_or(0);
+  options.max_prompt_length = data.max_prompt_length.value_or(0);
+  options.max_completion_length = data.max_completion_length.value_or(0);
+  options.truncation_mode = data.truncation_mode == DataSection::Truncation::kKeepEnd
+                                ? TruncationMode::kKeepEnd
+                                : TruncationMode::kKeepStart;
+  switch (data.chat_template) {
+    case DataSection::ChatTemplate::kAuto: options.chat_template = ""; break;
+    default: options.chat_template = std::string(ToString(data.chat_template)); break;
+  }
+  return options;
+}
+
+// Prepares `source` into prepared_dir (rank 0 only; the others wait), then maps it.
+std::unique_ptr<PreparedDataset> Prepare(const Tokenizer& tokenizer, const std::string& source,
+                                         const DataSection& data, ProcessGroup& group) {
+  const std::string out = (fs::path(data.prepared_dir) /
+                           (fs::path(source).filename().string() + "." +
+                            Hasher().Update(fs::absolute(source).string()).HexDigest() + ".prepared"))
+                              .string();
+  if (group.rank() == 0) {
+    fs::create_directories(data.prepared_dir);
+    PrepareOptions options;
+    options.tokenize = TokenizeOptionsFromSpec(data);
+    options.on_error = data.on_error == DataSection::OnError::kSkip ? OnError::kSkip : OnError::kFail;
+    options.num_threads = static_cast<size_t>(data.num_workers.value_or(0));
+    PrepareResult result = PrepareDataset(tokenizer, source, out, options);
+    std::fprintf(stderr, "%s %s: %s\n", result.reused ? "reused" : "prepared", source.c_str(),
+                 result.report.Summary().c_str());
+  }
+  group.Barrier();
+  auto dataset = std::make_unique<PreparedDataset>(out);
+  if (dataset->size() == 0) Fail(source, "no usable preference pairs after preparation");
+  return dataset;
+}
+
+uint64_t ModelIdentityHash(const std::string& dir) {
+  Hasher h;
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "config.json" || name.ends_with(".safetensors")) files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  for (const fs::path& file : files) h.Update(file.filename().string()).Update(HashFile(file.string()));
+  return h.Digest();
+}
+
+}  // namespace
+
+DpoLossOptions LossOptionsFromSpec(const JobSpec& spec) {
+  DpoLossOptions options;
+  options.loss_types.clear();
+  for (auto type : spec.dpo.loss_type) options.loss_types.push_back(ParseLossType(ToString(type)));
+  options.loss_weights = spec.dpo.loss_weights.value_or(std::vector<double>{});
+  options.beta = spec.dpo.beta;
+  options.label_smoothing = spec.dpo.label_smoothing;
+  options.f_divergence = ParseFDivergence(ToString(spec.dpo.f_divergence_type));
+  options.f_alpha_divergence_coef = spec.dpo.f_alpha_divergence_coef;
+  options.ld_alpha = spec.dpo.ld_alpha;
+  options.use_weighting = spec.dpo.use_weighting;
+  options.discopop_tau = spec.dpo.discopop_tau;
+  options.reference_free = spec.reference.mode == ReferenceSection::Mode::kNone;
+  options.Validate();
+  return options;
+}
+
+JobSetup::JobSetup(const JobSpec& spec, ProcessGroup& group, int local_rank)
+    : spec_(spec), group_(group), device_(c10::kCPU) {
+  const bool want_cuda = spec.model.device == ModelSection::Device::kCuda ||
+                         (spec.model.device == ModelSection::Device::kAuto && torch::cuda::is_available());
+  if (want_cuda) {
+    if (!torch::cuda::is_available()) Fail("model.device", "cuda requested but no GPU is visible");
+    device_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank % torch::cuda::device_count()));
+  }
+  autocast_ = spec.train.bf16.value_or(device_.is_cuda());
+  torch::manual_seed(static_cast<uint64_t>(spec.train.seed));
+  if (spec.train.per_device_train_batch_size <= 0) Fail("train.per_device_train_batch_size", "must be > 0");
+
+  loss_options_ = LossOptionsFromSpec(spec);
+  logps_options_.chunk_tokens = spec.train.logprob_chunk_size;
+
+  tokenizer_dir_ = fs::is_directory(spec.tokenizer.path) ? spec.tokenizer.path
+                                                         : fs::path(spec.tokenizer.path).parent_path().string();
+  tokenizer_ = Tokenizer::Load(spec.tokenizer.path);
+  collate_.pad_id = tokenizer_->pad_id().value_or(tokenizer_->eos_id().value_or(0));
+  collate_.max_length = static_cast<size_t>(spec.data.max_length.value_or(0));
+  collate_.truncation_mode = spec.data.truncation_mode == DataSection::Truncation::kKeepEnd
+                                 ? TruncationMode::kKeepEnd
+                                 : TruncationMode::kKeepStart;
+
+  train_ = Prepare(*tokenizer_, spec.data.train, spec.data, group);
+  for (uint32_t i = 0; i < train_->size(); ++i) train_subset_.push_back(i);
+  if (spec.data.eval) {
+    eval_ = Prepare(*tokenizer_, *spec.data.eval, spec.data, group);
+    for (uint32_t i = 0; i < eval_->size(); ++i) eval_subset_.push_back(i);
+  } else if (spec.data.eval_fraction > 0) {
+    // A fixed, seeded hold-out: the first ceil(fraction * N) pairs of a shuffle.
+    std::vector<uint32_t> order = ShuffledOrder(train_->size(), spec.data.shuffle_seed, ~0ull);
+    const size_t held = static_cast<size_t>(std::ceil(spec.data.eval_fraction * order.size()));
+    if (held >= order.size()) Fail("data.eval_fraction", "leaves no training pairs");
+    eval_subset_.assign(order.begin(), order.begin() + held);
+    train_subset_.assign(order.begin() + held, order.end());
+    std::sort(train_subset_.begin(), train_subset_.end());
+  }
+  if (train_subset_.size() < static_cast<size_t>(spec.train.per_device_train_batch_size * group.world_size())) {
+    Fail(spec.data.train, "has " + std::to_string(train_subset_.size()) +
+                              " training pairs, fewer than one global batch (" +
+                              std::to_string(spec.train.per_device_train_batch_size * group.world_size()) + ")");
+  }
+}
+
+JobSetup::~JobSetup() = default;
+
+std::string JobSetup::MetricsPath() const {
+  fs::create_directories(spec_.output.dir);
+  fs::path file(spec_.output.metrics_file);
+  return (file.is_absolute() ? file : fs::path(spec_.output.dir) / file).string();
+}
+
+const PreparedDataset* JobSetup::eval_data() const {
+  if (eval_) return eval_.get();
+  return eval_subset_.empty() ? nullptr : train_.get();
+}
+
+std::shared_ptr<CausalLM> JobSetup::BuildPolicy() const {
+  const auto dtype = spec_.model.dtype == ModelSection::Dtype::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
+  std::shared_ptr<CausalLM> model;
+  if (spec_.model.path) {
+    model = LoadPretrained(*spec_.model.path, dtype, device_);
+  } else {
+    model = RandomInit(ModelConfig::FromJsonFile(spec_.model.random->config),
+                       static_cast<uint64_t>(spec_.model.random->seed), dtype, device_);
+  }
+  model->SetActivationCheckpointing(spec_.train.gradient_checkpointing);
+  model->train();
+  return model;
+}
+
+std::shared_ptr<CausalLM> JobSetup::BuildReference() const {
+  if (spec_.reference.mode == ReferenceSection::Mode::kNone) return nullptr;
+  const auto dtype = spec_.model.dtype == ModelSection::Dtype::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
+  std::shared_ptr<CausalLM> model =
+      spec_.reference.path ? LoadPretrained(*spec_.reference.path, dtype, device_) : BuildPolicy();
+  model->SetActivationCheckpointing(false);
+  for (auto& p : model->parameters()) p.set_requires_grad(false);
+  model->eval();
+  return model;
+}
+
+ReferenceCache JobSetup::Precompute(CausalLM* reference, const PreparedDataset& dataset,
+                                    const std::string& split) const {
+  uint64_t identity;
+  if (spec_.reference.path || spec_.model.path) {
+    identity = ModelIdentityHash(spec_.reference.path ? *spec_.reference.path : *spec_.model.path);
+  } else {
+    identity = Hasher().Update(std::string("random")).Update(HashFile(spec_.model.random->config))
+                   .Update(static_cast<uint64_t>(spec_.model.random->seed)).Digest();
+  }
+  const std::string path = (fs::path(spec_.data.prepared_dir) /
+                            (split + "-" + ReferenceCache::FileName(identity, dataset, spec_.dpo.ld_alpha)))
+                               .string();
+  const int64_t batch = spec_.reference.precompute_batch_size.value_or(spec_.train.per_device_train_batch_size);
+  ReferenceCache cache = ReferenceCache::LoadOrCompute(path, reference, dataset, group_, batch, collate_,
+                                                       logps_options_, spec_.dpo.ld_alpha);
+  if (group_.rank() == 0) {
+    std::fprintf(stderr, "%s reference log-probs: %s\n", cache.computed() ? "computed" : "reused",
+                 path.c_str());
+  }
+  return cache;
+}
+
+const std::vector<std::vector<uint32_t>>& JobSetup::PlanFor(int64_t epoch) const {
+  if (epoch == planned_epoch_) return plan_;
+  SamplerOptions options;
+  options.batch_size = static_cast<size_t>(spec_.train.per_device_train_batch_size);
+  options.rank = group_.rank();
+  options.world_size = group_.world_size();
+  options.seed = static_cast<uint64_t>(spec_.data.shuffle_seed);
+  options.shuffle = spec_.data.train_sampling_strategy != DataSection::Sampling::kSequential;
+  options.group_by_length = spec_.data.train_sampling_strategy == DataSection::Sampling::kGroupByLength;
+  const std::vector<uint32_t>& subset = train_subset_;
+  plan_ = PlanEpoch(subset.size(), options, static_cast<uint64_t>(epoch),
+                    [&](uint32_t i) { return train_->max_sequence_length(subset[i]); });
+  for (auto& batch : plan_) {
+    for (uint32_t& i : batch) i = subset[i];
+  }
+  planned_epoch_ = epoch;
+  return plan_;
+}
+
+PairBatch JobSetup::NextTrainBatch(int64_t& epoch, int64_t& batch_in_epoch) {
+  if (batch_in_epoch >= static_cast<int64_t>(PlanFor(epoch).size())) {
+    ++epoch;
+    batch_in_epoch = 0;
+  }
+  const auto& plan = PlanFor(epoch);
+  return MakePairBatch(*train_, plan[static_cast<size_t>(batch_in_epoch++)], collate_, device_);
+}
+
+std::vector<PairBatch> JobSetup::EvalBatches() const {
+  std::vector<uint32_t> mine;
+  for (size_t i = static_cast<size_t>(group_.rank()); i < eval_subset_.size(); i += group_.world_size()) {
+    mine.push_back(eval_subset_[i]);
+  }
+  std::vector<PairBatch> batches;
+  const size_t size = static_cast<size_t>(spec_.train.per_device_eval_batch_size);
+  for (size_t start = 0; start < mine.size(); start += size) {
+    const size_t count = std::min(size, mine.size() - start);
+    batches.push_back(MakePairBatch(*eval_data(), std::span(mine).subspan(start, count), collate_, device_));
+  }
+  return batches;
+}
+
+int64_t JobSetup::TotalSteps() const {
+  if (spec_.train.max_steps > 0) return spec_.train.max_steps;
+  const int64_t batches = static_cast<int64_t>(PlanFor(0).size());
+  const int64_t per_epoch = std::max<int64_t>(1, batches / spec_.train.gradient_accumulation_steps);
+  return static_cast<int64_t>(std::ceil(spec_.train.num_train_epochs * per_epoch));
+}
+
+LrSchedule JobSetup::Schedule(int64_t total_steps) const {
+  LrSchedule schedule;
+  switch (spec_.train.lr_scheduler_type) {
+    case TrainSection::Scheduler::kLinear: schedule.type = LrScheduleType::kLinear; break;
+    case TrainSection::Scheduler::kCosine: schedule.type = LrScheduleType::kCosine; break;
+    default: schedule.type = LrScheduleType::kConstant; break;
+  }
+  schedule.peak_lr = spec_.train.learning_rate;
+  schedule.total_steps = total_steps;
+  const double warmup = spec_.train.warmup_steps;
+  schedule.warmup_steps = warmup >= 1 ? static_cast<int64_t>(warmup) : WarmupStepsFromRatio(warmup, total_steps);
+  // HF's "constant" ignores warmup; "constant_with_warmup" uses it.
+  if (spec_.train.lr_scheduler_type == TrainSection::Scheduler::kConstant) schedule.warmup_steps = 0;
+  return schedule;
+}
+
+double JobSetup::EpochProgress(const TrainerState& state) const {
+  const double batches = static_cast<double>(PlanFor(state.epoch).size());
+  return static_cast<double>(state.epoch) + static_cast<double>(state.batch_in_epoch) / batches;
+}
+
+std::optional<std::string> JobSetup::ResumeCheckpoint() const {
+  if (!spec_.output.resume_from_checkpoint) return std::nullopt;
+  return ResolveCheckpoint(*spec_.output.resume_from_checkpoint, spec_.output.dir);
+}
+
+}  // namespace dpo

@@ -1,0 +1,313 @@
+#include "worker/train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+#include <torch/torch.h>
+
+#include "common/data/prepared_dataset.h"
+#include "common/data/sampler.h"
+#include "common/loss/dpo_loss.h"
+#include "common/model/causal_lm.h"
+#include "common/model/pretrained.h"
+#include "common/tokenizer/tokenizer.h"
+#include "common/util/error.h"
+#include "common/util/hash.h"
+#include "worker/comm/gradient_reducer.h"
+#include "worker/comm/process_group.h"
+#include "worker/optim/adamw.h"
+#include "worker/optim/lr_schedule.h"
+#include "worker/train/checkpoint.h"
+#include "worker/train/dpo_forward.h"
+#include "worker/train/job_setup.h"
+#include "worker/train/metrics_log.h"
+#include "worker/train/pair_batch.h"
+#include "worker/train/reference_cache.h"
+
+namespace fs = std::filesystem;
+
+namespace dpo {
+namespace {
+
+// bf16 autocast for the forward and backward of one micro-batch (RAII).
+class AutocastScope {
+ public:
+  AutocastScope(bool enabled, c10::DeviceType device) : enabled_(enabled), device_(device) {
+    if (!enabled_) return;
+    at::autocast::set_autocast_enabled(device_, true);
+    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
+  }
+  ~AutocastScope() {
+    if (!enabled_) return;
+    at::autocast::set_autocast_enabled(device_, false);
+    at::autocast::clear_cache();
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool enabled_;
+  c10::DeviceType device_;
+};
+
+// Sums of one logging window, reduced over micro-batches and ranks.
+struct Window {
+  DpoMetricSums sums;
+  double loss = 0, grad_norm = 0, lr = 0;
+  int64_t steps = 0, real_tokens = 0, padded_tokens = 0, pairs = 0;
+  double seconds = 0;
+};
+
+// Sums `sums` over ranks (one collective for all fields).
+void AllReduceSums(DpoMetricSums& sums, ProcessGroup& group, c10::Device device) {
+  if (group.world_size() == 1) return;
+  at::Tensor t = torch::from_blob(sums.values.data(), {static_cast<int64_t>(sums.values.size())},
+                                  torch::kFloat64).to(device);
+  group.AllReduceSum(t);
+  t = t.cpu();
+  std::copy_n(t.data_ptr<double>(), sums.values.size(), sums.values.begin());
+}
+
+std::string RngStateHex() {
+  at::Tensor state = at::detail::getDefaultCPUGenerator().get_state();
+  std::ostringstream out;
+  out << std::hex;
+  const uint8_t* bytes = state.data_ptr<uint8_t>();
+  for (int64_t i = 0; i < state.numel(); ++i) {
+    out << static_cast<int>(bytes[i] >> 4) << static_cast<int>(bytes[i] & 15);
+  }
+  return out.str();
+}
+
+void SetRngStateHex(const std::string& hex) {
+  if (hex.empty()) return;
+  at::Tensor state = torch::empty({static_cast<int64_t>(hex.size() / 2)}, torch::kUInt8);
+  uint8_t* bytes = state.data_ptr<uint8_t>();
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) bytes[i / 2] = std::stoi(hex.substr(i, 2), nullptr, 16);
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  generator.set_state(state);
+}
+
+class Trainer {
+ public:
+  Trainer(const JobSpec& spec, ProcessGroup& group, int local_rank)
+      : spec_(spec), group_(group), setup_(spec, group, local_rank) {}
+
+  TrainSummary Run() {
+    const auto& train = spec_.train;
+    std::shared_ptr<CausalLM> reference = setup_.BuildReference();
+    policy_ = setup_.BuildPolicy();
+    if (setup_.reference_mode() == ReferenceSection::Mode::kPrecomputed) {
+      train_cache_ = setup_.Precompute(reference.get(), setup_.train_data(), "train");
+      if (setup_.eval_data() != nullptr && !setup_.eval_is_train_split()) {
+        eval_cache_ = setup_.Precompute(reference.get(), *setup_.eval_data(), "eval");
+      }
+      reference.reset();  // training holds no reference model
+    }
+    reference_ = reference;
+
+    std::vector<at::Tensor> params;
+    std::vector<std::string> names;
+    for (auto& item : policy_->named_parameters()) {
+      if (!item.value().requires_grad()) continue;
+      names.push_back(item.key());
+      params.push_back(item.value());
+    }
+    AdamW optimizer(params, names,
+                    {.lr = train.learning_rate, .beta1 = train.adam_beta1,
+                     .beta2 = train.adam_beta2, .eps = train.adam_epsilon,
+                     .weight_decay = train.weight_decay});
+    GradientReducer reducer(params, group_);
+
+    TrainerState state;
+    state.job_spec_yaml = ToYaml(spec_);
+    const auto resume = setup_.ResumeCheckpoint();
+    if (!resume && spec_.model.random && group_.rank() == 0) {
+      // A random-initialised policy exists nowhere else: keep it, as the reference for scoring
+      // (dpo-eval --reference) and for later runs.
+      SaveOptions options;
+      options.tokenizer_dir = setup_.tokenizer_dir();
+      SavePretrained(*policy_, (fs::path(spec_.output.dir) / "initial-policy").string(), options);
+    }
+    if (resume) {
+      LoadedCheckpoint loaded = LoadCheckpoint(*resume, *policy_);
+      optimizer.LoadStateDict(loaded.optimizer_state);
+      state = loaded.state;
+      SetRngStateHex(state.rng_state_hex);
+      if (group_.rank() == 0) std::fprintf(stderr, "resumed from %s at step %lld\n", resume->c_str(),
+                                           static_cast<long long>(state.global_step));
+    }
+
+    const int64_t total_steps = setup_.TotalSteps();
+    const LrSchedule schedule = setup_.Schedule(total_steps);
+    MetricsLog log(group_.rank() == 0 ? setup_.MetricsPath() : "",
+                   group_.rank() == 0 && ::isatty(2));
+    TrainSummary summary;
+    Window window;
+    const bool autocast = setup_.UseAutocast();
+    const int64_t accumulation = train.gradient_accumulation_steps;
+
+    while (state.global_step < total_steps) {
+      const auto start = std::chrono::steady_clock::now();
+      double loss_sum = 0;
+      DpoMetricSums step_sums;
+      for (int64_t micro = 0; micro < accumulation; ++micro) {
+        PairBatch batch = setup_.NextTrainBatch(state.epoch, state.batch_in_epoch);
+        AutocastScope scope(autocast, setup_.device().type());
+        SequenceLogps logps = ForwardLogps(*policy_, batch, setup_.logps_options());
+        DpoLossResult result =
+            ComputeDpoLoss(setup_.loss_options(), logps, ReferenceFor(batch, train_cache_));
+        (result.loss / static_cast<double>(accumulation)).backward();
+        loss_sum += result.loss.item<double>();
+        step_sums.Add(result.metrics);
+        window.real_tokens += batch.real_tokens;
+        window.padded_tokens += batch.padded_tokens;
+        window.pairs += batch.pairs;
+      }
+      reducer.AverageGradients();
+      const double grad_norm = optimizer.ClipGradNorm(train.max_grad_norm);
+      const double loss = group_.AllReduceScalar(loss_sum / accumulation) / group_.world_size();
+      const double lr = schedule.At(state.global_step);
+      if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+        // Every rank sees the same all-reduced loss and norm, so all skip together.
+        optimizer.ZeroGrad();
+        ++state.skipped_steps;
+        if (++state.consecutive_bad_steps >= train.max_consecutive_bad_steps) {
+          Fail("training", std::to_string(state.consecutive_bad_steps) +
+                               " consecutive steps with a non-finite loss or gradient (step " +
+                               std::to_string(state.global_step + 1) +
+                               "); see train.max_consecutive_bad_steps");
+        }
+        continue;  // the step is not counted: the same step number is tried with the next data
+      }
+      optimizer.Step(lr);
+      optimizer.ZeroGrad();
+      state.consecutive_bad_steps = 0;
+      ++state.global_step;
+
+      AllReduceSums(step_sums, group_, setup_.device());
+      window.sums.Add(step_sums);
+      window.loss += loss;
+      window.grad_norm += grad_norm;
+      window.lr = lr;
+      ++window.steps;
+      window.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const auto logs = step_sums.Logs();
+      log.Progress(state.global_step, total_steps, loss, LogValue(logs, "rewards/accuracies"));
+
+      const bool last = state.global_step == total_steps;
+      if (state.global_step % train.logging_steps == 0 || last) {
+        summary.last_loss = window.loss / window.steps;
+        WriteTrainLine(log, state, window, total_steps);
+        window = Window{};
+      }
+      if (setup_.eval_data() != nullptr &&
+          ((train.eval_steps && state.global_step % *train.eval_steps == 0) || last)) {
+        Evaluate(log, state, total_steps);
+      }
+      if (state.global_step % train.save_steps == 0 || last) {
+        summary.last_checkpoint = Save(optimizer, state);
+      }
+    }
+    log.Finish();
+    summary.steps = state.global_step;
+    summary.skipped_steps = state.skipped_steps;
+    return summary;
+  }
+
+ private:
+  static double LogValue(const std::vector<std::pair<std::string, double>>& logs,
+                         const std::string& name) {
+    for (const auto& [key, value] : logs) {
+      if (key == name) return value;
+    }
+    return 0.0;
+  }
+
+  std::optional<ReferenceLogps> ReferenceFor(const PairBatch& batch,
+                                             const std::optional<ReferenceCache>& cache) {
+    switch (setup_.reference_mode()) {
+      case ReferenceSection::Mode::kNone:
+        return std::nullopt;
+      case ReferenceSection::Mode::kPrecomputed:
+        return cache->Lookup(batch.pair_indices, setup_.device());
+      case ReferenceSection::Mode::kModel:
+        break;
+    }
+    AutocastScope scope(setup_.UseAutocast(), setup_.device().type());
+    return ReferenceForward(*reference_, batch, setup_.logps_options(), spec_.dpo.ld_alpha);
+  }
+
+  void WriteTrainLine(MetricsLog& log, const TrainerState& state, const Window& w,
+                      int64_t total_steps) {
+    std::map<std::string, double> line;
+    for (const auto& [key, value] : w.sums.Logs()) line[key] = value;
+    // Metric sums cover all ranks; token counts are this rank's, scaled by the world size
+    // (every rank runs the same number of equally sized batches).
+    const double world = group_.world_size();
+    line["loss"] = w.loss / w.steps;
+    line["grad_norm"] = w.grad_norm / w.steps;
+    line["learning_rate"] = w.lr;
+    line["tokens/s"] = w.real_tokens * world / w.seconds;
+    line["pairs/s"] = w.pairs * world / w.seconds;
+    line["padding_fraction"] = 1.0 - static_cast<double>(w.real_tokens) / w.padded_tokens;
+    line["skipped_steps"] = static_cast<double>(state.skipped_steps);
+    log.Write(state.global_step, setup_.EpochProgress(state), "train", line);
+    (void)total_steps;
+  }
+
+  void Evaluate(MetricsLog& log, const TrainerState& state, int64_t) {
+    torch::NoGradGuard no_grad;
+    DpoMetricSums sums;
+    double loss_sum = 0, batches = 0;
+    for (const PairBatch& batch : setup_.EvalBatches()) {
+      AutocastScope scope(setup_.UseAutocast(), setup_.device().type());
+      SequenceLogps logps = ForwardLogps(*policy_, batch, setup_.logps_options());
+      DpoLossResult result =
+          ComputeDpoLoss(setup_.loss_options(), logps,
+                         ReferenceFor(batch, setup_.eval_is_train_split() ? train_cache_ : eval_cache_));
+      loss_sum += result.loss.item<double>() * batch.pairs;
+      batches += batch.pairs;
+      sums.Add(result.metrics);
+    }
+    AllReduceSums(sums, group_, setup_.device());
+    const double pairs = group_.AllReduceScalar(batches);
+    const double loss = group_.AllReduceScalar(loss_sum);
+    std::map<std::string, double> line;
+    for (const auto& [key, value] : sums.Logs()) line["eval_" + key] = value;
+    line["eval_loss"] = pairs > 0 ? loss / pairs : 0.0;
+    log.Write(state.global_step, setup_.EpochProgress(state), "eval", line);
+  }
+
+  std::string Save(AdamW& optimizer, TrainerState& state) {
+    state.rng_state_hex = RngStateHex();
+    std::string dir;
+    if (group_.rank() == 0) {
+      dir = SaveCheckpoint(spec_.output.dir, *policy_, optimizer.StateDict(), state,
+                           setup_.tokenizer_dir());
+      if (spec_.train.save_total_limit) PruneCheckpoints(spec_.output.dir, *spec_.train.save_total_limit);
+    }
+    group_.Barrier();
+    return dir;
+  }
+
+  const JobSpec& spec_;
+  ProcessGroup& group_;
+  JobSetup setup_;
+  std::shared_ptr<CausalLM> policy_;
+  std::shared_ptr<CausalLM> reference_;
+  std::optional<ReferenceCache> train_cache_, eval_cache_;
+};
+
+}  // namespace
+
+TrainSummary RunTraining(const JobSpec& spec, ProcessGroup& group, int local_rank) {
+  return Trainer(spec, group, local_rank).Run();
+}
+
+}  // namespace dpo

@@ -1,0 +1,33 @@
+// The DPO training loop of one rank. Read top to bottom in trainer.cc:
+//   set-up:  device, tokenizer, prepared data (rank 0 prepares, the others wait and map it),
+//            policy and reference (or precomputed reference log-probs), AdamW, schedule, resume
+//   a step:  for each micro-batch: policy forward (chosen and rejected in one pass), reference
+//            log-probs, DPO loss / accumulation steps, backward; then average gradients over
+//            ranks, clip, skip the step if anything is non-finite, AdamW update
+//   around:  metrics every logging_steps, eval every eval_steps, checkpoints every save_steps
+//
+// Every rank runs the same number of micro-batches and collectives in the same order.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/config/job_spec.h"
+
+namespace dpo {
+
+class ProcessGroup;
+
+struct TrainSummary {
+  int64_t steps = 0;           // optimizer steps done (including resumed ones)
+  int64_t skipped_steps = 0;   // non-finite steps skipped
+  double last_loss = 0;        // mean loss of the last logged window
+  std::string last_checkpoint;
+};
+
+// Runs the job. Throws dpo::Error with a one-line reason on failure (bad input, K consecutive
+// non-finite steps, I/O).
+TrainSummary RunTraining(const JobSpec& spec, ProcessGroup& group, int local_rank);
+
+}  // namespace dpo
