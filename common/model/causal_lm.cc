@@ -168,7 +168,7 @@ torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tens
   }
   torch::Tensor x = torch::embedding(embed_, input_ids);
   // cos/sin as transformers: fp32 outer product, then cast to the activation dtype.
-  torch::Tensor freqs = pos.to(torch::kFloat32).unsqueeze(-1) *
+  torch::Tensor freqs = pos.to(x.device(), torch::kFloat32).unsqueeze(-1) *
                         inv_freq_.to(x.device()).view({1, 1, -1});
   torch::Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);  // [B|1, 1, T, head_dim]
   torch::Tensor cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());

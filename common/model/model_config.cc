@@ -149,6 +149,11 @@ ModelConfig ModelConfig::FromJson(std::string_view text, std::string_view source
   bool use_window = c.model_type == "mistral" || BoolOr(root, "use_sliding_window", src, false);
   c.sliding_window = use_window ? IntOr(root, "sliding_window", src, 0) : 0;
   ParseRope(root, src, c);
+  const char* dtype_field = Find(root, "dtype") != nullptr ? "dtype" : "torch_dtype";
+  c.dtype = StringOr(root, dtype_field, src, "");
+  if (!c.dtype.empty() && c.dtype != "float32" && c.dtype != "bfloat16" && c.dtype != "float16") {
+    Fail(Context(src, dtype_field), "expected float32, bfloat16 or float16, got '" + c.dtype + "'");
+  }
   c.Validate(src);
   return c;
 }
@@ -259,9 +264,10 @@ std::string ModelConfig::ToJson(std::string_view dtype) const {
   root.erase("rope_scaling");
   root.erase("rope_theta");
   root["rope_parameters"] = rope;
-  if (!dtype.empty()) {
+  const std::string stored = dtype.empty() ? this->dtype : std::string(dtype);
+  if (!stored.empty()) {
     root.erase("torch_dtype");
-    root["dtype"] = std::string(dtype);
+    root["dtype"] = stored;
   }
   return root.dump(2) + "\n";
 }

@@ -47,6 +47,11 @@ struct ModelConfig {
   double rope_high_freq_factor = 4.0;             // llama3
   int64_t rope_original_max_position_embeddings = 0;  // llama3
 
+  // The checkpoint's stored dtype ("float32", "bfloat16" or "float16") from config.json's
+  // "dtype" (transformers 5) or "torch_dtype"; empty when absent. Lets a caller load in the
+  // checkpoint's own precision.
+  std::string dtype;
+
   // The config.json this was read from (empty for a config built in code). ToJson keeps its other
   // fields (token ids, architectures, ...) so a saved model round-trips through transformers.
   std::string source_json;

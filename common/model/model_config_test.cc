@@ -82,6 +82,8 @@ TEST(ModelConfigTest, ToJsonRoundTripsAndKeepsOtherFields) {
   json out = json::parse(c.ToJson("bfloat16"));
   EXPECT_EQ(out["bos_token_id"], 1);
   EXPECT_EQ(out["dtype"], "bfloat16");
+  EXPECT_EQ(ModelConfig::FromJson(out.dump(), "y").dtype, "bfloat16");
+  EXPECT_EQ(c.dtype, "");
   EXPECT_EQ(out["rope_parameters"]["rope_type"], "llama3");
   EXPECT_FALSE(out.contains("rope_scaling"));
   auto again = ModelConfig::FromJson(out.dump(), "y");
@@ -122,6 +124,9 @@ TEST(ModelConfigTest, RejectsBadFields) {
   j = LlamaJson();
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 2.0}};
   ExpectError(j, {"'rope_type'", "yarn"});
+  j = LlamaJson();
+  j["torch_dtype"] = "int8";
+  ExpectError(j, {"'torch_dtype'", "int8"});
   j = LlamaJson();
   j["rms_norm_eps"] = -1.0;
   ExpectError(j, {"'rms_norm_eps'"});
