@@ -158,6 +158,10 @@ class AtomicWriter {
       Fail(temp_, std::string("write failed: ") + std::strerror(errno));
     }
   }
+  void WriteAt(long offset, const void* data, size_t bytes) {
+    if (std::fseek(file_, offset, SEEK_SET) != 0) Fail(temp_, std::string("seek failed: ") + std::strerror(errno));
+    Write(data, bytes);
+  }
   void PadTo8(uint64_t written) {
     static const char zeros[8] = {};
     Write(zeros, Align8(written) - written);
@@ -214,8 +218,12 @@ PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data
 
   size_t threads = options.num_threads ? options.num_threads : std::max(1u, std::thread::hardware_concurrency());
   size_t chunk = std::max<size_t>(1, options.chunk_lines);
+  // Tokens stream to the file as they come (memory holds only the 24-byte entries); the header
+  // is written last, over a placeholder.
+  AtomicWriter writer(out_path);
+  writer.Write(&header, sizeof header);
   std::vector<PairEntry> entries;
-  std::vector<int32_t> tokens;
+  uint64_t num_tokens = 0;
   // Rounds of up to `threads` chunks: the workers tokenize round k while this thread reads round
   // k+1; results are appended in chunk order, so pair order is line order.
   LineReader reader(data_path);
@@ -240,12 +248,13 @@ PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data
       if (r.error) std::rethrow_exception(r.error);  // a bad line comes before a later read fault
       result.report.Merge(r.report);
       for (auto& pair : r.pairs) {
-        PairEntry entry{tokens.size(), static_cast<uint32_t>(pair.prompt.size()),
+        PairEntry entry{num_tokens, static_cast<uint32_t>(pair.prompt.size()),
                         static_cast<uint32_t>(pair.chosen.size()), static_cast<uint32_t>(pair.rejected.size()), 0};
         entries.push_back(entry);
-        tokens.insert(tokens.end(), pair.prompt.begin(), pair.prompt.end());
-        tokens.insert(tokens.end(), pair.chosen.begin(), pair.chosen.end());
-        tokens.insert(tokens.end(), pair.rejected.begin(), pair.rejected.end());
+        for (const auto* ids : {&pair.prompt, &pair.chosen, &pair.rejected}) {
+          writer.Write(ids->data(), ids->size() * sizeof(TokenId));
+          num_tokens += ids->size();
+        }
       }
     }
     if (read_error) std::rethrow_exception(read_error);
@@ -265,17 +274,15 @@ PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data
   std::string meta_text = meta.dump();
 
   header.num_pairs = entries.size();
-  header.num_tokens = tokens.size();
-  header.json_offset = sizeof(FileHeader);
+  header.num_tokens = num_tokens;
+  header.tokens_offset = sizeof(FileHeader);
+  header.pairs_offset = Align8(header.tokens_offset + num_tokens * sizeof(TokenId));
+  header.json_offset = header.pairs_offset + entries.size() * sizeof(PairEntry);
   header.json_bytes = meta_text.size();
-  header.pairs_offset = Align8(header.json_offset + header.json_bytes);
-  header.tokens_offset = header.pairs_offset + entries.size() * sizeof(PairEntry);
-  AtomicWriter writer(out_path);
-  writer.Write(&header, sizeof header);
-  writer.Write(meta_text.data(), meta_text.size());
-  writer.PadTo8(header.json_offset + header.json_bytes);
+  writer.PadTo8(header.tokens_offset + num_tokens * sizeof(TokenId));
   writer.Write(entries.data(), entries.size() * sizeof(PairEntry));
-  writer.Write(tokens.data(), tokens.size() * sizeof(int32_t));
+  writer.Write(meta_text.data(), meta_text.size());
+  writer.WriteAt(0, &header, sizeof header);
   writer.Commit();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
@@ -291,11 +298,13 @@ PreparedDataset::PreparedDataset(const std::string& path) : file_(path) {
                    std::to_string(kVersion) + "; prepare it again");
   }
   uint64_t size = file_.size();
-  bool sane = header.json_offset <= size && header.json_bytes <= size - header.json_offset &&
+  // Each section inside the file (checked without overflow: counts are bounded first).
+  auto inside = [size](uint64_t offset, uint64_t bytes) { return offset <= size && bytes <= size - offset; };
+  bool sane = header.num_pairs <= size / sizeof(PairEntry) && header.num_tokens <= size / sizeof(int32_t) &&
               header.pairs_offset % 8 == 0 && header.tokens_offset % 8 == 0 &&
-              header.num_pairs <= size / sizeof(PairEntry) && header.num_tokens <= size / 4 &&
-              header.pairs_offset + header.num_pairs * sizeof(PairEntry) <= header.tokens_offset &&
-              header.tokens_offset + header.num_tokens * 4 <= size;
+              inside(header.json_offset, header.json_bytes) &&
+              inside(header.pairs_offset, header.num_pairs * sizeof(PairEntry)) &&
+              inside(header.tokens_offset, header.num_tokens * sizeof(int32_t));
   if (!sane) Fail(path, "corrupt prepared dataset (sections out of bounds)");
   num_pairs_ = header.num_pairs;
   num_tokens_ = header.num_tokens;

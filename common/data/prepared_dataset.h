@@ -1,10 +1,11 @@
 // A tokenized preference dataset in one compact binary file, memory-mapped for training.
 //
-// Layout (little-endian; every section 8-byte aligned):
+// Layout (little-endian; every section 8-byte aligned; offsets in the header):
 //   FileHeader                      magic "DPOPREP\0", version, hashes, counts, section offsets
-//   metadata JSON (json_bytes)      {"options":{...},"on_error":..,"source":..,"report":{...}}
-//   PairEntry[num_pairs]            offset (into tokens) and prompt/chosen/rejected lengths
 //   int32 tokens[num_tokens]        per pair: prompt ids, chosen completion, rejected completion
+//   PairEntry[num_pairs]            offset (into tokens) and prompt/chosen/rejected lengths
+//   metadata JSON (json_bytes)      {"options":{...},"on_error":..,"source":..,"report":{...}}
+// Tokens are written as they are produced, so preparing holds only 24 bytes per pair in memory.
 //
 // Preparing is skipped when the file at the output path has this version and the same
 // tokenizer hash (Tokenizer::content_hash), source hash (HashFile of the data file) and options
@@ -55,6 +56,7 @@ class PreparedDataset {
   explicit PreparedDataset(const std::string& path);
 
   size_t size() const { return num_pairs_; }
+  // index < size(); not checked (hot path).
   Pair pair(size_t index) const;
   // Tokens of prompt + the longer completion: the pair's longest sequence before max_length.
   size_t max_sequence_length(size_t index) const;
