@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "common/tokenizer/unicode_util.h"
@@ -126,6 +127,27 @@ TEST(TokenizerTest, AddedTokenIdsAreDerivedAsHfDoes) {
   EXPECT_EQ(tok->TokenToId("<|new|>"), 267);
   EXPECT_EQ(tok->Encode("hello<|new|>", false), Ids({259, 267}));
   EXPECT_EQ(tok->Decode({267}, false), "<|new|>");
+}
+
+TEST(TokenizerTest, ConcurrentEncodeMatchesSequential) {
+  // Each thread has its own word cache and regex scratch; results must not depend on them.
+  auto tok = Tokenizer::FromJson(ByteLevelJson().dump(), "", "tiny.json");
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i)
+    texts.push_back("hello world " + std::to_string(i) + std::string(i % 7, ' ') + "<|end|>x");
+  std::vector<std::vector<TokenId>> want;
+  for (const auto& t : texts) want.push_back(tok->Encode(t, true));
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (int k = 0; k < 4; ++k)
+    threads.emplace_back([&, k] {
+      for (int rep = 0; rep < 20; ++rep)
+        for (size_t i = 0; i < texts.size(); ++i)
+          mismatches[k] += tok->Encode(texts[(i + k * 37) % texts.size()], true) !=
+                           want[(i + k * 37) % texts.size()];
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches, std::vector<int>(4, 0));
 }
 
 TEST(TokenizerTest, InvalidUtf8IsReplaced) {
