@@ -79,18 +79,20 @@ class DecoderLayer : public torch::nn::Module {
     v_proj = attn->register_module("v_proj", std::make_shared<Linear>(h, kv, c.qkv_bias, o));
     o_proj = attn->register_module("o_proj", std::make_shared<Linear>(q, h, c.o_bias, o));
     if (c.qk_norm) {
-      q_norm = attn->register_module("q_norm", std::make_shared<RMSNorm>(c.head_dim, c.rms_norm_eps, o));
-      k_norm = attn->register_module("k_norm", std::make_shared<RMSNorm>(c.head_dim, c.rms_norm_eps, o));
+      q_norm =
+          attn->register_module("q_norm", std::make_shared<RMSNorm>(c.head_dim, c.rms_norm_eps, o));
+      k_norm =
+          attn->register_module("k_norm", std::make_shared<RMSNorm>(c.head_dim, c.rms_norm_eps, o));
     }
     auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
     const int64_t i = c.intermediate_size;
     gate_proj = mlp->register_module("gate_proj", std::make_shared<Linear>(h, i, c.mlp_bias, o));
     up_proj = mlp->register_module("up_proj", std::make_shared<Linear>(h, i, c.mlp_bias, o));
     down_proj = mlp->register_module("down_proj", std::make_shared<Linear>(i, h, c.mlp_bias, o));
-    input_layernorm = register_module("input_layernorm",
-                                      std::make_shared<RMSNorm>(h, c.rms_norm_eps, o));
-    post_attention_layernorm = register_module(
-        "post_attention_layernorm", std::make_shared<RMSNorm>(h, c.rms_norm_eps, o));
+    input_layernorm =
+        register_module("input_layernorm", std::make_shared<RMSNorm>(h, c.rms_norm_eps, o));
+    post_attention_layernorm = register_module("post_attention_layernorm",
+                                               std::make_shared<RMSNorm>(h, c.rms_norm_eps, o));
   }
 
   // x [B, T, H]; cos/sin [B, 1, T, head_dim] in x's dtype.
@@ -134,8 +136,8 @@ CausalLM::CausalLM(const ModelConfig& config, const torch::TensorOptions& option
   embed_ = embed->register_parameter("weight", torch::empty({v, h}, options));
   auto layers = model->register_module("layers", std::make_shared<torch::nn::Module>());
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-    layers_.push_back(
-        layers->register_module(std::to_string(i), std::make_shared<DecoderLayer>(config_, options)));
+    layers_.push_back(layers->register_module(std::to_string(i),
+                                              std::make_shared<DecoderLayer>(config_, options)));
   }
   auto norm = model->register_module("norm", std::make_shared<torch::nn::Module>());
   norm_ = norm->register_parameter("weight", torch::empty({h}, options));
@@ -156,28 +158,25 @@ torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tens
   }
   const int64_t b = input_ids.size(0), t = input_ids.size(1);
   if (config_.sliding_window > 0 && t > config_.sliding_window) {
-    Fail("CausalLM::Hidden", "sequence length " + std::to_string(t) +
-                                 " exceeds sliding_window " +
+    Fail("CausalLM::Hidden", "sequence length " + std::to_string(t) + " exceeds sliding_window " +
                                  std::to_string(config_.sliding_window) + " (not supported)");
   }
-  torch::Tensor pos = position_ids.defined()
-                          ? position_ids
-                          : torch::arange(t, input_ids.options()).unsqueeze(0);
+  torch::Tensor pos =
+      position_ids.defined() ? position_ids : torch::arange(t, input_ids.options()).unsqueeze(0);
   if (pos.dim() != 2 || pos.size(1) != t || (pos.size(0) != b && pos.size(0) != 1)) {
     Fail("CausalLM::Hidden", "position_ids must be [B, T] or [1, T]");
   }
   torch::Tensor x = torch::embedding(embed_, input_ids);
   // cos/sin as transformers: fp32 outer product, then cast to the activation dtype.
-  torch::Tensor freqs = pos.to(x.device(), torch::kFloat32).unsqueeze(-1) *
-                        inv_freq_.to(x.device()).view({1, 1, -1});
+  torch::Tensor freqs =
+      pos.to(x.device(), torch::kFloat32).unsqueeze(-1) * inv_freq_.to(x.device()).view({1, 1, -1});
   torch::Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);  // [B|1, 1, T, head_dim]
   torch::Tensor cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
   for (const auto& layer : layers_) {
     if (checkpointing_) {
-      x = CheckpointedCall([&layer, cos, sin](const torch::Tensor& in) {
-                             return layer->Forward(in, cos, sin);
-                           },
-                           x, layer->parameters());
+      x = CheckpointedCall(
+          [&layer, cos, sin](const torch::Tensor& in) { return layer->Forward(in, cos, sin); }, x,
+          layer->parameters());
     } else {
       x = layer->Forward(x, cos, sin);
     }

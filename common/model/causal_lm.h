@@ -49,9 +49,9 @@ class CausalLM : public torch::nn::Module {
  private:
   ModelConfig config_;
   bool checkpointing_ = false;
-  torch::Tensor embed_;    // [V, H]
-  torch::Tensor norm_;     // [H]
-  torch::Tensor lm_head_;  // [V, H]; undefined when tied.
+  torch::Tensor embed_;     // [V, H]
+  torch::Tensor norm_;      // [H]
+  torch::Tensor lm_head_;   // [V, H]; undefined when tied.
   torch::Tensor inv_freq_;  // [head_dim / 2] fp32 RoPE frequencies (not a parameter).
   std::vector<std::shared_ptr<DecoderLayer>> layers_;
 };

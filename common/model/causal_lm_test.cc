@@ -49,8 +49,8 @@ TEST(CausalLMTest, ParameterNamesMatchTransformers) {
   EXPECT_FALSE(names.count("lm_head.weight"));  // tied
   EXPECT_FALSE(names.count("model.layers.0.self_attn.q_proj.bias"));
   EXPECT_EQ(total, model->config().NumParameters());
-  EXPECT_TRUE(model->lm_head_weight().is_same(
-      model->named_parameters()["model.embed_tokens.weight"]));
+  EXPECT_TRUE(
+      model->lm_head_weight().is_same(model->named_parameters()["model.embed_tokens.weight"]));
 
   auto qwen2 = RandomInit(TinyConfig("qwen2"), 1);
   auto params = qwen2->named_parameters();

@@ -27,17 +27,28 @@ torch::ScalarType TorchDtype(const SafetensorsTensor& t, const std::string& cont
 
 std::string SafetensorsDtypeName(torch::ScalarType dtype) {
   switch (dtype) {
-    case torch::kFloat32: return "F32";
-    case torch::kFloat16: return "F16";
-    case torch::kBFloat16: return "BF16";
-    case torch::kFloat64: return "F64";
-    case torch::kInt64: return "I64";
-    case torch::kInt32: return "I32";
-    case torch::kInt16: return "I16";
-    case torch::kInt8: return "I8";
-    case torch::kUInt8: return "U8";
-    case torch::kBool: return "BOOL";
-    default: Fail("safetensors", std::string("no dtype name for ") + c10::toString(dtype));
+    case torch::kFloat32:
+      return "F32";
+    case torch::kFloat16:
+      return "F16";
+    case torch::kBFloat16:
+      return "BF16";
+    case torch::kFloat64:
+      return "F64";
+    case torch::kInt64:
+      return "I64";
+    case torch::kInt32:
+      return "I32";
+    case torch::kInt16:
+      return "I16";
+    case torch::kInt8:
+      return "I8";
+    case torch::kUInt8:
+      return "U8";
+    case torch::kBool:
+      return "BOOL";
+    default:
+      Fail("safetensors", std::string("no dtype name for ") + c10::toString(dtype));
   }
 }
 
@@ -72,8 +83,8 @@ CheckpointReader::CheckpointReader(const std::string& path) : path_(path) {
   for (const auto& [name, file] : weight_map) {
     auto it = index_.find(name);
     if (it == index_.end() || BaseName(it->second.file->path()) != file) {
-      Fail(JoinPath(dir, file), "tensor '" + name + "' listed in " + kIndexFile +
-                                      " is not in this shard");
+      Fail(JoinPath(dir, file),
+           "tensor '" + name + "' listed in " + kIndexFile + " is not in this shard");
     }
   }
 }

@@ -67,7 +67,8 @@ torch::ScalarType Dtype(const std::string& name) {
 SaveOptions SaveOptionsFrom(const Args& args) {
   SaveOptions options;
   if (args.Has("--dtype")) options.dtype = Dtype(args.Get("--dtype"));
-  if (args.Has("--max-shard-bytes")) options.max_shard_bytes = std::stoll(args.Get("--max-shard-bytes"));
+  if (args.Has("--max-shard-bytes"))
+    options.max_shard_bytes = std::stoll(args.Get("--max-shard-bytes"));
   return options;
 }
 
@@ -81,8 +82,8 @@ int Logits(const Args& args) {
   torch::NoGradGuard no_grad;
   torch::Tensor hidden = model->Hidden(ids, pos);
   torch::Tensor logits = torch::linear(hidden, model->lm_head_weight());
-  WriteTensors(args.Get("--out"), {{"logits", logits.to(torch::kFloat32)},
-                                   {"hidden", hidden.to(torch::kFloat32)}});
+  WriteTensors(args.Get("--out"),
+               {{"logits", logits.to(torch::kFloat32)}, {"hidden", hidden.to(torch::kFloat32)}});
   return 0;
 }
 

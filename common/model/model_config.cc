@@ -47,8 +47,7 @@ int64_t IntOr(const json& obj, std::string_view field, std::string_view source, 
   return GetInt(obj, field, source, &fallback);
 }
 
-double DoubleOr(const json& obj, std::string_view field, std::string_view source,
-                double fallback) {
+double DoubleOr(const json& obj, std::string_view field, std::string_view source, double fallback) {
   const json* v = Find(obj, field);
   if (v == nullptr) return fallback;
   if (!v->is_number()) Fail(Context(source, field), "expected a number, got " + v->dump());
@@ -121,7 +120,8 @@ ModelConfig ModelConfig::FromJson(std::string_view text, std::string_view source
          "unsupported '" + c.model_type + "' (supported: llama, mistral, qwen2, qwen3)");
   }
   std::string act = StringOr(root, "hidden_act", src, "silu");
-  if (act != "silu") Fail(Context(src, "hidden_act"), "only 'silu' is supported, got '" + act + "'");
+  if (act != "silu")
+    Fail(Context(src, "hidden_act"), "only 'silu' is supported, got '" + act + "'");
 
   c.vocab_size = RequireInt(root, "vocab_size", src);
   c.hidden_size = RequireInt(root, "hidden_size", src);
@@ -129,10 +129,9 @@ ModelConfig ModelConfig::FromJson(std::string_view text, std::string_view source
   c.num_hidden_layers = RequireInt(root, "num_hidden_layers", src);
   c.num_attention_heads = RequireInt(root, "num_attention_heads", src);
   c.num_key_value_heads = IntOr(root, "num_key_value_heads", src, c.num_attention_heads);
-  int64_t default_head_dim = c.model_type == "qwen3" ? 128
-                             : c.num_attention_heads > 0
-                                 ? c.hidden_size / c.num_attention_heads
-                                 : 0;
+  int64_t default_head_dim = c.model_type == "qwen3"     ? 128
+                             : c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads
+                                                         : 0;
   c.head_dim = IntOr(root, "head_dim", src, default_head_dim);
   c.max_position_embeddings = IntOr(root, "max_position_embeddings", src, 2048);
   c.rms_norm_eps = DoubleOr(root, "rms_norm_eps", src, 1e-6);
@@ -179,18 +178,18 @@ void ModelConfig::Validate(std::string_view source) const {
   positive(head_dim, "head_dim");
   positive(max_position_embeddings, "max_position_embeddings");
   if (model_type != "qwen3" && hidden_size % num_attention_heads != 0) {
-    Fail(Context(source, "hidden_size"),
-         std::to_string(hidden_size) + " is not divisible by num_attention_heads " +
-             std::to_string(num_attention_heads));
+    Fail(Context(source, "hidden_size"), std::to_string(hidden_size) +
+                                             " is not divisible by num_attention_heads " +
+                                             std::to_string(num_attention_heads));
   }
   if (num_attention_heads % num_key_value_heads != 0) {
-    Fail(Context(source, "num_key_value_heads"),
-         std::to_string(num_key_value_heads) + " does not divide num_attention_heads " +
-             std::to_string(num_attention_heads));
+    Fail(Context(source, "num_key_value_heads"), std::to_string(num_key_value_heads) +
+                                                     " does not divide num_attention_heads " +
+                                                     std::to_string(num_attention_heads));
   }
   if (head_dim % 2 != 0) {
-    Fail(Context(source, "head_dim"), "must be even for rotary embeddings, got " +
-                                          std::to_string(head_dim));
+    Fail(Context(source, "head_dim"),
+         "must be even for rotary embeddings, got " + std::to_string(head_dim));
   }
   if (!(rms_norm_eps > 0)) Fail(Context(source, "rms_norm_eps"), "must be positive");
   if (!(initializer_range >= 0)) Fail(Context(source, "initializer_range"), "must be >= 0");
@@ -205,8 +204,9 @@ void ModelConfig::Validate(std::string_view source) const {
   }
   if (rope_type == "llama3") {
     if (!(rope_high_freq_factor > rope_low_freq_factor) || !(rope_low_freq_factor > 0)) {
-      Fail(Context(source, "high_freq_factor"), "llama3 rope needs high_freq_factor > "
-                                                "low_freq_factor > 0");
+      Fail(Context(source, "high_freq_factor"),
+           "llama3 rope needs high_freq_factor > "
+           "low_freq_factor > 0");
     }
     positive(rope_original_max_position_embeddings, "original_max_position_embeddings");
   }
@@ -253,7 +253,8 @@ std::string ModelConfig::ToJson(std::string_view dtype) const {
   root["hidden_act"] = "silu";
   if (model_type == "llama" || model_type == "qwen3") root["attention_bias"] = qkv_bias;
   if (model_type == "llama") root["mlp_bias"] = mlp_bias;
-  if (model_type == "mistral") root["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json();
+  if (model_type == "mistral")
+    root["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json();
   json rope = {{"rope_type", rope_type}, {"rope_theta", rope_theta}};
   if (rope_type != "default") rope["factor"] = rope_factor;
   if (rope_type == "llama3") {
@@ -287,7 +288,8 @@ int64_t ModelConfig::NumParameters() const {
   };
   const int64_t h = hidden_size, i = intermediate_size;
   const int64_t q = mul(num_attention_heads, head_dim), kv = mul(num_key_value_heads, head_dim);
-  int64_t layer = add(add(mul(mul(h, q), 2), mul(mul(h, kv), 2)), add(mul(mul(h, i), 3), mul(h, 2)));
+  int64_t layer =
+      add(add(mul(mul(h, q), 2), mul(mul(h, kv), 2)), add(mul(mul(h, i), 3), mul(h, 2)));
   if (qkv_bias) layer = add(layer, add(q, mul(kv, 2)));
   if (o_bias) layer = add(layer, h);
   if (mlp_bias) layer = add(layer, add(mul(i, 2), h));

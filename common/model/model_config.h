@@ -42,9 +42,9 @@ struct ModelConfig {
   // RoPE. rope_type is "default", "linear" or "llama3" (Llama 3.1 frequency scaling).
   std::string rope_type = "default";
   double rope_theta = 10000.0;
-  double rope_factor = 1.0;                       // linear, llama3
-  double rope_low_freq_factor = 1.0;              // llama3
-  double rope_high_freq_factor = 4.0;             // llama3
+  double rope_factor = 1.0;                           // linear, llama3
+  double rope_low_freq_factor = 1.0;                  // llama3
+  double rope_high_freq_factor = 4.0;                 // llama3
   int64_t rope_original_max_position_embeddings = 0;  // llama3
 
   // The checkpoint's stored dtype ("float32", "bfloat16" or "float16") from config.json's

@@ -13,10 +13,11 @@ namespace {
 using nlohmann::json;
 
 json LlamaJson() {
-  return {{"model_type", "llama"},   {"vocab_size", 300},           {"hidden_size", 64},
-          {"intermediate_size", 128}, {"num_hidden_layers", 2},      {"num_attention_heads", 4},
-          {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},        {"max_position_embeddings", 128},
-          {"bos_token_id", 1},        {"tie_word_embeddings", false}};
+  return {
+      {"model_type", "llama"},    {"vocab_size", 300},           {"hidden_size", 64},
+      {"intermediate_size", 128}, {"num_hidden_layers", 2},      {"num_attention_heads", 4},
+      {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},        {"max_position_embeddings", 128},
+      {"bos_token_id", 1},        {"tie_word_embeddings", false}};
 }
 
 void ExpectError(const json& j, std::initializer_list<std::string> parts) {
@@ -59,8 +60,10 @@ TEST(ModelConfigTest, ParsesArchitectureSpecifics) {
   EXPECT_EQ(ModelConfig::FromJson(q3.dump(), "x").head_dim, 128);  // transformers' default
 
   json l3 = LlamaJson();
-  l3["rope_scaling"] = {{"rope_type", "llama3"},   {"factor", 8.0},
-                        {"low_freq_factor", 1.0},  {"high_freq_factor", 4.0},
+  l3["rope_scaling"] = {{"rope_type", "llama3"},
+                        {"factor", 8.0},
+                        {"low_freq_factor", 1.0},
+                        {"high_freq_factor", 4.0},
                         {"original_max_position_embeddings", 64}};
   l3["rope_theta"] = 500000.0;
   auto c = ModelConfig::FromJson(l3.dump(), "x");
@@ -75,8 +78,10 @@ TEST(ModelConfigTest, ParsesArchitectureSpecifics) {
 
 TEST(ModelConfigTest, ToJsonRoundTripsAndKeepsOtherFields) {
   json l3 = LlamaJson();
-  l3["rope_scaling"] = {{"type", "llama3"},        {"factor", 8.0},
-                        {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+  l3["rope_scaling"] = {{"type", "llama3"},
+                        {"factor", 8.0},
+                        {"low_freq_factor", 1.0},
+                        {"high_freq_factor", 4.0},
                         {"original_max_position_embeddings", 64}};
   auto c = ModelConfig::FromJson(l3.dump(), "x");
   json out = json::parse(c.ToJson("bfloat16"));

@@ -49,8 +49,12 @@ PrecisionRow Compare(std::string model, std::string comparison, const torch::Ten
                      const torch::Tensor& reference, double tolerance) {
   torch::Tensor diff = (candidate - reference).to(torch::kFloat64);
   double rel = diff.norm().item<double>() / reference.to(torch::kFloat64).norm().item<double>();
-  return {std::move(model), std::move(comparison), diff.abs().max().item<double>(),
-          reference.abs().max().item<double>(), rel, tolerance};
+  return {std::move(model),
+          std::move(comparison),
+          diff.abs().max().item<double>(),
+          reference.abs().max().item<double>(),
+          rel,
+          tolerance};
 }
 
 }  // namespace

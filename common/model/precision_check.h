@@ -17,7 +17,7 @@ struct PrecisionRow {
   // ||candidate - reference|| / ||reference|| over all logits (Frobenius norms): the usual
   // relative error, robust to the single worst rounding of a max-based ratio.
   double relative_error;
-  double tolerance;        // bound on relative_error
+  double tolerance;  // bound on relative_error
   bool pass() const { return relative_error <= tolerance; }
 };
 

@@ -14,7 +14,8 @@ namespace {
 // Old checkpoints store RoPE tables; they are derived from config.json, never loaded.
 bool IsIgnorableExtra(const std::string& name, const ModelConfig& config) {
   const std::string rope = "rotary_emb.inv_freq";
-  if (name.size() >= rope.size() && name.compare(name.size() - rope.size(), rope.size(), rope) == 0) {
+  if (name.size() >= rope.size() &&
+      name.compare(name.size() - rope.size(), rope.size(), rope) == 0) {
     return true;
   }
   return config.tie_word_embeddings && name == "lm_head.weight";
@@ -24,10 +25,14 @@ bool IsIgnorableExtra(const std::string& name, const ModelConfig& config) {
 
 std::string ConfigDtypeName(torch::ScalarType dtype) {
   switch (dtype) {
-    case torch::kFloat32: return "float32";
-    case torch::kBFloat16: return "bfloat16";
-    case torch::kFloat16: return "float16";
-    default: Fail("model dtype", std::string("unsupported ") + c10::toString(dtype));
+    case torch::kFloat32:
+      return "float32";
+    case torch::kBFloat16:
+      return "bfloat16";
+    case torch::kFloat16:
+      return "float16";
+    default:
+      Fail("model dtype", std::string("unsupported ") + c10::toString(dtype));
   }
 }
 
@@ -36,7 +41,8 @@ std::shared_ptr<CausalLM> LoadPretrained(const std::string& dir, torch::ScalarTy
   ConfigDtypeName(dtype);  // rejects non-float model dtypes early
   ModelConfig config = ModelConfig::FromJsonFile(JoinPath(dir, "config.json"));
   CheckpointReader reader(dir);
-  auto model = std::make_shared<CausalLM>(config, torch::TensorOptions().dtype(dtype).device(device));
+  auto model =
+      std::make_shared<CausalLM>(config, torch::TensorOptions().dtype(dtype).device(device));
   torch::NoGradGuard no_grad;
   auto params = model->named_parameters();
   for (auto& item : params) {
@@ -61,7 +67,8 @@ std::shared_ptr<CausalLM> LoadPretrained(const std::string& dir, torch::ScalarTy
 
 std::shared_ptr<CausalLM> RandomInit(const ModelConfig& config, uint64_t seed,
                                      torch::ScalarType dtype, const torch::Device& device) {
-  auto model = std::make_shared<CausalLM>(config, torch::TensorOptions().dtype(dtype).device(device));
+  auto model =
+      std::make_shared<CausalLM>(config, torch::TensorOptions().dtype(dtype).device(device));
   model->InitWeights(seed);
   return model;
 }

@@ -179,9 +179,8 @@ SafetensorsHeader ParseSafetensorsHeader(std::string_view bytes, std::string_vie
                     "] out of range of the " + std::to_string(data_size) + "-byte data section");
     }
     if (t.end - t.begin != expected) {
-      Fail(ctx, "shape " + shape->dump() + " of " + t.dtype + " needs " +
-                    std::to_string(expected) + " bytes but data_offsets span " +
-                    std::to_string(t.end - t.begin));
+      Fail(ctx, "shape " + shape->dump() + " of " + t.dtype + " needs " + std::to_string(expected) +
+                    " bytes but data_offsets span " + std::to_string(t.end - t.begin));
     }
     header.tensors.push_back(std::move(t));
   }
@@ -194,7 +193,8 @@ SafetensorsHeader ParseSafetensorsHeader(std::string_view bytes, std::string_vie
     const auto& cur = header.tensors[i];
     // Empty tensors occupy no bytes and may share an offset.
     if (cur.begin < prev.end && cur.end > cur.begin) {
-      Fail(TensorContext(src, cur.name), "data_offsets overlap those of tensor '" + prev.name + "'");
+      Fail(TensorContext(src, cur.name),
+           "data_offsets overlap those of tensor '" + prev.name + "'");
     }
   }
   return header;
@@ -255,12 +255,11 @@ void WriteSafetensors(const std::string& path, const std::vector<SafetensorsEntr
       numel *= static_cast<uint64_t>(d);
     }
     if (numel * element != e->nbytes) {
-      Fail(TensorContext(path, e->name), "byte size " + std::to_string(e->nbytes) +
-                                             " disagrees with its shape");
+      Fail(TensorContext(path, e->name),
+           "byte size " + std::to_string(e->nbytes) + " disagrees with its shape");
     }
-    header[e->name] = {{"dtype", e->dtype},
-                       {"shape", e->shape},
-                       {"data_offsets", {offset, offset + e->nbytes}}};
+    header[e->name] = {
+        {"dtype", e->dtype}, {"shape", e->shape}, {"data_offsets", {offset, offset + e->nbytes}}};
     offset += e->nbytes;
   }
   std::string text = header.dump();

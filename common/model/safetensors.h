@@ -16,10 +16,10 @@ namespace dpo {
 
 struct SafetensorsTensor {
   std::string name;
-  std::string dtype;           // "F32", "BF16", ... as in the file.
-  size_t element_size = 0;     // Bytes per element of dtype.
+  std::string dtype;        // "F32", "BF16", ... as in the file.
+  size_t element_size = 0;  // Bytes per element of dtype.
   std::vector<int64_t> shape;
-  uint64_t begin = 0;          // Byte range relative to the start of the data section.
+  uint64_t begin = 0;  // Byte range relative to the start of the data section.
   uint64_t end = 0;
   uint64_t numel() const;
 };

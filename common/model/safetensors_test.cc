@@ -66,9 +66,9 @@ TEST(SafetensorsTest, RejectsOutOfRangeOffsets) {
   ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})",
                          std::string(8, '\0')),
               {"tensor 'w'", "out of range"});
-  ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}})",
-                         std::string(8, '\0')),
-              {"tensor 'w'", "out of range"});
+  ExpectError(
+      WithHeader(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}})", std::string(8, '\0')),
+      {"tensor 'w'", "out of range"});
 }
 
 TEST(SafetensorsTest, RejectsOverlappingOffsets) {
@@ -85,9 +85,9 @@ TEST(SafetensorsTest, RejectsUnknownDtype) {
 }
 
 TEST(SafetensorsTest, RejectsShapeDisagreeingWithBytes) {
-  ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})",
-                         std::string(8, '\0')),
-              {"tensor 'w'", "needs 12 bytes"});
+  ExpectError(
+      WithHeader(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::string(8, '\0')),
+      {"tensor 'w'", "needs 12 bytes"});
   ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,8]}})",
                          std::string(8, '\0')),
               {"tensor 'w'", "non-negative"});
@@ -143,8 +143,8 @@ TEST(SafetensorsTest, MissingFileNamesPath) {
 }
 
 TEST(SafetensorsTest, IndexParsing) {
-  auto map = ParseSafetensorsIndex(SafetensorsIndexJson({{"w", "model-00001-of-00002.safetensors"}}, 4),
-                                   "index.json");
+  auto map = ParseSafetensorsIndex(
+      SafetensorsIndexJson({{"w", "model-00001-of-00002.safetensors"}}, 4), "index.json");
   EXPECT_EQ(map.at("w"), "model-00001-of-00002.safetensors");
   EXPECT_THROW(ParseSafetensorsIndex("{}", "index.json"), Error);
   EXPECT_THROW(ParseSafetensorsIndex(R"({"weight_map":{"w":"../x"}})", "index.json"), Error);
