@@ -1,10 +1,13 @@
 // Fuzzes the preference JSONL record parser (every line of the input), the implicit-prompt split
-// and the native chat templates; an input that starts with the gzip magic is also read through
-// LineReader (an in-memory file), whose only allowed failure is dpo::Error. Bad input may only
-// raise RecordError; the invariants below must hold for everything that parses.
+// and the native chat templates. An input that starts with the gzip magic is also read through
+// LineReader, and one that starts with "DPOPREP" is loaded as a prepared dataset (both from an
+// in-memory file); their only allowed failure is dpo::Error, and a loaded dataset's pairs must
+// lie inside its tokens. Bad lines may only raise RecordError; the invariants below must hold for
+// everything that parses.
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -12,6 +15,7 @@
 
 #include "common/data/chat_template.h"
 #include "common/data/line_reader.h"
+#include "common/data/prepared_dataset.h"
 #include "common/data/preference_record.h"
 
 namespace {
@@ -43,26 +47,45 @@ void Render(const dpo::PreferenceRecord& record) {
   }
 }
 
-// Reads `bytes` as a file (memfd) through LineReader: lines never hold a newline.
-void ReadAsFile(std::string_view bytes) {
+// Writes `bytes` to an in-memory file and calls read(path); dpo::Error is the allowed failure.
+template <typename Read>
+void WithMemoryFile(std::string_view bytes, Read&& read) {
   int fd = memfd_create("fuzz_jsonl", 0);
   if (fd < 0) return;
   if (write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size())) {
     try {
-      dpo::LineReader reader("/proc/self/fd/" + std::to_string(fd));
-      std::string line;
-      while (reader.Next(&line)) Check(line.find('\n') == std::string::npos);
+      read("/proc/self/fd/" + std::to_string(fd));
     } catch (const dpo::Error&) {
     }
   }
   close(fd);
 }
 
+void ReadLines(const std::string& path) {
+  dpo::LineReader reader(path);
+  std::string line;
+  while (reader.Next(&line)) Check(line.find('\n') == std::string::npos);
+}
+
+void LoadPrepared(const std::string& path) {
+  dpo::PreparedDataset data(path);
+  for (size_t i = 0; i < data.size(); ++i) {
+    auto pair = data.pair(i);
+    Check(data.max_sequence_length(i) == pair.prompt.size() + std::max(pair.chosen.size(), pair.rejected.size()));
+    // Read every token: the sanitizer flags any pair that reaches outside the mapping.
+    volatile int32_t sink = 0;
+    for (auto ids : {pair.prompt, pair.chosen, pair.rejected}) {
+      for (int32_t id : ids) sink = sink ^ id;
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);
-  if (input.starts_with("\x1f\x8b")) ReadAsFile(input);
+  if (input.starts_with("\x1f\x8b")) WithMemoryFile(input, ReadLines);
+  if (input.starts_with("DPOPREP")) WithMemoryFile(input, LoadPrepared);
   size_t half = size / 2;
   CheckSplit(input.substr(0, half), input.substr(half));
   while (!input.empty()) {
