@@ -12,6 +12,9 @@
 //   ([2B, T])}, optional reference: per-token {token_logps} (reduced like the policy) or
 //   precomputed sums {chosen, rejected}. OUT: loss, chosen_rewards, rejected_rewards,
 //   grad_token_logps (d loss / d policy token_logps) and metrics {TRL name: value}.
+// IN.mode = "pipeline": options, hidden / weight (policy), ref_hidden / ref_weight, input_ids,
+//   completion_mask ([2B, T]), chunk_tokens: log-probs then loss, as a training step runs them.
+//   OUT: loss, chosen_rewards, rejected_rewards, grad_weight, metrics.
 #include <torch/torch.h>
 
 #include <fstream>
@@ -145,6 +148,33 @@ json RunLoss(const json& in) {
           {"metrics", metrics}};
 }
 
+json RunPipeline(const json& in) {
+  const DpoLossOptions options = ReadOptions(in.at("options"));
+  const SequenceLogpsOptions logps_options{.chunk_tokens = in.value("chunk_tokens", int64_t{512})};
+  at::Tensor weight = ReadTensor(in, "weight").requires_grad_();
+  const at::Tensor ids = ReadTensor(in, "input_ids"), mask = ReadTensor(in, "completion_mask");
+  std::optional<ReferenceLogps> reference;
+  {
+    torch::NoGradGuard no_grad;
+    const SequenceLogps ref = ComputeSequenceLogps(ReadTensor(in, "ref_hidden"),
+                                                   ReadTensor(in, "ref_weight"), ids, mask,
+                                                   logps_options);
+    const auto halves = SequenceLogpSums(ref, options.ld_alpha).chunk(2, 0);
+    reference = ReferenceLogps{halves[0], halves[1]};
+  }
+  const SequenceLogps policy =
+      ComputeSequenceLogps(ReadTensor(in, "hidden"), weight, ids, mask, logps_options);
+  const DpoLossResult result = ComputeDpoLoss(options, policy, reference);
+  result.loss.backward();
+  json metrics = json::object();
+  for (const auto& [name, value] : result.metrics.Logs()) metrics[name] = value;
+  return {{"loss", WriteTensor(result.loss)},
+          {"chosen_rewards", WriteTensor(result.chosen_rewards)},
+          {"rejected_rewards", WriteTensor(result.rejected_rewards)},
+          {"grad_weight", WriteTensor(weight.grad())},
+          {"metrics", metrics}};
+}
+
 int Main(int argc, char** argv) {
   if (argc != 3) {
     std::cerr << "usage: dpo-loss-check IN.json OUT.json\n";
@@ -159,8 +189,11 @@ int Main(int argc, char** argv) {
     out = RunLogps(in);
   } else if (mode == "loss") {
     out = RunLoss(in);
+  } else if (mode == "pipeline") {
+    out = RunPipeline(in);
   } else {
-    Fail(std::string(argv[1]) + ": mode", "expected \"logps\" or \"loss\", got \"" + mode + "\"");
+    Fail(std::string(argv[1]) + ": mode",
+         "expected \"logps\", \"loss\" or \"pipeline\", got \"" + mode + "\"");
   }
   std::ofstream(argv[2]) << out.dump();
   return 0;
