@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "common/data/data_test_util.h"
@@ -80,6 +82,39 @@ TEST_F(BatchTest, PackedMatchesPaddedWithoutPadding) {
       EXPECT_EQ(packed.completion_mask[at], padded.completion_mask[row * padded.width + i]);
       EXPECT_EQ(packed.position_ids[at], i);
     }
+  }
+}
+
+}  // namespace
+}  // namespace dpo
+
+namespace dpo {
+namespace {
+
+// End to end with a real tokenizer: the completion-masked tokens of each row decode to that
+// side's reply plus EOS, and unmasked ones to the prompt.
+TEST(BatchRealTokenizerTest, CompletionMaskCoversExactlyTheReplies) {
+  const std::string dir = "/work/shared/tokenizers/qwen3";
+  if (!std::filesystem::exists(dir)) GTEST_SKIP() << "no /work/shared";
+  auto tokenizer = Tokenizer::Load(dir);
+  ScratchFile data("real.jsonl"), out("real.bin");
+  data.Write(R"({"chosen":"\n\nHuman: Name a colour.\n\nAssistant: Blue, like the sky.","rejected":"\n\nHuman: Name a colour.\n\nAssistant: No."})" "\n");
+  PrepareDataset(*tokenizer, data.path(), out.path(), {});
+  PreparedDataset ds(out.path());
+  ASSERT_EQ(ds.size(), 1u);
+  std::vector<uint32_t> pairs = {0};
+  CollateOptions o;
+  o.pad_id = *tokenizer->pad_id();
+  auto b = CollatePadded(ds, pairs, o);
+  const char* replies[] = {" Blue, like the sky.<|im_end|>", " No.<|im_end|>"};
+  for (size_t row = 0; row < 2; ++row) {
+    std::vector<TokenId> prompt, completion;
+    for (size_t i = 0; i < static_cast<size_t>(b.lengths[row]); ++i) {
+      auto id = static_cast<TokenId>(b.input_ids[row * b.width + i]);
+      (b.completion_mask[row * b.width + i] ? completion : prompt).push_back(id);
+    }
+    EXPECT_EQ(tokenizer->Decode(prompt, false), "\n\nHuman: Name a colour.\n\nAssistant:");
+    EXPECT_EQ(tokenizer->Decode(completion, false), replies[row]);
   }
 }
 
