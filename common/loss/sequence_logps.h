@@ -14,9 +14,9 @@
 namespace dpo {
 
 struct SequenceLogpsOptions {
-  // Scored positions per chunk: the [chunk_tokens, V] fp32 logits are the largest temporary (up
-  // to three of them are live at once in forward, one in backward). Default: 512, i.e. ~311 MB
-  // per buffer at V=151936, while a 512 x H x V GEMM is still large enough to run at full speed.
+  // Scored positions per chunk: [chunk_tokens, V] fp32 buffers are the largest temporaries (two
+  // live at once in forward: log p and p; one in backward). Default: 512, i.e. ~311 MB per buffer
+  // at V=151936, while a 512 x H x V GEMM is still large enough to run at full speed.
   int64_t chunk_tokens = 512;
 };
 
