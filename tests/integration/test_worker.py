@@ -19,16 +19,17 @@ KEYS = ("loss", "grad_norm", "learning_rate", "rewards/chosen", "rewards/rejecte
 
 
 def test_trains_and_logs_trl_metric_names(tmp_path):
-    run_worker(tmp_path)
+    run_worker(tmp_path, **{"train.save_steps": "2", "train.save_total_limit": "2"})
     lines = metrics(tmp_path)
     assert [l["step"] for l in lines] == [1, 2, 3, 4, 5, 6]
     for key in KEYS:
         assert all(key in l and l[key] is not None for l in lines), key
     assert lines[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # policy == reference at step 1
-    assert lines[-1]["loss"] < lines[0]["loss"]  # it learns (lr 1e-3 on 24 pairs)
     assert 0.0 <= lines[0]["padding_fraction"] < 1.0
-    # Checkpoints every 3 steps, each a complete HF model directory plus optimizer state.
-    for step in (3, 6):
+    # Checkpoints every 2 steps, the last 2 kept, each a complete HF model directory plus
+    # optimizer state.
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
+    for step in (4, 6):
         ckpt = tmp_path / "run" / f"checkpoint-{step}"
         for name in ("model/config.json", "model/model.safetensors", "model/tokenizer.json",
                      "optimizer.safetensors", "trainer_state.json"):
@@ -37,19 +38,29 @@ def test_trains_and_logs_trl_metric_names(tmp_path):
         assert state["global_step"] == step
 
 
+def test_learns_when_it_sees_the_same_pairs_again(tmp_path):
+    # 4 pairs = one batch per epoch: six steps on the same pairs must lower the loss.
+    data = tmp_path / "four.jsonl"
+    data.write_text("".join((EXAMPLES / "data" / "hh_rlhf_sample.jsonl").read_text().splitlines(True)[:4]))
+    run_worker(tmp_path, **{"data.train": f'"{data}"', "data.max_length": "1024",
+                            "train.save_steps": "100"})
+    losses = [l["loss"] for l in metrics(tmp_path)]
+    assert losses[-1] < losses[0] - 0.01, losses
+
+
 def test_resume_continues_the_same_loss_curve(tmp_path):
     straight = tmp_path / "straight"
     run_worker(straight)
-    # A second run stopped after step 3, then resumed from its checkpoint.
+    # Another job picks up the straight run's step-3 checkpoint, as a job restarted after an
+    # interruption would: model, optimizer, schedule position and data position all come from it,
+    # so steps 4-6 must equal the straight run's.
     resumed = tmp_path / "resumed"
-    run_worker(resumed, **{"train.max_steps": "3"})
-    assert [l["step"] for l in metrics(resumed)] == [1, 2, 3]
-    # max_steps 3 ended the schedule early; resuming with max_steps 6 must not: the schedule and
-    # data position come from the spec and the checkpoint, so the steps 4-6 equal the straight run.
+    (resumed / "run").mkdir(parents=True)
+    shutil.copytree(straight / "run" / "checkpoint-3", resumed / "run" / "checkpoint-3")
     run_worker(resumed, **{"output.resume_from_checkpoint": '"latest"'})
     a = {l["step"]: l for l in metrics(straight)}
     b = {l["step"]: l for l in metrics(resumed)}
-    assert sorted(b) == [1, 2, 3, 4, 5, 6]
+    assert sorted(b) == [4, 5, 6]
     for step in (4, 5, 6):
         for key in ("loss", "grad_norm", "rewards/chosen", "rewards/rejected"):
             assert b[step][key] == pytest.approx(a[step][key], rel=1e-6, abs=1e-9), (step, key)
@@ -64,7 +75,9 @@ def test_two_mpi_ranks_match_one_process_with_the_same_global_batch(tmp_path):
     run_worker(two, ranks=2, **common, **{"train.per_device_train_batch_size": "2"})
     for a, b in zip(metrics(one), metrics(two)):
         for key in ("loss", "grad_norm", "rewards/chosen", "rewards/rejected", "logps/chosen"):
-            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
+            # Different batch shapes per rank change float rounding, not the math.
+            # Rewards are differences of ~-200 log-probs: absolute noise ~1e-6 in fp32.
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
 
 
 def test_non_finite_steps_are_skipped_then_abort(tmp_path):

@@ -53,7 +53,8 @@ def run_worker(out: Path, ranks: int = 1, check: bool = True, timeout: int = 900
     cmd = [str(WORKER), "--job", str(job)]
     if ranks > 1:
         cmd = MPIRUN + ["-np", str(ranks)] + cmd
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"dpo-worker exited {proc.returncode}:\n{proc.stderr[-4000:]}")

@@ -12,6 +12,7 @@
 
 #include "common/model/causal_lm.h"
 #include "common/model/checkpoint_io.h"
+#include "common/model/path_util.h"
 #include "common/model/pretrained.h"
 #include "common/model/safetensors.h"
 #include "common/util/error.h"
@@ -108,7 +109,7 @@ std::string SaveCheckpoint(const std::string& output_dir, CausalLM& model,
   const fs::path temp_dir =
       fs::path(output_dir) / (".tmp-" + std::string(kPrefix) + std::to_string(state.global_step) +
                               "-" + std::to_string(::getpid()));
-  fs::remove_all(temp_dir);
+  RemoveTree((temp_dir).string());
   fs::create_directories(temp_dir);
   CheckpointPaths paths(temp_dir.string());
   SaveOptions save_options;
@@ -118,8 +119,9 @@ std::string SaveCheckpoint(const std::string& output_dir, CausalLM& model,
   WriteFileAtomically(paths.state_file, state.ToJson());
   FsyncTree(temp_dir);
   // Replacing an existing checkpoint of the same step (a re-run): remove it first, since
-  // rename() cannot replace a non-empty directory.
-  fs::remove_all(final_dir);
+  // rename() cannot replace a non-empty directory. (RemoveTree, not std::filesystem::remove_all,
+  // which crashes in binaries linked with libtorch's own copy of it.)
+  RemoveTree((final_dir).string());
   fs::rename(temp_dir, final_dir);
   FsyncPath(output_dir);
   return final_dir.string();
@@ -161,7 +163,7 @@ std::vector<std::string> ListCheckpoints(const std::string& output_dir) {
 
 void PruneCheckpoints(const std::string& output_dir, int64_t keep) {
   std::vector<std::string> dirs = ListCheckpoints(output_dir);
-  for (size_t i = 0; i + keep < dirs.size() && keep >= 0; ++i) fs::remove_all(dirs[i]);
+  for (size_t i = 0; i + keep < dirs.size() && keep >= 0; ++i) RemoveTree(dirs[i]);
 }
 
 std::optional<std::string> ResolveCheckpoint(const std::string& spec_value,

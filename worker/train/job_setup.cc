@@ -121,13 +121,11 @@ JobSetup::JobSetup(const JobSpec& spec, ProcessGroup& group, int local_rank)
     eval_ = Prepare(*tokenizer_, *spec.data.eval, spec.data, group);
     for (uint32_t i = 0; i < eval_->size(); ++i) eval_subset_.push_back(i);
   } else if (spec.data.eval_fraction > 0) {
-    // A fixed, seeded hold-out: the first ceil(fraction * N) pairs of a shuffle.
-    std::vector<uint32_t> order = ShuffledOrder(train_->size(), spec.data.shuffle_seed, ~0ull);
-    const size_t held = static_cast<size_t>(std::ceil(spec.data.eval_fraction * order.size()));
-    if (held >= order.size()) Fail("data.eval_fraction", "leaves no training pairs");
-    eval_subset_.assign(order.begin(), order.begin() + held);
-    train_subset_.assign(order.begin() + held, order.end());
-    std::sort(train_subset_.begin(), train_subset_.end());
+    TrainEvalSplit split = SplitTrainEval(train_->size(), spec.data.eval_fraction,
+                                          static_cast<uint64_t>(spec.data.shuffle_seed));
+    if (split.train.empty()) Fail("data.eval_fraction", "leaves no training pairs");
+    train_subset_ = std::move(split.train);
+    eval_subset_ = std::move(split.eval);
   }
   if (train_subset_.size() < static_cast<size_t>(spec.train.per_device_train_batch_size * group.world_size())) {
     Fail(spec.data.train, "has " + std::to_string(train_subset_.size()) +
@@ -205,12 +203,8 @@ const std::vector<std::vector<uint32_t>>& JobSetup::PlanFor(int64_t epoch) const
   options.seed = static_cast<uint64_t>(spec_.data.shuffle_seed);
   options.shuffle = spec_.data.train_sampling_strategy != DataSection::Sampling::kSequential;
   options.group_by_length = spec_.data.train_sampling_strategy == DataSection::Sampling::kGroupByLength;
-  const std::vector<uint32_t>& subset = train_subset_;
-  plan_ = PlanEpoch(subset.size(), options, static_cast<uint64_t>(epoch),
-                    [&](uint32_t i) { return train_->max_sequence_length(subset[i]); });
-  for (auto& batch : plan_) {
-    for (uint32_t& i : batch) i = subset[i];
-  }
+  plan_ = PlanEpoch(train_subset_, options, static_cast<uint64_t>(epoch),
+                    [&](uint32_t i) { return train_->max_sequence_length(i); });
   planned_epoch_ = epoch;
   return plan_;
 }
