@@ -123,3 +123,59 @@ def test_bad_spec_exits_nonzero_with_the_key_path(tmp_path):
     assert proc.returncode != 0
     assert "train.learning_rat" in proc.stderr and "learning_rate" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _curve(out, keys=("loss", "grad_norm", "rewards/chosen", "rewards/rejected")):
+    return [[l[k] for k in keys] for l in metrics(out)]
+
+
+def test_same_seed_gives_the_same_run(tmp_path):
+    run_worker(tmp_path / "a", **{"train.save_steps": "100"})
+    run_worker(tmp_path / "b", **{"train.save_steps": "100"})
+    assert _curve(tmp_path / "a") == _curve(tmp_path / "b")  # bit for bit
+    run_worker(tmp_path / "c", **{"train.save_steps": "100", "train.seed": "4"})
+    assert _curve(tmp_path / "c") != _curve(tmp_path / "a")
+
+
+def test_precomputed_reference_matches_a_live_one_and_is_reused(tmp_path):
+    live = tmp_path / "live"
+    run_worker(live, **{"train.save_steps": "100"})
+    pre = tmp_path / "pre"
+    first = run_worker(pre, **{"train.save_steps": "100", "reference.mode": "precomputed"})
+    assert "computed reference log-probs" in first.stderr
+    caches = list((pre / "prepared").glob("train-ref-logps-*.safetensors"))
+    assert len(caches) == 1
+    for a, b in zip(_curve(live), _curve(pre)):
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-6)
+    # A second job on the same model and data reuses the file instead of running the reference.
+    again = run_worker(pre, **{"train.save_steps": "100", "reference.mode": "precomputed",
+                               "output.dir": f'"{pre / "run2"}"'})
+    assert "reused reference log-probs" in again.stderr
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
+    common = {"train.save_steps": "100", "data.train_sampling_strategy": "sequential",
+              "train.max_steps": "3"}
+    run_worker(tmp_path / "big", **common, **{"train.per_device_train_batch_size": "4"})
+    run_worker(tmp_path / "acc", **common, **{"train.per_device_train_batch_size": "2",
+                                              "train.gradient_accumulation_steps": "2"})
+    for a, b in zip(_curve(tmp_path / "big"), _curve(tmp_path / "acc")):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
+
+
+def test_activation_checkpointing_changes_memory_not_numbers(tmp_path):
+    run_worker(tmp_path / "plain", **{"train.save_steps": "100", "train.max_steps": "3"})
+    run_worker(tmp_path / "ckpt", **{"train.save_steps": "100", "train.max_steps": "3",
+                                     "train.gradient_checkpointing": "true"})
+    for a, b in zip(_curve(tmp_path / "plain"), _curve(tmp_path / "ckpt")):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-9)
+
+
+def test_bf16_autocast_tracks_fp32(tmp_path):
+    run_worker(tmp_path / "fp32", **{"train.save_steps": "100", "train.max_steps": "3"})
+    run_worker(tmp_path / "bf16", **{"train.save_steps": "100", "train.max_steps": "3",
+                                     "train.bf16": "true"})
+    fp32, bf16 = metrics(tmp_path / "fp32"), metrics(tmp_path / "bf16")
+    assert bf16[0]["loss"] == pytest.approx(fp32[0]["loss"], rel=1e-2)
+    assert bf16[0]["logps/chosen"] == pytest.approx(fp32[0]["logps/chosen"], rel=1e-2)
+    assert bf16[0]["logps/chosen"] != fp32[0]["logps/chosen"]  # autocast really ran in bf16
