@@ -14,6 +14,19 @@ python=${DPO_PYTHON:-/opt/torch/.venv/bin/python}
 generator=()
 command -v ninja > /dev/null && generator=(-G Ninja)
 
+# Libraries the GPU machine lacks travel as Debian packages (tests/gpu/fetch_deps.sh, carried
+# as .gpu-deps) and are unpacked into a private sysroot that pkg-config and the loader use.
+if compgen -G "$root/.gpu-deps/*.deb" > /dev/null; then
+  sysroot=/tmp/dpo-gpu-deps
+  for deb in "$root"/.gpu-deps/*.deb; do dpkg -x "$deb" "$sysroot"; done
+  # zlib1g-dev's libz.so points at Debian's exact runtime version; use the host's libz.so.1.
+  ln -sf /lib/x86_64-linux-gnu/libz.so.1 "$sysroot/usr/lib/x86_64-linux-gnu/libz.so"
+  export PKG_CONFIG_SYSROOT_DIR=$sysroot
+  export PKG_CONFIG_PATH=$sysroot/usr/lib/x86_64-linux-gnu/pkgconfig
+  export CMAKE_PREFIX_PATH=$sysroot/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
+  export LD_LIBRARY_PATH=$sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
+
 "$python" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
 cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DDPO_PYTHON="$python" \
       -DDPO_BUILD_TESTS=OFF -DDPO_BUILD_BENCH=OFF

@@ -1,6 +1,7 @@
 #include "worker/train/trainer.h"
 
 #include <ATen/autocast_mode.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -9,6 +10,9 @@
 #include <sstream>
 
 #include <torch/torch.h>
+#ifdef DPO_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include "common/data/prepared_dataset.h"
 #include "common/data/sampler.h"
@@ -71,6 +75,21 @@ void AllReduceSums(DpoMetricSums& sums, ProcessGroup& group, c10::Device device)
   group.AllReduceSum(t);
   t = t.cpu();
   std::copy_n(t.data_ptr<double>(), sums.values.size(), sums.values.begin());
+}
+
+// Peak memory of this rank so far, in GiB: the CUDA caching allocator's peak allocation on a GPU,
+// the process's peak resident set on the CPU.
+double PeakMemoryGiB(c10::Device device) {
+#ifdef DPO_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    return static_cast<double>(stats.allocated_bytes[aggregate].peak) / (1 << 30);
+  }
+#endif
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) * 1024.0 / (1 << 30);  // ru_maxrss is in KiB
 }
 
 std::string RngStateHex() {
@@ -257,6 +276,7 @@ class Trainer {
     line["pairs/s"] = w.pairs * world / w.seconds;
     line["padding_fraction"] = 1.0 - static_cast<double>(w.real_tokens) / w.padded_tokens;
     line["skipped_steps"] = static_cast<double>(state.skipped_steps);
+    line["peak_memory_gib"] = PeakMemoryGiB(setup_.device());
     log.Write(state.global_step, setup_.EpochProgress(state), "train", line);
     (void)total_steps;
   }
