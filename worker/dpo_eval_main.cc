@@ -120,7 +120,8 @@ int Run(const Args& args) {
   for (size_t start = 0; start < indices.size(); start += static_cast<size_t>(args.batch_size)) {
     const size_t count = std::min(indices.size() - start, static_cast<size_t>(args.batch_size));
     dpo::PairBatch batch =
-        dpo::MakePairBatch(dataset, std::span(indices).subspan(start, count), collate, device);
+        dpo::MakePairBatch(dataset, std::span(indices).subspan(start, count), collate, device,
+                           /*packed=*/true);
     dpo::ReferenceLogps pol = dpo::ReferenceForward(*policy, batch, logps_options, std::nullopt);
     dpo::ReferenceLogps ref{torch::zeros_like(pol.chosen), torch::zeros_like(pol.rejected)};
     if (reference) ref = dpo::ReferenceForward(*reference, batch, logps_options, std::nullopt);

@@ -90,7 +90,7 @@ const std::vector<SectionKeys>& Schema() {
       {"data",
        {"train", "eval", "eval_fraction", "chat_template", "max_length",
         "max_prompt_length", "max_completion_length", "truncation_mode", "on_error",
-        "prepared_dir", "shuffle_seed", "train_sampling_strategy", "num_workers"}},
+        "prepared_dir", "shuffle_seed", "train_sampling_strategy", "num_workers", "padding_free"}},
       {"dpo",
        {"beta", "loss_type", "loss_weights", "label_smoothing", "f_divergence_type",
         "f_alpha_divergence_coef", "ld_alpha", "use_weighting", "discopop_tau", "simpo_gamma"}},
@@ -355,6 +355,7 @@ class Parser {
     s.Int("shuffle_seed", &shuffle_seed_);
     s.Enum("train_sampling_strategy", &d.train_sampling_strategy, kSamplings);
     PositiveInt(s, "num_workers", &d.num_workers);
+    s.Bool("padding_free", &d.padding_free);
     s.Finish();
     if (d.eval && d.eval_fraction > 0) {
       r_.Problem("data.eval_fraction", "must be 0 when data.eval is set (one eval source only)");

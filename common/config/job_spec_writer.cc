@@ -91,6 +91,7 @@ std::string ToYaml(const JobSpec& spec) {
   w.Key("shuffle_seed", Int(d.shuffle_seed));
   w.Key("train_sampling_strategy", std::string(ToString(d.train_sampling_strategy)));
   w.Key("num_workers", Opt(d.num_workers, Int));
+  w.Key("padding_free", Bool(d.padding_free));
 
   const DpoSection& p = spec.dpo;
   w.Section("dpo");

@@ -68,6 +68,33 @@ torch::Tensor InverseFrequencies(const ModelConfig& c) {
 
 }  // namespace
 
+// How packed rows attend: per-sequence spans (CPU) or one block-diagonal causal mask (CUDA).
+// Both empty: plain causal attention over each row.
+struct PackedAttention {
+  struct Span {
+    int64_t row, offset, length;
+  };
+  std::vector<std::vector<Span>> spans;  // per row, runs of equal segment id covering the row
+  torch::Tensor mask;                    // [B, 1, T, T] bool, true = attend
+};
+
+// Runs of equal segment id in each row of segment_ids [B, T] (CPU).
+static std::vector<std::vector<PackedAttention::Span>> SegmentSpans(const torch::Tensor& segment_ids) {
+  torch::Tensor ids = segment_ids.to(torch::kInt64).contiguous();
+  auto a = ids.accessor<int64_t, 2>();
+  std::vector<std::vector<PackedAttention::Span>> spans(static_cast<size_t>(ids.size(0)));
+  for (int64_t r = 0; r < ids.size(0); ++r) {
+    int64_t start = 0;
+    for (int64_t j = 1; j <= ids.size(1); ++j) {
+      if (j == ids.size(1) || a[r][j] != a[r][start]) {
+        spans[static_cast<size_t>(r)].push_back({r, start, j - start});
+        start = j;
+      }
+    }
+  }
+  return spans;
+}
+
 class DecoderLayer : public torch::nn::Module {
  public:
   DecoderLayer(const ModelConfig& c, const torch::TensorOptions& o) : c_(c) {
@@ -95,11 +122,13 @@ class DecoderLayer : public torch::nn::Module {
                                                std::make_shared<RMSNorm>(h, c.rms_norm_eps, o));
   }
 
-  // x [B, T, H]; cos/sin [B, 1, T, head_dim] in x's dtype.
-  torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& cos,
-                        const torch::Tensor& sin) const {
+  // x [B, T, H]; cos/sin [B, 1, T, head_dim] in x's dtype. Attention is plain causal over each
+  // row, unless `packing` describes packed sequences (see PackedAttention).
+  torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const PackedAttention& packing) const {
     const int64_t b = x.size(0), t = x.size(1), d = c_.head_dim;
     torch::Tensor h = (*input_layernorm)(x);
+    // q, k and v have biases together or not at all (qkv_bias), so they fuse.
     torch::Tensor q = (*q_proj)(h).view({b, t, c_.num_attention_heads, d});
     torch::Tensor k = (*k_proj)(h).view({b, t, c_.num_key_value_heads, d});
     torch::Tensor v = (*v_proj)(h).view({b, t, c_.num_key_value_heads, d}).transpose(1, 2);
@@ -111,13 +140,38 @@ class DecoderLayer : public torch::nn::Module {
     k = k.transpose(1, 2);
     q = q * cos + RotateHalf(q) * sin;
     k = k * cos + RotateHalf(k) * sin;
-    torch::Tensor a = at::scaled_dot_product_attention(
-        q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true, /*scale=*/std::nullopt,
-        /*enable_gqa=*/c_.num_key_value_heads != c_.num_attention_heads);
+    torch::Tensor a = Attention(q, k, v, packing);
     a = a.transpose(1, 2).reshape({b, t, c_.num_attention_heads * d});
     torch::Tensor r = x + (*o_proj)(a);
     h = (*post_attention_layernorm)(r);
     return r + (*down_proj)(torch::silu((*gate_proj)(h)) * (*up_proj)(h));
+  }
+
+  // q [B, heads, T, d], k/v [B, kv_heads, T, d] -> [B, heads, T, d].
+  torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                          const PackedAttention& packing) const {
+    const bool gqa = c_.num_key_value_heads != c_.num_attention_heads;
+    auto sdpa = [gqa](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                      const std::optional<torch::Tensor>& mask) {
+      return at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0,
+                                              /*is_causal=*/!mask.has_value(),
+                                              /*scale=*/std::nullopt, /*enable_gqa=*/gqa);
+    };
+    if (packing.mask.defined()) return sdpa(q, k, v, packing.mask);
+    if (packing.spans.empty()) return sdpa(q, k, v, std::nullopt);
+    // One causal attention per sequence: sum of L^2 work instead of rows x T^2.
+    std::vector<torch::Tensor> rows;
+    for (const auto& row : packing.spans) {
+      std::vector<torch::Tensor> parts;
+      for (const auto& [row_index, offset, length] : row) {
+        auto piece = [&](const torch::Tensor& t) {
+          return t.narrow(0, row_index, 1).narrow(2, offset, length);
+        };
+        parts.push_back(sdpa(piece(q), piece(k), piece(v), std::nullopt));
+      }
+      rows.push_back(torch::cat(parts, 2));
+    }
+    return torch::cat(rows, 0);
   }
 
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
@@ -152,7 +206,8 @@ torch::Tensor CausalLM::lm_head_weight() const {
   return config_.tie_word_embeddings ? embed_ : lm_head_;
 }
 
-torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids) {
+torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
+                              const torch::Tensor& segment_ids) {
   if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
     Fail("CausalLM::Hidden", "input_ids must be a [B, T] int64 tensor");
   }
@@ -166,6 +221,21 @@ torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tens
   if (pos.dim() != 2 || pos.size(1) != t || (pos.size(0) != b && pos.size(0) != 1)) {
     Fail("CausalLM::Hidden", "position_ids must be [B, T] or [1, T]");
   }
+  auto packing = std::make_shared<PackedAttention>();
+  if (segment_ids.defined()) {
+    if (segment_ids.sizes() != input_ids.sizes()) {
+      Fail("CausalLM::Hidden", "segment_ids must have the shape of input_ids");
+    }
+    if (segment_ids.is_cuda()) {
+      // On the GPU one masked kernel beats a launch per sequence: causal within a segment,
+      // nothing across, [B, 1, T, T].
+      torch::Tensor same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1);
+      torch::Tensor causal = torch::ones({t, t}, same.options()).tril();
+      packing->mask = (same & causal).unsqueeze(1);
+    } else {
+      packing->spans = SegmentSpans(segment_ids);
+    }
+  }
   torch::Tensor x = torch::embedding(embed_, input_ids);
   // cos/sin as transformers: fp32 outer product, then cast to the activation dtype.
   torch::Tensor freqs =
@@ -175,10 +245,14 @@ torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tens
   for (const auto& layer : layers_) {
     if (checkpointing_) {
       x = CheckpointedCall(
-          [&layer, cos, sin](const torch::Tensor& in) { return layer->Forward(in, cos, sin); }, x,
+          // Captured by value: backward re-runs this after Hidden has returned.
+          [&layer, cos, sin, packing](const torch::Tensor& in) {
+            return layer->Forward(in, cos, sin, *packing);
+          },
+          x,
           layer->parameters());
     } else {
-      x = layer->Forward(x, cos, sin);
+      x = layer->Forward(x, cos, sin, *packing);
     }
   }
   return RMSNorm::Apply(x, norm_, config_.rms_norm_eps);

@@ -29,7 +29,11 @@ class CausalLM : public torch::nn::Module {
   // Final-normed hidden states [B, T, H] for input_ids [B, T] (int64). position_ids [B, T] or
   // [1, T] (int64); Default (undefined): 0..T-1 for every row. Log-probs are computed from this and
   // lm_head_weight() in chunks, never materializing [B, T, V] logits.
-  torch::Tensor Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids = {});
+  // segment_ids [B, T] (any integer type): a token attends only to earlier tokens of the same
+  // segment, so one row can hold several packed sequences (padding-free batches; each sequence's
+  // position_ids restart at 0). Default (undefined): plain causal attention over the row.
+  torch::Tensor Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids = {},
+                       const torch::Tensor& segment_ids = {});
   // Full logits [B, T, V] (Hidden times lm_head weight), in the model's dtype.
   torch::Tensor Logits(const torch::Tensor& input_ids, const torch::Tensor& position_ids = {});
 

@@ -90,6 +90,24 @@ TEST(CausalLMTest, LogitsShapesAndPositions) {
   EXPECT_THROW(model->Hidden(ids.to(torch::kInt32)), Error);
 }
 
+TEST(CausalLMTest, PackedSegmentsEqualSeparateSequences) {
+  // Two sequences packed in one row (segment ids, positions restarting at 0) give the hidden
+  // states each gives alone: no attention crosses the segment boundary.
+  auto model = RandomInit(TinyConfig("qwen3"), 4);
+  torch::manual_seed(0);
+  torch::Tensor a = torch::randint(0, 97, {1, 5}, torch::kInt64);
+  torch::Tensor b = torch::randint(0, 97, {1, 3}, torch::kInt64);
+  torch::Tensor packed = torch::cat({a, b}, 1);
+  torch::Tensor positions = torch::tensor({0, 1, 2, 3, 4, 0, 1, 2}, torch::kInt64).unsqueeze(0);
+  torch::Tensor segments = torch::tensor({0, 0, 0, 0, 0, 1, 1, 1}, torch::kInt64).unsqueeze(0);
+  torch::Tensor together = model->Hidden(packed, positions, segments);
+  EXPECT_TRUE(torch::allclose(together.narrow(1, 0, 5), model->Hidden(a), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(together.narrow(1, 5, 3), model->Hidden(b), 1e-5, 1e-5));
+  // Without the segments, b's tokens would see a's: different states.
+  EXPECT_FALSE(torch::allclose(model->Hidden(packed, positions).narrow(1, 5, 3), model->Hidden(b),
+                               1e-3, 1e-3));
+}
+
 TEST(CausalLMTest, SlidingWindowIsEnforced) {
   ModelConfig c = TinyConfig("mistral");
   c.sliding_window = 4;

@@ -125,7 +125,8 @@ def run_trl(model_dir: Path, tokenizer_dir: Path, pairs: list[dict], cfg: RunCon
     return logs, time.perf_counter() - start
 
 
-def our_spec(model_dir: Path, tokenizer_dir: Path, data: Path, cfg: RunConfig, out: Path) -> str:
+def our_spec(model_dir: Path, tokenizer_dir: Path, data: Path, cfg: RunConfig, out: Path,
+             padding_free: bool) -> str:
     return f"""\
 model: {{path: "{model_dir}", dtype: float32, device: cpu}}
 tokenizer: {{path: "{tokenizer_dir}"}}
@@ -134,6 +135,7 @@ data:
   max_length: {cfg.max_length}
   truncation_mode: keep_start
   train_sampling_strategy: sequential
+  padding_free: {str(padding_free).lower()}
 dpo: {{beta: {cfg.beta}, loss_type: sigmoid}}
 train:
   seed: {cfg.seed}
@@ -152,11 +154,12 @@ output: {{dir: "{out}"}}
 
 
 def run_ours(model_dir: Path, tokenizer_dir: Path, data: Path, cfg: RunConfig, out: Path,
-             threads: int = 1) -> tuple[list[dict], float]:
-    """Trains with our dpo-worker; returns its per-step train metrics and the wall seconds."""
+             threads: int = 1, padding_free: bool = False) -> tuple[list[dict], float]:
+    """Trains with our dpo-worker; returns its per-step train metrics and the wall seconds.
+    padding_free=False is TRL's own default layout (padded rows), the one parity is checked in."""
     out.mkdir(parents=True, exist_ok=True)
     spec = out / "job.yaml"
-    spec.write_text(our_spec(model_dir, tokenizer_dir, data, cfg, out / "run"))
+    spec.write_text(our_spec(model_dir, tokenizer_dir, data, cfg, out / "run", padding_free))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     start = time.perf_counter()
     proc = subprocess.run([str(BINARY_DIR / "bin" / "dpo-worker"), "--job", str(spec)],

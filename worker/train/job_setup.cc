@@ -185,7 +185,7 @@ ReferenceCache JobSetup::Precompute(CausalLM* reference, const PreparedDataset& 
                             (split + "-" + ReferenceCache::FileName(identity, dataset, spec_.dpo.ld_alpha)))
                                .string();
   const int64_t batch = spec_.reference.precompute_batch_size.value_or(spec_.train.per_device_train_batch_size);
-  ReferenceCache cache = ReferenceCache::LoadOrCompute(path, reference, dataset, group_, batch, collate_,
+  ReferenceCache cache = ReferenceCache::LoadOrCompute(path, reference, dataset, group_, batch, collate_, spec_.data.padding_free,
                                                        logps_options_, spec_.dpo.ld_alpha);
   if (group_.rank() == 0) {
     std::fprintf(stderr, "%s reference log-probs: %s\n", cache.computed() ? "computed" : "reused",
@@ -215,7 +215,8 @@ PairBatch JobSetup::NextTrainBatch(int64_t& epoch, int64_t& batch_in_epoch) {
     batch_in_epoch = 0;
   }
   const auto& plan = PlanFor(epoch);
-  return MakePairBatch(*train_, plan[static_cast<size_t>(batch_in_epoch++)], collate_, device_);
+  return MakePairBatch(*train_, plan[static_cast<size_t>(batch_in_epoch++)], collate_, device_,
+                       spec_.data.padding_free);
 }
 
 std::vector<PairBatch> JobSetup::EvalBatches() const {
@@ -227,7 +228,8 @@ std::vector<PairBatch> JobSetup::EvalBatches() const {
   const size_t size = static_cast<size_t>(spec_.train.per_device_eval_batch_size);
   for (size_t start = 0; start < mine.size(); start += size) {
     const size_t count = std::min(size, mine.size() - start);
-    batches.push_back(MakePairBatch(*eval_data(), std::span(mine).subspan(start, count), collate_, device_));
+    batches.push_back(MakePairBatch(*eval_data(), std::span(mine).subspan(start, count), collate_,
+                                    device_, spec_.data.padding_free));
   }
   return batches;
 }

@@ -26,7 +26,7 @@ std::string ReferenceCache::FileName(uint64_t reference_hash, const PreparedData
 
 ReferenceCache ReferenceCache::LoadOrCompute(const std::string& path, CausalLM* reference,
                                              const PreparedDataset& dataset, ProcessGroup& group,
-                                             int64_t batch_size, const CollateOptions& collate,
+                                             int64_t batch_size, const CollateOptions& collate, bool packed,
                                              const SequenceLogpsOptions& logps_options,
                                              std::optional<double> ld_alpha) {
   ReferenceCache cache;
@@ -53,7 +53,7 @@ ReferenceCache ReferenceCache::LoadOrCompute(const std::string& path, CausalLM* 
   for (int64_t i = group.rank(); i < n; i += group.world_size()) mine.push_back(static_cast<uint32_t>(i));
   for (size_t start = 0; start < mine.size(); start += static_cast<size_t>(batch_size)) {
     const size_t count = std::min(mine.size() - start, static_cast<size_t>(batch_size));
-    PairBatch batch = MakePairBatch(dataset, std::span(mine).subspan(start, count), collate, device);
+    PairBatch batch = MakePairBatch(dataset, std::span(mine).subspan(start, count), collate, device, packed);
     ReferenceLogps logps = ReferenceForward(*reference, batch, logps_options, ld_alpha);
     both[0].index_put_({batch.pair_indices}, logps.chosen.to(torch::kCPU, torch::kFloat64));
     both[1].index_put_({batch.pair_indices}, logps.rejected.to(torch::kCPU, torch::kFloat64));

@@ -28,7 +28,7 @@ class ReferenceCache {
   // and rank 0 writes the file atomically. `reference` may be null only when the file exists.
   static ReferenceCache LoadOrCompute(const std::string& path, CausalLM* reference,
                                       const PreparedDataset& dataset, ProcessGroup& group,
-                                      int64_t batch_size, const CollateOptions& collate,
+                                      int64_t batch_size, const CollateOptions& collate, bool packed,
                                       const SequenceLogpsOptions& logps_options,
                                       std::optional<double> ld_alpha);
 
