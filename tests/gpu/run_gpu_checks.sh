@@ -30,5 +30,5 @@ fi
 "$python" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
 cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DDPO_PYTHON="$python" \
       -DDPO_BUILD_TESTS=OFF -DDPO_BUILD_BENCH=OFF
-cmake --build "$build" --target dpo-model-check -j "$(nproc)"
+cmake --build "$build" --target dpo-model-check dpo-worker -j "$(nproc)"
 "$build/bin/dpo-model-check" precision --device cuda
