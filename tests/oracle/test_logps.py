@@ -12,38 +12,14 @@ magnitude of each compared tensor (fp32, sums in a different order).
 """
 
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 
+from loss_check_tool import enc, run_ours, tool
+
 TOL = 1e-5
-
-
-def _tool() -> Path:
-    path = Path(os.environ.get("DPO_BINARY_DIR", "build")) / "bin" / "dpo-loss-check"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: build the dpo-loss-check target")
-    return path
-
-
-def _enc(t: torch.Tensor) -> dict:
-    dtype = {torch.float32: "float32", torch.int64: "int64", torch.bool: "bool"}[t.dtype]
-    return {"shape": list(t.shape), "data": t.detach().double().flatten().tolist(), "dtype": dtype}
-
-
-def _dec(d: dict) -> torch.Tensor:
-    return torch.tensor(d["data"], dtype=torch.float64).reshape(d["shape"])
-
-
-def run_ours(tmp_path: Path, payload: dict) -> dict:
-    src, dst = tmp_path / "in.json", tmp_path / "out.json"
-    src.write_text(json.dumps(payload))
-    proc = subprocess.run([str(_tool()), str(src), str(dst)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return {k: _dec(v) for k, v in json.loads(dst.read_text()).items()}
 
 
 def assert_close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:
@@ -93,9 +69,9 @@ def test_chunked_matches_pytorch_log_softmax(tmp_path, chunk_tokens):
 
     ref = torch_reference(hidden, weight, input_ids, completion)
     (ref["token_logps"] * seed).sum().backward()
-    payload = {"mode": "logps", "hidden": _enc(hidden), "weight": _enc(weight),
-               "input_ids": _enc(input_ids), "completion_mask": _enc(completion),
-               "grad_seed": _enc(seed), "chunk_tokens": chunk_tokens}
+    payload = {"mode": "logps", "hidden": enc(hidden), "weight": enc(weight),
+               "input_ids": enc(input_ids), "completion_mask": enc(completion),
+               "grad_seed": enc(seed), "chunk_tokens": chunk_tokens}
     ours = run_ours(tmp_path, payload)
     for key, value in ref.items():
         if key == "token_is_top1":
@@ -136,9 +112,9 @@ def test_matches_trl_fused_lm_head_on_tiny_llama(tmp_path):
         hidden = model.model(input_ids=input_ids, attention_mask=attention).last_hidden_state
 
     ours = run_ours(tmp_path, {
-        "mode": "logps", "hidden": _enc(hidden), "weight": _enc(model.lm_head.weight),
-        "input_ids": _enc(input_ids), "completion_mask": _enc(completion),
-        "grad_seed": _enc(seed), "chunk_tokens": 5})
+        "mode": "logps", "hidden": enc(hidden), "weight": enc(model.lm_head.weight),
+        "input_ids": enc(input_ids), "completion_mask": enc(completion),
+        "grad_seed": enc(seed), "chunk_tokens": 5})
     assert_close(ours["token_logps"], out.log_probs, "log_probs")
     assert_close(ours["token_entropy"], out.entropy, "entropy")
     assert_close(ours["token_log_sum_sq_probs"], out.log_sum_sq_probs, "log_sum_sq_probs")
@@ -152,11 +128,11 @@ def test_rejects_label_outside_vocabulary(tmp_path):
     hidden = torch.randn(1, 4, 3)
     weight = torch.randn(5, 3)
     input_ids = torch.tensor([[0, 1, 9, 2]])
-    payload = {"mode": "logps", "hidden": _enc(hidden), "weight": _enc(weight),
-               "input_ids": _enc(input_ids), "completion_mask": _enc(torch.tensor([[0, 1, 1, 1]])),
-               "grad_seed": _enc(torch.ones(1, 3))}
+    payload = {"mode": "logps", "hidden": enc(hidden), "weight": enc(weight),
+               "input_ids": enc(input_ids), "completion_mask": enc(torch.tensor([[0, 1, 1, 1]])),
+               "grad_seed": enc(torch.ones(1, 3))}
     src, dst = tmp_path / "in.json", tmp_path / "out.json"
     src.write_text(json.dumps(payload))
-    proc = subprocess.run([str(_tool()), str(src), str(dst)], capture_output=True, text=True)
+    proc = subprocess.run([str(tool()), str(src), str(dst)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "outside the vocabulary" in proc.stderr

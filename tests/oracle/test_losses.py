@@ -16,43 +16,18 @@ Tolerance: |ours - TRL| <= 1e-5·|TRL| + 1e-7 per element (both fp32, same opera
 
 import json
 import math
-import os
 import subprocess
 from collections import defaultdict
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from loss_check_tool import enc, run_ours, tool
+
 REL, ABS = 1e-5, 1e-7
 PAIRS, TIME = 5, 12
 MAX_REL_ERR = defaultdict(float)  # loss type -> worst relative error seen (printed at the end)
-
-
-def _tool() -> Path:
-    path = Path(os.environ.get("DPO_BINARY_DIR", "build")) / "bin" / "dpo-loss-check"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: build the dpo-loss-check target")
-    return path
-
-
-def _enc(t: torch.Tensor) -> dict:
-    dtype = {torch.float32: "float32", torch.int64: "int64", torch.bool: "bool"}[t.dtype]
-    return {"shape": list(t.shape), "data": t.detach().double().flatten().tolist(), "dtype": dtype}
-
-
-def _dec(d: dict) -> torch.Tensor:
-    return torch.tensor(d["data"], dtype=torch.float64).reshape(d["shape"])
-
-
-def run_ours(tmp_path: Path, payload: dict) -> dict:
-    src, dst = tmp_path / "in.json", tmp_path / "out.json"
-    src.write_text(json.dumps(payload))
-    proc = subprocess.run([str(_tool()), str(src), str(dst)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(dst.read_text())
-    return {k: (v if k == "metrics" else _dec(v)) for k, v in out.items()}
 
 
 def check(ours, ref, what: str, key: str) -> None:
@@ -148,15 +123,15 @@ def trl_dpo(config: dict, batch: dict, ref_mode: str):
 
 
 def payload(config: dict, batch: dict, ref_mode: str) -> dict:
-    policy = {f"token_{k}": _enc(v) for k, v in batch["policy"].items()}
+    policy = {f"token_{k}": enc(v) for k, v in batch["policy"].items()}
     policy["token_logps"] = policy.pop("token_log_probs")
-    policy["completion_mask"] = _enc(batch["completion_mask"])
+    policy["completion_mask"] = enc(batch["completion_mask"])
     out = {"mode": "loss", "options": config, "policy": policy}
     if ref_mode == "model":
-        out["reference"] = {"token_logps": _enc(batch["ref_log_probs"])}
+        out["reference"] = {"token_logps": enc(batch["ref_log_probs"])}
     elif ref_mode == "precomputed":
         chosen, rejected = batch["ref_log_probs"].sum(1).chunk(2)
-        out["reference"] = {"chosen": _enc(chosen), "rejected": _enc(rejected)}
+        out["reference"] = {"chosen": enc(chosen), "rejected": enc(rejected)}
     return out
 
 
@@ -346,9 +321,9 @@ def test_end_to_end_matches_trl_on_tiny_llama(tmp_path, config):
                                attention_mask=inputs["attention_mask"]).last_hidden_state
         ours = run_ours(tmp_path, {
             "mode": "pipeline", "options": config, "chunk_tokens": 16,
-            "hidden": _enc(hidden(policy)), "weight": _enc(policy.lm_head.weight),
-            "ref_hidden": _enc(hidden(reference)), "ref_weight": _enc(reference.lm_head.weight),
-            "input_ids": _enc(inputs["input_ids"]), "completion_mask": _enc(inputs["completion_mask"])})
+            "hidden": enc(hidden(policy)), "weight": enc(policy.lm_head.weight),
+            "ref_hidden": enc(hidden(reference)), "ref_weight": enc(reference.lm_head.weight),
+            "input_ids": enc(inputs["input_ids"]), "completion_mask": enc(inputs["completion_mask"])})
     key = "end-to-end " + "+".join(config["loss_type"])
     check(ours["loss"], loss, "loss", key)
     # The weight gradient is a sum over tokens of fp32 products: 1e-5 of its largest entry.
@@ -370,7 +345,7 @@ def test_rejects_what_trl_rejects(tmp_path):
     ]:
         src, dst = tmp_path / "in.json", tmp_path / "out.json"
         src.write_text(json.dumps(payload(config, batch, "model")))
-        proc = subprocess.run([str(_tool()), str(src), str(dst)], capture_output=True, text=True)
+        proc = subprocess.run([str(tool()), str(src), str(dst)], capture_output=True, text=True)
         assert proc.returncode == 1 and message in proc.stderr, (config, proc.stderr)
 
 
