@@ -110,10 +110,10 @@ JobSetup::JobSetup(const JobSpec& spec, ProcessGroup& group, int local_rank)
                                                          : fs::path(spec.tokenizer.path).parent_path().string();
   tokenizer_ = Tokenizer::Load(spec.tokenizer.path);
   collate_.pad_id = tokenizer_->pad_id().value_or(tokenizer_->eos_id().value_or(0));
-  collate_.max_length = static_cast<size_t>(spec.data.max_length.value_or(0));
-  collate_.truncation_mode = spec.data.truncation_mode == DataSection::Truncation::kKeepEnd
-                                 ? TruncationMode::kKeepEnd
-                                 : TruncationMode::kKeepStart;
+  // Batches cut sequences as the tokenize options say (one mapping from the spec for both).
+  const TokenizeOptions tokenize = TokenizeOptionsFromSpec(spec.data);
+  collate_.max_length = tokenize.max_length;
+  collate_.truncation_mode = tokenize.truncation_mode;
 
   train_ = Prepare(*tokenizer_, spec.data.train, spec.data, group);
   for (uint32_t i = 0; i < train_->size(); ++i) train_subset_.push_back(i);

@@ -222,12 +222,12 @@ class Trainer {
       const bool last = state.global_step == total_steps;
       if (state.global_step % train.logging_steps == 0 || last) {
         summary.last_loss = window.loss / window.steps;
-        WriteTrainLine(log, state, window, total_steps);
+        WriteTrainLine(log, state, window);
         window = Window{};
       }
       if (setup_.eval_data() != nullptr &&
           ((train.eval_steps && state.global_step % *train.eval_steps == 0) || last)) {
-        Evaluate(log, state, total_steps);
+        Evaluate(log, state);
       }
       if (state.global_step % train.save_steps == 0 || last) {
         summary.last_checkpoint = Save(optimizer, state);
@@ -262,8 +262,7 @@ class Trainer {
     return ReferenceForward(*reference_, batch, setup_.logps_options(), spec_.dpo.ld_alpha);
   }
 
-  void WriteTrainLine(MetricsLog& log, const TrainerState& state, const Window& w,
-                      int64_t total_steps) {
+  void WriteTrainLine(MetricsLog& log, const TrainerState& state, const Window& w) {
     std::map<std::string, double> line;
     for (const auto& [key, value] : w.sums.Logs()) line[key] = value;
     // Metric sums cover all ranks; token counts are this rank's, scaled by the world size
@@ -278,13 +277,12 @@ class Trainer {
     line["skipped_steps"] = static_cast<double>(state.skipped_steps);
     line["peak_memory_gib"] = PeakMemoryGiB(setup_.device());
     log.Write(state.global_step, setup_.EpochProgress(state), "train", line);
-    (void)total_steps;
   }
 
-  void Evaluate(MetricsLog& log, const TrainerState& state, int64_t) {
+  void Evaluate(MetricsLog& log, const TrainerState& state) {
     torch::NoGradGuard no_grad;
     DpoMetricSums sums;
-    double loss_sum = 0, batches = 0;
+    double loss_sum = 0, eval_pairs = 0;
     for (const PairBatch& batch : setup_.EvalBatches()) {
       AutocastScope scope(setup_.UseAutocast(), setup_.device().type());
       SequenceLogps logps = ForwardLogps(*policy_, batch, setup_.logps_options());
@@ -292,11 +290,11 @@ class Trainer {
           ComputeDpoLoss(setup_.loss_options(), logps,
                          ReferenceFor(batch, setup_.eval_is_train_split() ? train_cache_ : eval_cache_));
       loss_sum += result.loss.item<double>() * batch.pairs;
-      batches += batch.pairs;
+      eval_pairs += batch.pairs;
       sums.Add(result.metrics);
     }
     AllReduceSums(sums, group_, setup_.device());
-    const double pairs = group_.AllReduceScalar(batches);
+    const double pairs = group_.AllReduceScalar(eval_pairs);
     const double loss = group_.AllReduceScalar(loss_sum);
     std::map<std::string, double> line;
     for (const auto& [key, value] : sums.Logs()) line["eval_" + key] = value;
