@@ -85,9 +85,10 @@ struct DataSection {
   Sampling train_sampling_strategy = Sampling::kRandom;
   // Preparation threads (TRL dataset_num_proc). Default: null = all cores.
   std::optional<int64_t> num_workers;
-  // Pack each batch's sequences into as few rows as fit (attention kept inside each sequence),
-  // so padding costs no compute. Same numbers as padded batches up to float rounding. Default:
-  // true; TRL defaults to false because its padding-free path needs flash-attention.
+  // Pack each pair into one unit (chosen, then rejected without the prompt they share) and the
+  // units into as few rows as fit, so padding costs no compute and each prompt is computed once.
+  // Same numbers as padded batches up to float rounding. Default: true; TRL defaults to false
+  // because its padding-free path needs flash-attention.
   bool padding_free = true;
 
   bool operator==(const DataSection&) const = default;

@@ -77,21 +77,4 @@ PaddedBatch CollatePadded(const PreparedDataset& data, std::span<const uint32_t>
   return batch;
 }
 
-PackedBatch CollatePacked(const PreparedDataset& data, std::span<const uint32_t> pairs,
-                          const CollateOptions& options) {
-  PackedBatch batch;
-  batch.cu_seqlens.push_back(0);
-  ForEachSequence(data, pairs, [&](auto prompt, auto completion) {
-    int64_t position = 0;
-    size_t n = EmitSequence(prompt, completion, options, [&](int32_t token, bool is_completion) {
-      batch.input_ids.push_back(token);
-      batch.position_ids.push_back(position++);
-      batch.completion_mask.push_back(is_completion);
-    });
-    batch.cu_seqlens.push_back(static_cast<int32_t>(batch.input_ids.size()));
-    batch.max_seqlen = std::max(batch.max_seqlen, static_cast<int32_t>(n));
-  });
-  return batch;
-}
-
 }  // namespace dpo

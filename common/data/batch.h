@@ -1,11 +1,10 @@
 // Collation of B preference pairs into what the trainer feeds the model, torch-free
-// (std::vector; the trainer wraps the buffers in tensors). Two layouts:
+// (std::vector; the trainer wraps the buffers in tensors, and packs them when padding-free:
+// worker/train/pair_batch.h):
 //
 //   PaddedBatch  2B rows, chosen sequences first then rejected (row i and row B+i are pair i),
 //                each prompt+completion cut to max_length as TRL's DataCollatorForPreference
 //                (keep_start: first max_length tokens; keep_end: last), right-padded to T.
-//   PackedBatch  the same 2B sequences concatenated without padding, with position ids that
-//                restart at 0 per sequence and cu_seqlens boundaries, for varlen attention.
 //
 // completion_mask is 1 exactly on completion tokens (the labels that count), as TRL's.
 #pragma once
@@ -40,17 +39,8 @@ struct PaddedBatch {
   double padding_fraction() const;
 };
 
-struct PackedBatch {
-  std::vector<int64_t> input_ids;       // [total]
-  std::vector<int64_t> position_ids;    // [total], 0.. per sequence
-  std::vector<uint8_t> completion_mask; // [total]
-  std::vector<int32_t> cu_seqlens;      // [2B + 1], starts of each sequence then total
-  int32_t max_seqlen = 0;
-};
 
 PaddedBatch CollatePadded(const PreparedDataset& data, std::span<const uint32_t> pairs,
-                          const CollateOptions& options);
-PackedBatch CollatePacked(const PreparedDataset& data, std::span<const uint32_t> pairs,
                           const CollateOptions& options);
 
 // Length of one side's sequence after the max_length cut.

@@ -68,23 +68,6 @@ TEST_F(BatchTest, MaxLengthKeepsStartOrEnd) {
             (std::vector<uint8_t>{0, 1, 1}));
 }
 
-TEST_F(BatchTest, PackedMatchesPaddedWithoutPadding) {
-  CollateOptions o;
-  auto padded = CollatePadded(*ds_, pairs_, o);
-  auto packed = CollatePacked(*ds_, pairs_, o);
-  EXPECT_EQ(packed.cu_seqlens, (std::vector<int32_t>{0, 5, 10, 15, 19}));
-  EXPECT_EQ(packed.max_seqlen, 5);
-  ASSERT_EQ(packed.input_ids.size(), 19u);
-  for (size_t row = 0; row < 4; ++row) {
-    for (int32_t i = 0; i < padded.lengths[row]; ++i) {
-      size_t at = packed.cu_seqlens[row] + i;
-      EXPECT_EQ(packed.input_ids[at], padded.input_ids[row * padded.width + i]);
-      EXPECT_EQ(packed.completion_mask[at], padded.completion_mask[row * padded.width + i]);
-      EXPECT_EQ(packed.position_ids[at], i);
-    }
-  }
-}
-
 }  // namespace
 }  // namespace dpo
 

@@ -68,31 +68,65 @@ torch::Tensor InverseFrequencies(const ModelConfig& c) {
 
 }  // namespace
 
-// How packed rows attend: per-sequence spans (CPU) or one block-diagonal causal mask (CUDA).
-// Both empty: plain causal attention over each row.
+// How packed rows attend: per-span attention calls (CPU) or one mask (CUDA). Both empty: plain
+// causal attention over each row.
 struct PackedAttention {
-  struct Span {
-    int64_t row, offset, length;
-  };
-  std::vector<std::vector<Span>> spans;  // per row, runs of equal segment id covering the row
-  torch::Tensor mask;                    // [B, 1, T, T] bool, true = attend
+  std::vector<std::vector<AttentionSpan>> rows;  // the spans of each row, left to right
+  torch::Tensor mask;                            // [B, 1, T, T] bool, true = attend
 };
 
-// Runs of equal segment id in each row of segment_ids [B, T] (CPU).
-static std::vector<std::vector<PackedAttention::Span>> SegmentSpans(const torch::Tensor& segment_ids) {
-  torch::Tensor ids = segment_ids.to(torch::kInt64).contiguous();
-  auto a = ids.accessor<int64_t, 2>();
-  std::vector<std::vector<PackedAttention::Span>> spans(static_cast<size_t>(ids.size(0)));
-  for (int64_t r = 0; r < ids.size(0); ++r) {
-    int64_t start = 0;
-    for (int64_t j = 1; j <= ids.size(1); ++j) {
-      if (j == ids.size(1) || a[r][j] != a[r][start]) {
-        spans[static_cast<size_t>(r)].push_back({r, start, j - start});
-        start = j;
-      }
+// Checks that `spans` tile the [rows, width] batch and groups them per row.
+static std::vector<std::vector<AttentionSpan>> SpansByRow(const std::vector<AttentionSpan>& spans,
+                                                          int64_t rows, int64_t width) {
+  std::vector<std::vector<AttentionSpan>> by_row(static_cast<size_t>(rows));
+  for (const AttentionSpan& s : spans) {
+    const bool valid = s.row >= 0 && s.row < rows && s.length > 0 && s.prefix_length >= 0 &&
+                       s.prefix_offset >= 0 && s.prefix_offset + s.prefix_length <= s.offset;
+    auto& row = by_row[static_cast<size_t>(valid ? s.row : 0)];
+    const int64_t expected = row.empty() ? 0 : row.back().offset + row.back().length;
+    if (!valid || s.offset != expected) {
+      Fail("CausalLM::Hidden", "attention span (row " + std::to_string(s.row) + ", offset " +
+                                   std::to_string(s.offset) + ", length " + std::to_string(s.length) +
+                                   ") does not continue its row's tiling");
+    }
+    row.push_back(s);
+  }
+  for (const auto& row : by_row) {
+    if (row.empty() || row.back().offset + row.back().length != width) {
+      Fail("CausalLM::Hidden", "attention spans must cover every row exactly");
     }
   }
-  return spans;
+  return by_row;
+}
+
+// The [B, 1, T, T] mask of tiled spans: causal inside a span, plus the span's whole prefix.
+static torch::Tensor SpanMask(const std::vector<std::vector<AttentionSpan>>& rows, int64_t width,
+                              c10::Device device) {
+  const auto b = static_cast<int64_t>(rows.size());
+  torch::Tensor span_id = torch::empty({b, width}, torch::kInt64);
+  torch::Tensor prefix_begin = torch::empty({b, width}, torch::kInt64);
+  torch::Tensor prefix_end = torch::empty({b, width}, torch::kInt64);
+  auto id = span_id.accessor<int64_t, 2>();
+  auto begin = prefix_begin.accessor<int64_t, 2>();
+  auto end = prefix_end.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < b; ++r) {
+    int64_t index = 0;
+    for (const AttentionSpan& s : rows[static_cast<size_t>(r)]) {
+      for (int64_t j = s.offset; j < s.offset + s.length; ++j) {
+        id[r][j] = index;
+        begin[r][j] = s.prefix_offset;
+        end[r][j] = s.prefix_offset + s.prefix_length;
+      }
+      ++index;
+    }
+  }
+  auto to_device = [&](const torch::Tensor& t) { return t.to(device); };
+  torch::Tensor ids = to_device(span_id), first = to_device(prefix_begin), last = to_device(prefix_end);
+  torch::Tensor key = torch::arange(width, ids.options()).view({1, 1, width});
+  torch::Tensor causal = torch::ones({width, width}, ids.options().dtype(torch::kBool)).tril();
+  torch::Tensor same = (ids.unsqueeze(2) == ids.unsqueeze(1)) & causal;
+  torch::Tensor prefix = (key >= first.unsqueeze(2)) & (key < last.unsqueeze(2));
+  return (same | prefix).unsqueeze(1);
 }
 
 class DecoderLayer : public torch::nn::Module {
@@ -158,16 +192,29 @@ class DecoderLayer : public torch::nn::Module {
                                               /*scale=*/std::nullopt, /*enable_gqa=*/gqa);
     };
     if (packing.mask.defined()) return sdpa(q, k, v, packing.mask);
-    if (packing.spans.empty()) return sdpa(q, k, v, std::nullopt);
-    // One causal attention per sequence: sum of L^2 work instead of rows x T^2.
+    if (packing.rows.empty()) return sdpa(q, k, v, std::nullopt);
+    // One attention per span: sum of L^2 work instead of rows x T^2.
     std::vector<torch::Tensor> rows;
-    for (const auto& row : packing.spans) {
+    for (const auto& row : packing.rows) {
       std::vector<torch::Tensor> parts;
-      for (const auto& [row_index, offset, length] : row) {
-        auto piece = [&](const torch::Tensor& t) {
-          return t.narrow(0, row_index, 1).narrow(2, offset, length);
+      for (const AttentionSpan& s : row) {
+        auto piece = [&](const torch::Tensor& t, int64_t offset, int64_t length) {
+          return t.narrow(0, s.row, 1).narrow(2, offset, length);
         };
-        parts.push_back(sdpa(piece(q), piece(k), piece(v), std::nullopt));
+        torch::Tensor query = piece(q, s.offset, s.length);
+        if (s.prefix_length == 0) {
+          parts.push_back(sdpa(query, piece(k, s.offset, s.length), piece(v, s.offset, s.length),
+                               std::nullopt));
+          continue;
+        }
+        // Keys are the prefix, then the span; query i sees the prefix and span tokens 0..i.
+        auto keys = [&](const torch::Tensor& t) {
+          return torch::cat({piece(t, s.prefix_offset, s.prefix_length), piece(t, s.offset, s.length)}, 2);
+        };
+        torch::Tensor mask = torch::ones({s.length, s.prefix_length + s.length},
+                                         q.options().dtype(torch::kBool))
+                                 .tril(s.prefix_length);
+        parts.push_back(sdpa(query, keys(k), keys(v), mask));
       }
       rows.push_back(torch::cat(parts, 2));
     }
@@ -207,7 +254,7 @@ torch::Tensor CausalLM::lm_head_weight() const {
 }
 
 torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
-                              const torch::Tensor& segment_ids) {
+                              const std::vector<AttentionSpan>& spans) {
   if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
     Fail("CausalLM::Hidden", "input_ids must be a [B, T] int64 tensor");
   }
@@ -222,19 +269,11 @@ torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tens
     Fail("CausalLM::Hidden", "position_ids must be [B, T] or [1, T]");
   }
   auto packing = std::make_shared<PackedAttention>();
-  if (segment_ids.defined()) {
-    if (segment_ids.sizes() != input_ids.sizes()) {
-      Fail("CausalLM::Hidden", "segment_ids must have the shape of input_ids");
-    }
-    if (segment_ids.is_cuda()) {
-      // On the GPU one masked kernel beats a launch per sequence: causal within a segment,
-      // nothing across, [B, 1, T, T].
-      torch::Tensor same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1);
-      torch::Tensor causal = torch::ones({t, t}, same.options()).tril();
-      packing->mask = (same & causal).unsqueeze(1);
-    } else {
-      packing->spans = SegmentSpans(segment_ids);
-    }
+  if (!spans.empty()) {
+    packing->rows = SpansByRow(spans, b, t);
+    const bool mask = span_attention_ == SpanAttention::kMask ||
+                      (span_attention_ == SpanAttention::kAuto && input_ids.is_cuda());
+    if (mask) packing->mask = SpanMask(packing->rows, t, input_ids.device());
   }
   torch::Tensor x = torch::embedding(embed_, input_ids);
   // cos/sin as transformers: fp32 outer product, then cast to the activation dtype.

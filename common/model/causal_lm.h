@@ -4,7 +4,8 @@
 // named_parameters() maps 1:1 onto a Hugging Face state dict.
 //
 // Attention is at::scaled_dot_product_attention with is_causal=true and no padding mask: batches
-// are right-padded, so every real token only attends to real tokens before it. Dropout is off.
+// are right-padded, so every real token only attends to real tokens before it. Packed rows describe
+// their attention with AttentionSpans instead. Dropout is off.
 #pragma once
 
 #include <memory>
@@ -13,6 +14,7 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
+#include "common/model/attention_span.h"
 #include "common/model/model_config.h"
 
 namespace dpo {
@@ -29,17 +31,23 @@ class CausalLM : public torch::nn::Module {
   // Final-normed hidden states [B, T, H] for input_ids [B, T] (int64). position_ids [B, T] or
   // [1, T] (int64); Default (undefined): 0..T-1 for every row. Log-probs are computed from this and
   // lm_head_weight() in chunks, never materializing [B, T, V] logits.
-  // segment_ids [B, T] (any integer type): a token attends only to earlier tokens of the same
-  // segment, so one row can hold several packed sequences (padding-free batches; each sequence's
-  // position_ids restart at 0). Default (undefined): plain causal attention over the row.
+  // spans: how packed rows attend (padding-free batches, see AttentionSpan); they must tile every
+  // row, in row order and left to right. Default (empty): plain causal attention over each row.
+  // Throws dpo::Error on bad shapes or spans.
   torch::Tensor Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids = {},
-                       const torch::Tensor& segment_ids = {});
+                       const std::vector<AttentionSpan>& spans = {});
   // Full logits [B, T, V] (Hidden times lm_head weight), in the model's dtype.
   torch::Tensor Logits(const torch::Tensor& input_ids, const torch::Tensor& position_ids = {});
 
   // [V, H]: lm_head.weight, or the embedding matrix when tie_word_embeddings.
   torch::Tensor lm_head_weight() const;
   const ModelConfig& config() const { return config_; }
+
+  // How rows with spans attend: one attention call per span, or one call over the whole batch
+  // with a [B, 1, T, T] mask. Default kAuto: the mask on CUDA, where one kernel beats a launch
+  // per span; per span elsewhere, where the calls cost little and skip the masked-out work.
+  enum class SpanAttention { kAuto, kPerSpan, kMask };
+  void SetSpanAttention(SpanAttention mode) { span_attention_ = mode; }
 
   // Recompute each decoder layer in backward instead of keeping its activations. Default: off.
   void SetActivationCheckpointing(bool on) { checkpointing_ = on; }
@@ -53,6 +61,7 @@ class CausalLM : public torch::nn::Module {
  private:
   ModelConfig config_;
   bool checkpointing_ = false;
+  SpanAttention span_attention_ = SpanAttention::kAuto;
   torch::Tensor embed_;     // [V, H]
   torch::Tensor norm_;      // [H]
   torch::Tensor lm_head_;   // [V, H]; undefined when tied.

@@ -90,22 +90,68 @@ TEST(CausalLMTest, LogitsShapesAndPositions) {
   EXPECT_THROW(model->Hidden(ids.to(torch::kInt32)), Error);
 }
 
-TEST(CausalLMTest, PackedSegmentsEqualSeparateSequences) {
-  // Two sequences packed in one row (segment ids, positions restarting at 0) give the hidden
-  // states each gives alone: no attention crosses the segment boundary.
+TEST(CausalLMTest, PackedSpansEqualSeparateSequences) {
+  // Two sequences packed in one row (one span each, positions restarting at 0) give the hidden
+  // states each gives alone: no attention crosses the span boundary.
   auto model = RandomInit(TinyConfig("qwen3"), 4);
   torch::manual_seed(0);
   torch::Tensor a = torch::randint(0, 97, {1, 5}, torch::kInt64);
   torch::Tensor b = torch::randint(0, 97, {1, 3}, torch::kInt64);
   torch::Tensor packed = torch::cat({a, b}, 1);
   torch::Tensor positions = torch::tensor({0, 1, 2, 3, 4, 0, 1, 2}, torch::kInt64).unsqueeze(0);
-  torch::Tensor segments = torch::tensor({0, 0, 0, 0, 0, 1, 1, 1}, torch::kInt64).unsqueeze(0);
-  torch::Tensor together = model->Hidden(packed, positions, segments);
+  torch::Tensor together = model->Hidden(packed, positions, {{0, 0, 5}, {0, 5, 3}});
   EXPECT_TRUE(torch::allclose(together.narrow(1, 0, 5), model->Hidden(a), 1e-5, 1e-5));
   EXPECT_TRUE(torch::allclose(together.narrow(1, 5, 3), model->Hidden(b), 1e-5, 1e-5));
-  // Without the segments, b's tokens would see a's: different states.
+  // Without the spans, b's tokens would see a's: different states.
   EXPECT_FALSE(torch::allclose(model->Hidden(packed, positions).narrow(1, 5, 3), model->Hidden(b),
                                1e-3, 1e-3));
+}
+
+TEST(CausalLMTest, SpanWithSharedPrefixEqualsWholeSequence) {
+  // Row: [prompt p | tail x] [tail y] [padding], y attending to p as its prefix. x's and y's states
+  // equal those of the whole sequences p+x and p+y, and the padding tail touches neither.
+  for (const std::string type : {"llama", "qwen3"}) {
+    auto model = RandomInit(TinyConfig(type), 5);
+    torch::manual_seed(1);
+    torch::Tensor p = torch::randint(0, 97, {1, 4}, torch::kInt64);
+    torch::Tensor x = torch::randint(0, 97, {1, 3}, torch::kInt64);
+    torch::Tensor y = torch::randint(0, 97, {1, 2}, torch::kInt64);
+    torch::Tensor row = torch::cat({p, x, y, torch::zeros({1, 2}, torch::kInt64)}, 1);
+    torch::Tensor positions =
+        torch::tensor({0, 1, 2, 3, 4, 5, 6, 4, 5, 0, 1}, torch::kInt64).unsqueeze(0);
+    torch::Tensor together =
+        model->Hidden(row, positions, {{0, 0, 7}, {0, 7, 2, /*prefix_offset=*/0, /*prefix_length=*/4}, {0, 9, 2}});
+    torch::Tensor px = model->Hidden(torch::cat({p, x}, 1));
+    torch::Tensor py = model->Hidden(torch::cat({p, y}, 1));
+    EXPECT_TRUE(torch::allclose(together.narrow(1, 0, 7), px, 1e-5, 1e-5)) << type;
+    EXPECT_TRUE(torch::allclose(together.narrow(1, 7, 2), py.narrow(1, 4, 2), 1e-5, 1e-5)) << type;
+    // The one-mask kernel (what CUDA runs) gives the same states, padding tail included.
+    model->SetSpanAttention(CausalLM::SpanAttention::kMask);
+    EXPECT_TRUE(torch::allclose(model->Hidden(row, positions, {{0, 0, 7}, {0, 7, 2, 0, 4}, {0, 9, 2}}),
+                                together, 1e-5, 1e-5))
+        << type;
+    model->SetSpanAttention(CausalLM::SpanAttention::kAuto);
+    // Gradients flow into the shared prompt from both tails.
+    model->zero_grad();
+    model->Hidden(row, positions, {{0, 0, 7}, {0, 7, 2, 0, 4}, {0, 9, 2}}).narrow(1, 7, 2).sum().backward();
+    torch::Tensor shared_grad = model->named_parameters()["model.embed_tokens.weight"].grad().clone();
+    model->zero_grad();
+    model->Hidden(torch::cat({p, y}, 1)).narrow(1, 4, 2).sum().backward();
+    EXPECT_TRUE(torch::allclose(shared_grad, model->named_parameters()["model.embed_tokens.weight"].grad(),
+                                1e-4, 1e-6))
+        << type;
+  }
+}
+
+TEST(CausalLMTest, SpansMustTileEveryRow) {
+  auto model = RandomInit(TinyConfig("llama"), 6);
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = torch::zeros({1, 6}, torch::kInt64);
+  EXPECT_NO_THROW(model->Hidden(ids, {}, {{0, 0, 4}, {0, 4, 2, 0, 2}}));
+  EXPECT_THROW(model->Hidden(ids, {}, {{0, 0, 4}}), Error);                // row not covered
+  EXPECT_THROW(model->Hidden(ids, {}, {{0, 0, 4}, {0, 3, 3}}), Error);     // overlap
+  EXPECT_THROW(model->Hidden(ids, {}, {{0, 0, 4}, {0, 4, 2, 3, 2}}), Error);  // prefix past start
+  EXPECT_THROW(model->Hidden(ids, {}, {{1, 0, 6}}), Error);                // no such row
 }
 
 TEST(CausalLMTest, SlidingWindowIsEnforced) {

@@ -188,6 +188,6 @@ def test_padding_free_batches_equal_padded_ones(tmp_path):
     padded, packed = metrics(tmp_path / "padded"), metrics(tmp_path / "packed")
     for a, b in zip(_curve(tmp_path / "padded"), _curve(tmp_path / "packed")):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-5)  # rewards: ~1e-6 fp32 noise
-    # Packing never computes more cells, and fewer overall.
-    assert all(q["padding_fraction"] <= p["padding_fraction"] for p, q in zip(padded, packed))
-    assert sum(q["padding_fraction"] for q in packed) < sum(p["padding_fraction"] for p in padded)
+    # On the CPU packing puts a batch in one row: no padding at all.
+    assert all(p["padding_fraction"] > 0.01 for p in padded)
+    assert all(q["padding_fraction"] == 0 for q in packed)

@@ -18,7 +18,7 @@ at::Tensor Unpack(const at::Tensor& packed, const at::Tensor& index) {
 
 SequenceLogps ForwardLogps(CausalLM& model, const PairBatch& batch,
                            const SequenceLogpsOptions& options) {
-  at::Tensor hidden = model.Hidden(batch.input_ids, batch.position_ids, batch.segment_ids);
+  at::Tensor hidden = model.Hidden(batch.input_ids, batch.position_ids, batch.spans);
   SequenceLogps out = ComputeSequenceLogps(hidden, model.lm_head_weight(), batch.input_ids,
                                            batch.completion_mask, options);
   if (!batch.packed()) return out;

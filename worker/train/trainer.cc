@@ -63,7 +63,7 @@ class AutocastScope {
 struct Window {
   DpoMetricSums sums;
   double loss = 0, grad_norm = 0, lr = 0;
-  int64_t steps = 0, real_tokens = 0, padded_tokens = 0, pairs = 0;
+  int64_t steps = 0, real_tokens = 0, cells = 0, filled_cells = 0, pairs = 0;
   double seconds = 0;
 };
 
@@ -185,7 +185,8 @@ class Trainer {
         loss_sum += result.loss.item<double>();
         step_sums.Add(result.metrics);
         window.real_tokens += batch.real_tokens;
-        window.padded_tokens += batch.padded_tokens;
+        window.cells += batch.cells;
+        window.filled_cells += batch.filled_cells;
         window.pairs += batch.pairs;
       }
       reducer.AverageGradients();
@@ -273,7 +274,7 @@ class Trainer {
     line["learning_rate"] = w.lr;
     line["tokens/s"] = w.real_tokens * world / w.seconds;
     line["pairs/s"] = w.pairs * world / w.seconds;
-    line["padding_fraction"] = 1.0 - static_cast<double>(w.real_tokens) / w.padded_tokens;
+    line["padding_fraction"] = 1.0 - static_cast<double>(w.filled_cells) / w.cells;
     line["skipped_steps"] = static_cast<double>(state.skipped_steps);
     line["peak_memory_gib"] = PeakMemoryGiB(setup_.device());
     log.Write(state.global_step, setup_.EpochProgress(state), "train", line);
