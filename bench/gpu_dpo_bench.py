@@ -4,7 +4,10 @@ same data, same batch, in the same run (issue 4's GPU check).
 Setup: a Qwen2.5-0.5B-shaped model with random weights (fp32 master weights, bf16 autocast), a
 live frozen reference, HH-RLHF pairs encoded with the qwen3 tokenizer, max_length 1024, file-order
 batches. Reports pairs/s, tokens/s (non-pad), padding fraction, peak memory and MFU
-(8·N FLOPs per non-pad token with a live reference, over 989 TFLOP/s), then the ratio.
+(8·N FLOPs per non-pad token with a live reference, over 989 TFLOP/s), then the ratio. Tokens
+are those of both sequences of every pair on both sides; ours computes each shared prompt once,
+so its MFU counts the FLOPs a per-sequence step would spend for the same result, more than the
+GPU actually executed.
 
   python bench/gpu_dpo_bench.py --device cuda --batch 16            # the GPU check
   python bench/gpu_dpo_bench.py --device cpu --shape tiny --max-length 128 --batch 2 --steps 3
