@@ -191,7 +191,15 @@ class DecoderLayer : public torch::nn::Module {
                                               /*is_causal=*/!mask.has_value(),
                                               /*scale=*/std::nullopt, /*enable_gqa=*/gqa);
     };
-    if (packing.mask.defined()) return sdpa(q, k, v, packing.mask);
+    if (packing.mask.defined()) {
+      // CUDA's flash kernel takes no mask and its memory-efficient kernel no GQA: without the
+      // expansion a masked GQA call falls back to the math kernel, which holds [B, heads, T, T].
+      const int64_t groups = c_.num_attention_heads / c_.num_key_value_heads;
+      if (!gqa) return sdpa(q, k, v, packing.mask);
+      return at::scaled_dot_product_attention(q, k.repeat_interleave(groups, 1),
+                                              v.repeat_interleave(groups, 1), packing.mask,
+                                              /*dropout_p=*/0.0, /*is_causal=*/false);
+    }
     if (packing.rows.empty()) return sdpa(q, k, v, std::nullopt);
     // One attention per span: sum of L^2 work instead of rows x T^2.
     std::vector<torch::Tensor> rows;
