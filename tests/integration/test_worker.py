@@ -73,11 +73,18 @@ def test_two_mpi_ranks_match_one_process_with_the_same_global_batch(tmp_path):
               "data.train_sampling_strategy": "sequential"}
     run_worker(one, **common, **{"train.per_device_train_batch_size": "4"})
     run_worker(two, ranks=2, **common, **{"train.per_device_train_batch_size": "2"})
-    for a, b in zip(metrics(one), metrics(two)):
+    # The same global batch again as 2 ranks x 2 accumulated micro-batches of 1 pair: only the
+    # last micro-batch's backward launches the gradient all-reduces.
+    accumulated = tmp_path / "accumulated"
+    run_worker(accumulated, ranks=2, **common, **{"train.per_device_train_batch_size": "1",
+                                                  "train.gradient_accumulation_steps": "2"})
+    for a, b, c in zip(metrics(one), metrics(two), metrics(accumulated)):
         for key in ("loss", "grad_norm", "rewards/chosen", "rewards/rejected", "logps/chosen"):
             # Different batch shapes per rank change float rounding, not the math.
             # Rewards are differences of ~-200 log-probs: absolute noise ~1e-6 in fp32.
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
+            assert c[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
+    assert len(metrics(accumulated)) == len(metrics(one)) == 3
 
 
 def test_non_finite_steps_are_skipped_then_abort(tmp_path):

@@ -1,6 +1,8 @@
 // Runs under `mpirun -np 2`: real ranks, real MPI.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <torch/torch.h>
 
 #include "worker/comm/gradient_reducer.h"
@@ -55,6 +57,82 @@ TEST(GradientReducerTest, AveragesGradientsInReverseOrderBuckets) {
     double expected = sum_of_ranks * (i + 1.0) / n;
     ASSERT_TRUE(params[i].grad().defined());
     EXPECT_TRUE(torch::allclose(params[i].grad(), torch::full({3, 100}, expected))) << i;
+  }
+}
+
+// Four parameters whose gradients differ per rank: d/dw_i of sum((rank + 1) * (i + 1) * w_i * x)
+// is (rank + 1) * (i + 1) * x, so the mean over ranks is known in closed form.
+struct HookedModel {
+  explicit HookedModel(ProcessGroup& g) : group(g) {
+    for (int i = 0; i < 4; ++i) params.push_back(torch::ones({3, 100}, torch::requires_grad()));
+  }
+  void Backward(double x, std::vector<int> skip = {}) {
+    at::Tensor loss = torch::zeros({});
+    for (int i = 0; i < 4; ++i) {
+      if (std::find(skip.begin(), skip.end(), i) != skip.end()) continue;
+      loss = loss + (group.rank() + 1.0) * (i + 1.0) * x * params[i].sum();
+    }
+    loss.backward();
+  }
+  double MeanOverRanks(double per_rank_unit) const {
+    const double n = group.world_size();
+    return per_rank_unit * (n * (n + 1) / 2.0) / n;
+  }
+  ProcessGroup& group;
+  std::vector<at::Tensor> params;
+};
+
+TEST(GradientReducerTest, HooksLaunchEveryBucketDuringBackward) {
+  ProcessGroup& g = Group();
+  HookedModel model(g);
+  GradientReducer reducer(model.params, g, {.bucket_bytes = 1200});
+  for (int step = 0; step < 2; ++step) {  // the hooks keep working after a step
+    for (auto& p : model.params) p.mutable_grad() = at::Tensor();
+    model.Backward(1.0);
+    EXPECT_EQ(reducer.buckets_launched_during_backward(), 4u);
+    reducer.AverageGradients();
+    EXPECT_EQ(reducer.buckets_launched_during_backward(), 0u);
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_TRUE(torch::allclose(model.params[i].grad(),
+                                  torch::full({3, 100}, model.MeanOverRanks(i + 1.0))))
+          << "step " << step << " param " << i;
+    }
+  }
+}
+
+TEST(GradientReducerTest, AccumulationLaunchesOnlyFromTheLastMicroBatch) {
+  ProcessGroup& g = Group();
+  HookedModel model(g);
+  GradientReducer reducer(model.params, g, {.bucket_bytes = 1200});
+  reducer.SetLaunchDuringBackward(false);
+  model.Backward(1.0);
+  EXPECT_EQ(reducer.buckets_launched_during_backward(), 0u);
+  reducer.SetLaunchDuringBackward(true);
+  model.Backward(2.0);  // accumulates onto the first micro-batch's gradients
+  EXPECT_EQ(reducer.buckets_launched_during_backward(), 4u);
+  reducer.AverageGradients();
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_TRUE(torch::allclose(model.params[i].grad(),
+                                torch::full({3, 100}, model.MeanOverRanks(3.0 * (i + 1.0)))))
+        << i;
+  }
+}
+
+TEST(GradientReducerTest, BucketsLeaveInOrderWhenRanksReachDifferentParameters) {
+  // Rank 0 gives param 1 no gradient: its bucket (the third: buckets run 3, 2, 1, 0) never
+  // completes there, so rank 0 holds it and the last bucket back for AverageGradients while
+  // rank 1 launches all four from hooks. Both still issue the collectives in one order.
+  ProcessGroup& g = Group();
+  HookedModel model(g);
+  GradientReducer reducer(model.params, g, {.bucket_bytes = 1200});
+  model.Backward(1.0, g.rank() == 0 ? std::vector<int>{1} : std::vector<int>{});
+  EXPECT_EQ(reducer.buckets_launched_during_backward(), g.rank() == 0 ? 2u : 4u);
+  reducer.AverageGradients();
+  const double n = g.world_size();
+  for (int i = 0; i < 4; ++i) {
+    double expected = model.MeanOverRanks(i + 1.0);
+    if (i == 1) expected -= (i + 1.0) / n;  // rank 0 sent zeros
+    EXPECT_TRUE(torch::allclose(model.params[i].grad(), torch::full({3, 100}, expected))) << i;
   }
 }
 

@@ -30,6 +30,35 @@ MPI_Datatype MpiType(at::ScalarType type) {
   }
 }
 
+// One MPI_Iallreduce in flight. bf16 and f16 are summed through an fp32 copy (MPI has no 16-bit
+// float sum), copied back in Wait.
+class MpiAllReduce final : public CollectiveWork {
+ public:
+  MpiAllReduce(at::Tensor tensor, int world_size) : tensor_(std::move(tensor)) {
+    if (world_size == 1) return;
+    const bool narrow = tensor_.scalar_type() == at::kBFloat16 || tensor_.scalar_type() == at::kHalf;
+    wire_ = narrow ? tensor_.to(at::kFloat) : tensor_;
+    CheckMpi(MPI_Iallreduce(MPI_IN_PLACE, wire_.data_ptr(), static_cast<int>(wire_.numel()),
+                            MpiType(wire_.scalar_type()), MPI_SUM, MPI_COMM_WORLD, &request_),
+             "Iallreduce");
+  }
+  ~MpiAllReduce() override {
+    if (request_ != MPI_REQUEST_NULL) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+  }
+  MpiAllReduce(const MpiAllReduce&) = delete;
+  MpiAllReduce& operator=(const MpiAllReduce&) = delete;
+
+  void Wait() override {
+    if (request_ == MPI_REQUEST_NULL) return;
+    CheckMpi(MPI_Wait(&request_, MPI_STATUS_IGNORE), "Wait");
+    if (!wire_.is_same(tensor_)) tensor_.copy_(wire_);
+  }
+
+ private:
+  at::Tensor tensor_, wire_;
+  MPI_Request request_ = MPI_REQUEST_NULL;
+};
+
 class MpiProcessGroup final : public ProcessGroup {
  public:
   MpiProcessGroup() {
@@ -39,18 +68,9 @@ class MpiProcessGroup final : public ProcessGroup {
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
 
-  void AllReduceSum(at::Tensor& tensor) override {
-    if (world_size_ == 1) return;
+  std::unique_ptr<CollectiveWork> AllReduceSumAsync(const at::Tensor& tensor) override {
     CheckTensor(tensor, "AllReduceSum");
-    if (tensor.scalar_type() == at::kBFloat16 || tensor.scalar_type() == at::kHalf) {
-      at::Tensor wide = tensor.to(at::kFloat);
-      AllReduceSum(wide);
-      tensor.copy_(wide);
-      return;
-    }
-    CheckMpi(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()),
-                           MpiType(tensor.scalar_type()), MPI_SUM, MPI_COMM_WORLD),
-             "Allreduce");
+    return std::make_unique<MpiAllReduce>(tensor, world_size_);
   }
 
   void Broadcast(at::Tensor& tensor, int root) override {

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/torch.h>
@@ -31,11 +33,23 @@ ncclDataType_t NcclType(at::ScalarType type) {
   }
 }
 
-// Owns one ncclComm_t (RAII). Collectives run on the tensor's device's current stream, so they
-// are ordered after the kernels that produced the tensor without an explicit sync.
+// An all-reduce queued on the communication stream; Wait() makes the caller's current stream
+// wait for it (no host sync).
+struct NcclWork final : CollectiveWork {
+  explicit NcclWork(c10::DeviceIndex device) : device(device) {}
+  void Wait() override { done.block(c10::cuda::getCurrentCUDAStream(device)); }
+  c10::DeviceIndex device;
+  at::cuda::CUDAEvent done;
+};
+
+// Owns one ncclComm_t (RAII). All-reduces run on a communication stream, after the work queued
+// on the current stream, so they overlap compute; broadcasts run on the current stream.
 class NcclProcessGroup final : public ProcessGroup {
  public:
-  explicit NcclProcessGroup(int device_index) : device_index_(device_index) {
+  explicit NcclProcessGroup(int device_index)
+      : device_index_(device_index),
+        comm_stream_(c10::cuda::getStreamFromPool(/*isHighPriority=*/true,
+                                                  static_cast<c10::DeviceIndex>(device_index))) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size_);
     ncclUniqueId id;
@@ -53,12 +67,22 @@ class NcclProcessGroup final : public ProcessGroup {
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
 
-  void AllReduceSum(at::Tensor& tensor) override {
+  std::unique_ptr<CollectiveWork> AllReduceSumAsync(const at::Tensor& tensor) override {
     CheckTensor(tensor, "AllReduceSum");
-    auto stream = c10::cuda::getCurrentCUDAStream(tensor.device().index());
+    const auto device = static_cast<c10::DeviceIndex>(device_index_);
+    c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream(device);
+    at::cuda::CUDAEvent produced;
+    produced.record(current);
+    produced.block(comm_stream_);
+    // The allocator may hand the buffer out again once it is freed on `current`: tell it the
+    // communication stream uses it too.
+    c10::cuda::CUDACachingAllocator::recordStream(tensor.storage().data_ptr(), comm_stream_);
     CheckNccl(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(),
-                            NcclType(tensor.scalar_type()), ncclSum, comm_, stream.stream()),
+                            NcclType(tensor.scalar_type()), ncclSum, comm_, comm_stream_.stream()),
               "AllReduce");
+    auto work = std::make_unique<NcclWork>(device);
+    work->done.record(comm_stream_);
+    return work;
   }
 
   void Broadcast(at::Tensor& tensor, int root) override {
@@ -91,6 +115,7 @@ class NcclProcessGroup final : public ProcessGroup {
   int rank_ = 0;
   int world_size_ = 1;
   ncclComm_t comm_ = nullptr;
+  c10::cuda::CUDAStream comm_stream_;
 };
 
 }  // namespace

@@ -13,13 +13,26 @@
 
 namespace dpo {
 
+// A collective in flight. Destruction waits for it, so its buffer is never freed under it.
+class CollectiveWork {
+ public:
+  virtual ~CollectiveWork() = default;
+  // MPI: blocks until the result is in the tensor. NCCL: orders the calling thread's current
+  // CUDA stream after the collective, without blocking the host.
+  virtual void Wait() = 0;
+};
+
 class ProcessGroup {
  public:
   virtual ~ProcessGroup() = default;
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
-  // In-place sum over ranks. The tensor must be contiguous.
-  virtual void AllReduceSum(at::Tensor& tensor) = 0;
+  // Starts an in-place sum over ranks and returns at once. The tensor must be contiguous and
+  // stay untouched until Wait(). NCCL runs it on a communication stream, after the work already
+  // queued on the current stream, so it overlaps what the current stream does next.
+  virtual std::unique_ptr<CollectiveWork> AllReduceSumAsync(const at::Tensor& tensor) = 0;
+  // In-place sum over ranks: AllReduceSumAsync, then Wait.
+  void AllReduceSum(at::Tensor& tensor) { AllReduceSumAsync(tensor)->Wait(); }
   // In-place copy of root's tensor to every rank. The tensor must be contiguous.
   virtual void Broadcast(at::Tensor& tensor, int root) = 0;
   // Sum of one double over ranks (metrics, bad-step votes). Host-side; blocks.

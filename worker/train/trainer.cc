@@ -181,6 +181,9 @@ class Trainer {
         SequenceLogps logps = ForwardLogps(*policy_, batch, setup_.logps_options());
         DpoLossResult result =
             ComputeDpoLoss(setup_.loss_options(), logps, ReferenceFor(batch, train_cache_));
+        // Gradients are final only after the last micro-batch: only its backward launches the
+        // all-reduces, overlapping them with the rest of that backward.
+        reducer.SetLaunchDuringBackward(micro == accumulation - 1);
         (result.loss / static_cast<double>(accumulation)).backward();
         loss_sum += result.loss.item<double>();
         step_sums.Add(result.metrics);
