@@ -15,18 +15,29 @@ ATOL = 1e-6
 pytestmark = pytest.mark.skipif(not HH_RLHF.exists(), reason="../shared HH-RLHF data is absent")
 
 
-def test_per_step_metrics_match_trl(tmp_path):
+@pytest.fixture(scope="module")
+def trl_reference(tmp_path_factory):
+    """One TRL run, the oracle for every layout of ours."""
     from transformers import AutoTokenizer
 
+    tmp_path = tmp_path_factory.mktemp("parity")
     cfg = RunConfig()
     tokenizer = AutoTokenizer.from_pretrained(EXAMPLE_TOKENIZER)
     model_dir = make_tiny_llama(tmp_path / "model", cfg, vocab_size=len(tokenizer))
     pairs = explicit_pairs(cfg.pairs, keep=fits(tokenizer, cfg.max_length))
     assert len(pairs) == cfg.pairs
     data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
-
     trl_logs, _ = run_trl(model_dir, EXAMPLE_TOKENIZER, pairs, cfg, tmp_path / "trl")
-    our_logs, _ = run_ours(model_dir, EXAMPLE_TOKENIZER, data, cfg, tmp_path / "ours")
+    return cfg, model_dir, data, trl_logs
+
+
+# padded: TRL's own layout. padding_free: our default, where each pair's prompt is computed once
+# and the rejected sequence attends to the chosen's copy: the same math, other float rounding.
+@pytest.mark.parametrize("padding_free", [False, True], ids=["padded", "padding_free"])
+def test_per_step_metrics_match_trl(trl_reference, tmp_path, padding_free):
+    cfg, model_dir, data, trl_logs = trl_reference
+    our_logs, _ = run_ours(model_dir, EXAMPLE_TOKENIZER, data, cfg, tmp_path / "ours",
+                           padding_free=padding_free)
     assert [l["step"] for l in trl_logs] == list(range(1, cfg.steps + 1))
     assert [l["step"] for l in our_logs] == list(range(1, cfg.steps + 1))
 
