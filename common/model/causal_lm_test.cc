@@ -5,31 +5,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "common/model/model_test_util.h"
 #include "common/model/pretrained.h"
 #include "common/util/error.h"
 
 namespace dpo {
 namespace {
 
-ModelConfig TinyConfig(const std::string& type) {
-  ModelConfig c;
-  c.model_type = type;
-  c.vocab_size = 97;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 64;
-  if (type == "qwen3") {
-    c.qk_norm = true;
-    c.head_dim = 16;
-    c.tie_word_embeddings = true;
-  }
-  if (type == "qwen2") c.qkv_bias = true;
-  return c;
-}
+using testing::TinyConfig;
 
 TEST(CausalLMTest, ParameterNamesMatchTransformers) {
   auto model = RandomInit(TinyConfig("qwen3"), 1);

@@ -8,6 +8,7 @@
 #include "common/data/data_test_util.h"
 #include "common/data/prepared_dataset.h"
 #include "common/model/causal_lm.h"
+#include "common/model/model_test_util.h"
 #include "worker/train/dpo_forward.h"
 
 namespace dpo {
@@ -17,16 +18,8 @@ using testing::ByteTokenizer;
 using testing::ScratchFile;
 
 std::shared_ptr<CausalLM> ByteModel() {
-  ModelConfig c;
-  c.model_type = "llama";
-  c.vocab_size = 259;  // ByteTokenizer: bytes, <s>, </s>, <pad>
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 64;
+  // ByteTokenizer's vocabulary: bytes, <s>, </s>, <pad>.
+  ModelConfig c = testing::TinyConfig("llama", /*vocab_size=*/259);
   auto model = std::make_shared<CausalLM>(c, torch::TensorOptions().dtype(torch::kFloat32));
   model->InitWeights(3);
   return model;
