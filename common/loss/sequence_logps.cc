@@ -1,5 +1,6 @@
 #include "common/loss/sequence_logps.h"
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <string>
@@ -60,6 +61,13 @@ ScoredPositions FindScoredPositions(const at::Tensor& hidden, const at::Tensor& 
   return p;
 }
 
+// a · b in fp32 for a and b already in `dtype` (fp32, or a 16-bit type: see gemm_dtype).
+at::Tensor MatmulFp32(const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype) {
+  if (dtype == torch::kFloat) return at::mm(a, b);
+  if (a.is_cuda()) return at::mm(a, b, torch::kFloat);
+  return at::mm(a, b).to(torch::kFloat);
+}
+
 // Σ_v a[n, v] * b[n, v] without a [N, V] temporary.
 at::Tensor RowDot(const at::Tensor& a, const at::Tensor& b) {
   return at::bmm(a.unsqueeze(1), b.unsqueeze(2)).view({-1});
@@ -68,25 +76,28 @@ at::Tensor RowDot(const at::Tensor& a, const at::Tensor& b) {
 // Outputs: logps (differentiable), entropy, log_sum_sq_probs, mean_logits, is_top1.
 class ChunkedLogpsFunction : public torch::autograd::Function<ChunkedLogpsFunction> {
  public:
-  // hidden: [N, H] rows to score, weight: [V, H], targets: [N] int64.
+  // hidden: [N, H] rows to score, weight: [V, H], targets: [N] int64, gemm_dtype: a ScalarType.
+  // Autocast is kept out: every dtype here is chosen explicitly.
   static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden,
                                const at::Tensor& weight, const at::Tensor& targets,
-                               int64_t chunk_tokens) {
+                               int64_t chunk_tokens, int64_t gemm_dtype) {
     torch::NoGradGuard no_grad;
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto dtype = static_cast<at::ScalarType>(gemm_dtype);
     const int64_t n = hidden.size(0), vocab = weight.size(0);
     const auto f32 = hidden.options().dtype(torch::kFloat);
     at::Tensor logps = torch::empty({n}, f32), entropy = torch::empty({n}, f32);
     at::Tensor log_sum_sq = torch::empty({n}, f32), mean_logits = torch::empty({n}, f32);
     at::Tensor lse = torch::empty({n}, f32);
     at::Tensor is_top1 = torch::empty({n}, f32.dtype(torch::kBool));
-    const at::Tensor w = weight.to(torch::kFloat);
+    const at::Tensor w_t = weight.to(dtype).t();
     // Σ_v z_v = h · Σ_v W_v: the mean logit without another pass over the logits.
-    const at::Tensor w_sum = w.sum(0);
+    const at::Tensor w_sum = weight.sum(0, /*keepdim=*/false, torch::kFloat);
     for (int64_t start = 0; start < n; start += chunk_tokens) {
       const int64_t end = std::min(n, start + chunk_tokens);
       const at::Tensor h = hidden.slice(0, start, end).to(torch::kFloat);
       const at::Tensor tgt = targets.slice(0, start, end);
-      at::Tensor z = at::mm(h, w.t());  // [c, V] fp32 logits
+      at::Tensor z = MatmulFp32(h.to(dtype), w_t, dtype);  // [c, V] fp32 logits
       const at::Tensor target_z = z.gather(1, tgt.unsqueeze(1)).squeeze(1);
       // max(dim) returns the first maximum, so a tie with an earlier token is not top-1 (as TRL).
       const auto [row_max, argmax] = z.max(1);
@@ -107,6 +118,7 @@ class ChunkedLogpsFunction : public torch::autograd::Function<ChunkedLogpsFuncti
     }
     ctx->save_for_backward({hidden, weight, targets, lse});
     ctx->saved_data["chunk_tokens"] = chunk_tokens;
+    ctx->saved_data["gemm_dtype"] = gemm_dtype;
     ctx->mark_non_differentiable({entropy, log_sum_sq, mean_logits, is_top1});
     return {logps, entropy, log_sum_sq, mean_logits, is_top1};
   }
@@ -115,30 +127,32 @@ class ChunkedLogpsFunction : public torch::autograd::Function<ChunkedLogpsFuncti
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &hidden = saved[0], &weight = saved[1], &targets = saved[2], &lse = saved[3];
     const int64_t chunk_tokens = ctx->saved_data["chunk_tokens"].toInt();
+    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["gemm_dtype"].toInt());
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const at::Tensor& grad_logps = grads[0];
-    if (!grad_logps.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    if (!grad_logps.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     const bool need_h = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
     const int64_t n = hidden.size(0);
-    const at::Tensor w = weight.to(torch::kFloat);
+    const at::Tensor w = weight.to(dtype);
     const at::Tensor g = grad_logps.to(torch::kFloat);
-    at::Tensor grad_h = need_h ? torch::empty({n, hidden.size(1)}, w.options()) : at::Tensor();
-    at::Tensor grad_w = need_w ? torch::zeros_like(w) : at::Tensor();
+    const auto f32 = hidden.options().dtype(torch::kFloat);
+    at::Tensor grad_h = need_h ? torch::empty({n, hidden.size(1)}, f32) : at::Tensor();
+    at::Tensor grad_w = need_w ? torch::zeros(weight.sizes(), f32) : at::Tensor();
     for (int64_t start = 0; start < n; start += chunk_tokens) {
       const int64_t end = std::min(n, start + chunk_tokens);
-      const at::Tensor h = hidden.slice(0, start, end).to(torch::kFloat);
+      const at::Tensor h = hidden.slice(0, start, end).to(dtype);
       const at::Tensor gc = g.slice(0, start, end);
       // d logp_target / dz_v = onehot_v - p_v, scaled by the incoming grad of the token.
-      at::Tensor dz = at::mm(h, w.t());
+      at::Tensor dz = MatmulFp32(h, w.t(), dtype);
       dz.sub_(lse.slice(0, start, end).unsqueeze(1)).exp_().mul_(gc.neg().unsqueeze(1));
       dz.scatter_add_(1, targets.slice(0, start, end).unsqueeze(1), gc.unsqueeze(1));
-      if (need_h) {
-        at::Tensor rows = grad_h.slice(0, start, end);
-        at::mm_out(rows, dz, w);
-      }
-      if (need_w) grad_w.addmm_(dz.t(), h);
+      const at::Tensor dz_in = dz.to(dtype);
+      if (need_h) grad_h.slice(0, start, end).copy_(MatmulFp32(dz_in, w, dtype));
+      if (need_w) grad_w.add_(MatmulFp32(dz_in.t(), h, dtype));
     }
     return {need_h ? grad_h.to(hidden.scalar_type()) : at::Tensor(),
-            need_w ? grad_w.to(weight.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor()};
+            need_w ? grad_w.to(weight.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
 
@@ -159,8 +173,12 @@ SequenceLogps ComputeSequenceLogps(const at::Tensor& hidden, const at::Tensor& w
   const ScoredPositions p = FindScoredPositions(hidden, weight, input_ids, completion_mask);
   const at::Tensor rows =
       hidden.reshape({-1, hidden.size(2)}).index_select(0, p.rows.to(hidden.device()));
-  const variable_list out =
-      ChunkedLogpsFunction::apply(rows, weight, p.targets, options.chunk_tokens);
+  const auto device = hidden.device().type();
+  const at::ScalarType gemm_dtype = options.gemm_dtype.value_or(
+      at::autocast::is_autocast_enabled(device) ? at::autocast::get_autocast_dtype(device)
+                                                : torch::kFloat);
+  const variable_list out = ChunkedLogpsFunction::apply(rows, weight, p.targets, options.chunk_tokens,
+                                                        static_cast<int64_t>(gemm_dtype));
   SequenceLogps s;
   s.token_logps = Scatter(out[0], p);
   s.token_entropy = Scatter(out[1], p);

@@ -4,12 +4,14 @@
 // Contract (the same as TRL 1.16's fused LM head, trl/trainer/utils.py add_fused_lm_head):
 //   position t of a row predicts input_ids[t+1]; it is scored only where completion_mask[t+1] != 0
 //   (prompt and padding are masked). Every per-token output has shape [B, T-1] and is 0 where the
-//   position is not scored. Logits are h·Wᵀ in fp32, whatever the dtype of hidden and weight.
+//   position is not scored. Logits are h·Wᵀ accumulated and kept in fp32, and the softmax runs in
+//   fp32, whatever the dtype of hidden and weight (see SequenceLogpsOptions::gemm_dtype).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 
 namespace dpo {
 
@@ -18,6 +20,12 @@ struct SequenceLogpsOptions {
   // live at once in forward: log p and p; one in backward). Default: 512, i.e. ~311 MB per buffer
   // at V=151936, while a 512 x H x V GEMM is still large enough to run at full speed.
   int64_t chunk_tokens = 512;
+  // Input dtype of the four vocabulary-sized GEMMs (logits, their recomputation in backward, and
+  // the hidden and weight gradients). Default (nullopt): the autocast dtype (bf16) while autocast
+  // is on for hidden's device, as an autocast lm_head would use, else fp32. On CUDA a bf16 GEMM
+  // runs on tensor cores and still accumulates and returns fp32; on the CPU its product is
+  // rounded to bf16 before the fp32 softmax (no mixed-output GEMM there).
+  std::optional<at::ScalarType> gemm_dtype;
 };
 
 // Per-token outputs of one forward pass. The rows are whatever the caller batched; the DPO loss

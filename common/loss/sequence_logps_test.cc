@@ -1,5 +1,6 @@
 #include "common/loss/sequence_logps.h"
 
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -84,6 +85,45 @@ TEST(SequenceLogps, Bf16InputsComputeInFp32) {
   ref.token_logps.sum().backward();
   ExpectClose(chunked.token_logps, ref.token_logps, 2e-5, "logps");
   ExpectClose(b.weight.grad(), w.grad(), 1e-2, "grad weight (bf16 rounding)");
+}
+
+// bf16 GEMMs (what CUDA runs under autocast): fp32 outputs and gradients within bf16 rounding
+// of the fp32 reference (logits rounded to 8 bits of mantissa: ~1e-2 relative).
+TEST(SequenceLogps, Bf16GemmsStayWithinBf16RoundingOfFp32) {
+  Batch b = MakeBatch(/*vocab=*/97, /*hidden_size=*/16, torch::kFloat);
+  SequenceLogps bf16 = ComputeSequenceLogps(b.hidden, b.weight, b.input_ids, b.completion_mask,
+                                            {.chunk_tokens = 5, .gemm_dtype = torch::kBFloat16});
+  bf16.token_logps.sum().backward();
+  const at::Tensor gh = b.hidden.grad().clone(), gw = b.weight.grad().clone();
+  b.hidden.mutable_grad().zero_();
+  b.weight.mutable_grad().zero_();
+  SequenceLogps ref =
+      ComputeSequenceLogpsReference(b.hidden, b.weight, b.input_ids, b.completion_mask);
+  ref.token_logps.sum().backward();
+  EXPECT_EQ(bf16.token_logps.scalar_type(), torch::kFloat);
+  EXPECT_EQ(gw.scalar_type(), torch::kFloat);
+  ExpectClose(bf16.token_logps, ref.token_logps, 2e-2, "logps");
+  ExpectClose(gh, b.hidden.grad(), 2e-2, "grad hidden");
+  ExpectClose(gw, b.weight.grad(), 2e-2, "grad weight");
+  EXPECT_FALSE(bf16.token_logps.equal(ref.token_logps));  // the GEMMs really ran in bf16
+}
+
+// Under autocast the GEMMs take autocast's dtype by default, and nothing else changes: the same
+// numbers as asking for bf16 explicitly, still fp32 out.
+TEST(SequenceLogps, AutocastSelectsItsDtypeForTheGemms) {
+  Batch b = MakeBatch(/*vocab=*/97, /*hidden_size=*/16, torch::kFloat);
+  SequenceLogps explicit_bf16 =
+      ComputeSequenceLogps(b.hidden, b.weight, b.input_ids, b.completion_mask,
+                           {.chunk_tokens = 5, .gemm_dtype = torch::kBFloat16});
+  at::autocast::set_autocast_enabled(at::kCPU, true);
+  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+  SequenceLogps autocast = ComputeSequenceLogps(b.hidden, b.weight, b.input_ids,
+                                                b.completion_mask, {.chunk_tokens = 5});
+  at::autocast::set_autocast_enabled(at::kCPU, false);
+  at::autocast::clear_cache();
+  EXPECT_EQ(autocast.token_logps.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(autocast.token_logps.equal(explicit_bf16.token_logps));
+  EXPECT_TRUE(autocast.token_entropy.equal(explicit_bf16.token_entropy));
 }
 
 // A batch without completion tokens still yields a differentiable zero (nothing to score).
