@@ -9,7 +9,7 @@ are those of both sequences of every pair on both sides; ours computes each shar
 so its MFU counts the FLOPs a per-sequence step would spend for the same result, more than the
 GPU actually executed.
 
-  python bench/gpu_dpo_bench.py --device cuda --batch 16            # the GPU check
+  python bench/gpu_dpo_bench.py --device cuda --batch 16 --lean-batch 8   # the GPU check
   python bench/gpu_dpo_bench.py --device cpu --shape tiny --max-length 128 --batch 2 --steps 3
                                                                      # a CPU smoke run of the same code
 """
@@ -64,7 +64,7 @@ def tokenize_pairs(tokenizer, pairs, max_length):
     return rows
 
 
-def lean_step_bench(model_dir, tokenizer, pairs, args):
+def lean_step_bench(model_dir, tokenizer, pairs, args, batch_size):
     """A plain PyTorch DPO step: concatenated chosen+rejected forward with full logits, a no-grad
     reference forward, sigmoid loss, fused AdamW."""
     import torch
@@ -80,7 +80,7 @@ def lean_step_bench(model_dir, tokenizer, pairs, args):
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def batch(i):
-        chunk = rows[i * args.batch:(i + 1) * args.batch]
+        chunk = rows[i * batch_size:(i + 1) * batch_size]
         seqs = [s[0] for r in chunk for s in r[:1]] + [s[0] for r in chunk for s in r[1:]]
         starts = [s[1] for r in chunk for s in r[:1]] + [s[1] for r in chunk for s in r[1:]]
         width = max(len(s) for s in seqs)
@@ -126,8 +126,8 @@ def lean_step_bench(model_dir, tokenizer, pairs, args):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    return {"pairs/s": args.steps * args.batch / seconds, "tokens/s": real / seconds,
-            "padding_fraction": 1 - real / padded, "peak_memory_gib": peak}
+    return {"pairs/s": args.steps * batch_size / seconds, "tokens/s": real / seconds,
+            "padding_fraction": 1 - real / padded, "peak_memory_gib": peak, "batch": batch_size}
 
 
 def ours_bench(model_dir, tokenizer_dir, data, args, out):
@@ -159,7 +159,7 @@ output: {{dir: "{out / 'run'}"}}
     tokens = sum(l["tokens/s"] * args.batch / l["pairs/s"] for l in timed)
     return {"pairs/s": len(timed) * args.batch / seconds, "tokens/s": tokens / seconds,
             "padding_fraction": sum(l["padding_fraction"] for l in timed) / len(timed),
-            "peak_memory_gib": max(l["peak_memory_gib"] for l in timed)}
+            "peak_memory_gib": max(l["peak_memory_gib"] for l in timed), "batch": args.batch}
 
 
 def main():
@@ -170,6 +170,9 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--checkpointing", action="store_true")
+    parser.add_argument("--lean-batch", type=int, default=None,
+                        help="pairs per batch of the lean step (default: --batch); issue 4's lean "
+                             "step ran out of memory at 16 on an H100 and was measured at 8")
     parser.add_argument("--skip-lean", action="store_true", help="ours only (e.g. lean step OOMs)")
     args = parser.parse_args()
 
@@ -182,13 +185,15 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         params = make_model(tmp / "model", args.shape)
-        pairs = explicit_pairs((args.steps + 1) * args.batch,
+        lean_batch = args.lean_batch or args.batch
+        pairs = explicit_pairs((args.steps + 1) * max(args.batch, lean_batch),
                                keep=lambda p: len(tokenizer(p["prompt"])["input_ids"]) < args.max_length)
         data = write_jsonl(tmp / "pairs.jsonl", pairs)
         results = {"ours": ours_bench(tmp / "model", tokenizer_dir, data, args, tmp / "ours")}
         if not args.skip_lean:
             try:
-                results["lean_pytorch"] = lean_step_bench(tmp / "model", tokenizer, pairs, args)
+                results["lean_pytorch"] = lean_step_bench(tmp / "model", tokenizer, pairs, args,
+                                                          lean_batch)
             except RuntimeError as e:  # CUDA OOM is the finding, not a crash of the bench
                 results["lean_pytorch"] = {"error": str(e).splitlines()[0]}
     for r in results.values():
