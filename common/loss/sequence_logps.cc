@@ -68,6 +68,18 @@ at::Tensor MatmulFp32(const at::Tensor& a, const at::Tensor& b, at::ScalarType d
   return at::mm(a, b).to(torch::kFloat);
 }
 
+// acc += a · b in place (acc fp32; a and b in `dtype`), without an acc-sized temporary: for the
+// weight gradient that temporary would be as large as the lm_head weight.
+void AddMatmulFp32(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype) {
+  if (dtype == torch::kFloat) {
+    acc.addmm_(a, b);
+  } else if (a.is_cuda()) {
+    at::addmm_out(acc, acc, a, b, torch::kFloat);
+  } else {
+    acc.add_(at::mm(a, b));
+  }
+}
+
 // Σ_v a[n, v] * b[n, v] without a [N, V] temporary.
 at::Tensor RowDot(const at::Tensor& a, const at::Tensor& b) {
   return at::bmm(a.unsqueeze(1), b.unsqueeze(2)).view({-1});
@@ -148,7 +160,7 @@ class ChunkedLogpsFunction : public torch::autograd::Function<ChunkedLogpsFuncti
       dz.scatter_add_(1, targets.slice(0, start, end).unsqueeze(1), gc.unsqueeze(1));
       const at::Tensor dz_in = dz.to(dtype);
       if (need_h) grad_h.slice(0, start, end).copy_(MatmulFp32(dz_in, w, dtype));
-      if (need_w) grad_w.add_(MatmulFp32(dz_in.t(), h, dtype));
+      if (need_w) AddMatmulFp32(grad_w, dz_in.t(), h, dtype);
     }
     return {need_h ? grad_h.to(hidden.scalar_type()) : at::Tensor(),
             need_w ? grad_w.to(weight.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor(),
