@@ -80,16 +80,17 @@ static std::vector<std::vector<AttentionSpan>> SpansByRow(const std::vector<Atte
                                                           int64_t rows, int64_t width) {
   std::vector<std::vector<AttentionSpan>> by_row(static_cast<size_t>(rows));
   for (const AttentionSpan& s : spans) {
-    const bool valid = s.row >= 0 && s.row < rows && s.length > 0 && s.prefix_length >= 0 &&
-                       s.prefix_offset >= 0 && s.prefix_offset + s.prefix_length <= s.offset;
-    auto& row = by_row[static_cast<size_t>(valid ? s.row : 0)];
-    const int64_t expected = row.empty() ? 0 : row.back().offset + row.back().length;
-    if (!valid || s.offset != expected) {
+    const bool in_batch = s.row >= 0 && s.row < rows;
+    const auto* row = in_batch ? &by_row[static_cast<size_t>(s.row)] : nullptr;
+    const bool valid = in_batch && s.length > 0 && s.prefix_length >= 0 && s.prefix_offset >= 0 &&
+                       s.prefix_offset + s.prefix_length <= s.offset &&
+                       s.offset == (row->empty() ? 0 : row->back().offset + row->back().length);
+    if (!valid) {
       Fail("CausalLM::Hidden", "attention span (row " + std::to_string(s.row) + ", offset " +
                                    std::to_string(s.offset) + ", length " + std::to_string(s.length) +
                                    ") does not continue its row's tiling");
     }
-    row.push_back(s);
+    by_row[static_cast<size_t>(s.row)].push_back(s);
   }
   for (const auto& row : by_row) {
     if (row.empty() || row.back().offset + row.back().length != width) {
