@@ -68,15 +68,14 @@ at::Tensor MatmulFp32(const at::Tensor& a, const at::Tensor& b, at::ScalarType d
   return at::mm(a, b).to(torch::kFloat);
 }
 
-// acc += a · b in place (acc fp32; a and b in `dtype`), without an acc-sized temporary: for the
-// weight gradient that temporary would be as large as the lm_head weight.
+// acc += a · b (acc fp32; a and b in `dtype`). In fp32 it runs in place: an acc-sized temporary
+// would be as large as the lm_head weight, per chunk. A 16-bit GEMM needs that temporary (the
+// mixed-dtype addmm wants its accumulator in the inputs' dtype), which on a GPU is affordable.
 void AddMatmulFp32(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype) {
   if (dtype == torch::kFloat) {
     acc.addmm_(a, b);
-  } else if (a.is_cuda()) {
-    at::addmm_out(acc, acc, a, b, torch::kFloat);
   } else {
-    acc.add_(at::mm(a, b));
+    acc.add_(MatmulFp32(a, b, dtype));
   }
 }
 
