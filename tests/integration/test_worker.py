@@ -74,10 +74,12 @@ def test_two_mpi_ranks_match_one_process_with_the_same_global_batch(tmp_path):
     run_worker(one, **common, **{"train.per_device_train_batch_size": "4"})
     run_worker(two, ranks=2, **common, **{"train.per_device_train_batch_size": "2"})
     # The same global batch again as 2 ranks x 2 accumulated micro-batches of 1 pair: only the
-    # last micro-batch's backward launches the gradient all-reduces.
+    # last micro-batch's backward launches the gradient all-reduces, here from the backward of
+    # checkpointed (recomputed) layers.
     accumulated = tmp_path / "accumulated"
     run_worker(accumulated, ranks=2, **common, **{"train.per_device_train_batch_size": "1",
-                                                  "train.gradient_accumulation_steps": "2"})
+                                                  "train.gradient_accumulation_steps": "2",
+                                                  "train.gradient_checkpointing": "true"})
     for a, b, c in zip(metrics(one), metrics(two), metrics(accumulated)):
         for key in ("loss", "grad_norm", "rewards/chosen", "rewards/rejected", "logps/chosen"):
             # Different batch shapes per rank change float rounding, not the math.
