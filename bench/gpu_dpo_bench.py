@@ -1,8 +1,10 @@
 """DPO training throughput on one GPU: our dpo-worker against a lean PyTorch/transformers DPO step,
 same data, same batch, in the same run (issue 4's GPU check).
 
-Setup: a Qwen2.5-0.5B-shaped model with random weights (fp32 master weights, bf16 autocast), a
-live frozen reference, HH-RLHF pairs encoded with the qwen3 tokenizer, max_length 1024, file-order
+Validates first: our first step's logps/chosen and logps/rejected (means over the batch, at the
+initial weights) must equal transformers' full-logits log-probs of the same pairs within 2e-2
+relative (bf16). Setup: a Qwen2.5-0.5B-shaped model with random weights (fp32 master weights,
+bf16 autocast), a live frozen reference, HH-RLHF pairs encoded with the qwen3 tokenizer, max_length 1024, file-order
 batches. Reports pairs/s, tokens/s (non-pad), padding fraction, peak memory and MFU
 (8·N FLOPs per non-pad token with a live reference, over 989 TFLOP/s), then the ratio. Tokens
 are those of both sequences of every pair on both sides; ours computes each shared prompt once,
@@ -27,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "oracle")
 from trl_runs import BINARY_DIR, HH_RLHF, SHARED_DIR, explicit_pairs, write_jsonl  # noqa: E402
 
 PEAK_FLOPS = 989e12  # H100 SXM dense bf16
+# Our step-1 mean log-probs vs transformers' under the same bf16 autocast: both round activations
+# to bf16, in different places (sums of ~1000 bf16-rounded per-token values).
+VALIDATION_RTOL = 2e-2
 SHAPES = {
     "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                          num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
@@ -130,6 +135,30 @@ def lean_step_bench(model_dir, tokenizer, pairs, args, batch_size):
             "padding_fraction": 1 - real / padded, "peak_memory_gib": peak, "batch": batch_size}
 
 
+def lean_initial_logps(model_dir, tokenizer, pairs, args):
+    """Mean policy log-probs of the chosen and rejected sides of `pairs` at the initial weights,
+    computed the plain transformers way (full logits, log_softmax, gather) under the same bf16
+    autocast, one sequence at a time: the oracle for our first step's logps/chosen and
+    logps/rejected."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = torch.device(args.device)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+    sums = [[], []]
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        for sides in tokenize_pairs(tokenizer, pairs, args.max_length):
+            for side, (ids, start) in enumerate(sides):
+                x = torch.tensor([ids], device=device)
+                logits = model(input_ids=x).logits[0, :-1].float()
+                lp = torch.log_softmax(logits, -1).gather(-1, x[0, 1:, None])[:, 0]
+                sums[side].append(float(lp[start - 1:].sum()))
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return tuple(sum(v) / len(v) for v in sums)
+
+
 def ours_bench(model_dir, tokenizer_dir, data, args, out):
     spec = out / "job.yaml"
     out.mkdir(parents=True, exist_ok=True)
@@ -154,12 +183,14 @@ output: {{dir: "{out / 'run'}"}}
     if proc.returncode != 0:
         raise SystemExit(f"dpo-worker failed:\n{proc.stderr[-3000:]}")
     lines = [json.loads(l) for l in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    first = next(l for l in lines if l["split"] == "train" and l["step"] == 1)
     timed = [l for l in lines if l["split"] == "train" and l["step"] > 1]  # step 1 warms up
     seconds = sum(args.batch / l["pairs/s"] for l in timed)
     tokens = sum(l["tokens/s"] * args.batch / l["pairs/s"] for l in timed)
     return {"pairs/s": len(timed) * args.batch / seconds, "tokens/s": tokens / seconds,
             "padding_fraction": sum(l["padding_fraction"] for l in timed) / len(timed),
-            "peak_memory_gib": max(l["peak_memory_gib"] for l in timed), "batch": args.batch}
+            "peak_memory_gib": max(l["peak_memory_gib"] for l in timed), "batch": args.batch,
+            "step1_logps": (first["logps/chosen"], first["logps/rejected"])}
 
 
 def main():
@@ -190,6 +221,15 @@ def main():
                                keep=lambda p: len(tokenizer(p["prompt"])["input_ids"]) < args.max_length)
         data = write_jsonl(tmp / "pairs.jsonl", pairs)
         results = {"ours": ours_bench(tmp / "model", tokenizer_dir, data, args, tmp / "ours")}
+        # Validate before reporting: our first step scored its batch as transformers does.
+        expected = lean_initial_logps(tmp / "model", tokenizer, pairs[:args.batch], args)
+        ours_logps = results["ours"].pop("step1_logps")
+        worst = max(abs(o - e) / abs(e) for o, e in zip(ours_logps, expected))
+        results["validation"] = {"step1_logps_ours": ours_logps, "step1_logps_transformers": expected,
+                                 "worst_relative_difference": worst}
+        if worst > VALIDATION_RTOL:
+            print(json.dumps(results, indent=2))
+            raise SystemExit(f"validation failed: step-1 logps differ by {worst:.2e} relative")
         if not args.skip_lean:
             try:
                 results["lean_pytorch"] = lean_step_bench(tmp / "model", tokenizer, pairs, args,
