@@ -1,0 +1,180 @@
+#include "coordinator/job_runner.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "common/config/job_spec.h"
+#include "common/model/path_util.h"
+#include "common/model/safetensors.h"
+#include "common/util/error.h"
+
+extern char** environ;
+
+namespace dpo {
+namespace {
+
+// The last non-empty line of a worker log: dpo-worker's one-line reason when it fails.
+std::string LastLine(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    const size_t cr = line.find_last_of('\r');  // a progress bar's carriage returns
+    if (cr != std::string::npos) line = line.substr(cr + 1);
+    if (line.find_first_not_of(" \t") != std::string::npos) last = line;
+  }
+  return last;
+}
+
+// posix_spawn's attributes and file actions (RAII).
+struct SpawnSetup {
+  SpawnSetup() {
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_init(&actions);
+  }
+  ~SpawnSetup() {
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  SpawnSetup(const SpawnSetup&) = delete;
+  SpawnSetup& operator=(const SpawnSetup&) = delete;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_t actions;
+};
+
+}  // namespace
+
+JobRunner::JobRunner(JobStore& store, JobRunnerOptions options)
+    : store_(store), options_(std::move(options)) {
+  if (options_.worker_binary.empty()) Fail("JobRunnerOptions.worker_binary", "required");
+  if (options_.work_dir.empty()) Fail("JobRunnerOptions.work_dir", "required");
+  if (options_.slots < 1) Fail("JobRunnerOptions.slots", "must be >= 1");
+  MakeDirectories(options_.work_dir);
+  thread_ = std::thread([this] { Loop(); });
+}
+
+JobRunner::~JobRunner() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+  for (const auto& [id, pid] : running_) ::kill(-pid, SIGTERM);
+  for (const auto& [id, pid] : running_) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+  }
+}
+
+void JobRunner::Wake() { wake_.notify_all(); }
+
+void JobRunner::Stop(int64_t id) {
+  std::lock_guard lock(mutex_);
+  const auto it = running_.find(id);
+  if (it != running_.end()) ::kill(-it->second, SIGTERM);
+}
+
+void JobRunner::Loop() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    lock.unlock();
+    try {
+      Reap();
+      LaunchQueued();
+    } catch (const std::exception& e) {
+      // The store failed (disk full, database removed): say so and keep serving what works.
+      std::fprintf(stderr, "dpo-coordinator: scheduling: %s\n", e.what());
+    }
+    lock.lock();
+    wake_.wait_for(lock, options_.poll);
+  }
+}
+
+void JobRunner::Reap() {
+  std::vector<std::pair<int64_t, pid_t>> running;
+  {
+    std::lock_guard lock(mutex_);
+    running.assign(running_.begin(), running_.end());
+  }
+  for (const auto& [id, pid] : running) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) != pid) continue;
+    {
+      std::lock_guard lock(mutex_);
+      running_.erase(id);
+    }
+    const int exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    const auto job = store_.Get(id);
+    JobState state = exit_code == 0 ? JobState::kSucceeded : JobState::kFailed;
+    if (job && job->cancel_requested) state = JobState::kCancelled;
+    std::string error;
+    if (state == JobState::kFailed) {
+      error = LastLine(JoinPath(JoinPath(options_.work_dir, "job-" + std::to_string(id)), "worker.log"));
+      if (error.empty()) error = "worker exited with status " + std::to_string(exit_code);
+    }
+    store_.MarkFinished(id, state, exit_code, error);
+  }
+}
+
+void JobRunner::LaunchQueued() {
+  while (true) {
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_ || static_cast<int>(running_.size()) >= options_.slots) return;
+    }
+    const auto next = store_.NextQueued();
+    if (!next || !store_.MarkRunning(next->id)) return;
+    const auto job = store_.Get(next->id);
+    try {
+      const pid_t pid = Launch(*job);
+      std::lock_guard lock(mutex_);
+      running_[job->id] = pid;
+    } catch (const std::exception& e) {
+      store_.MarkFinished(job->id, JobState::kFailed, -1, std::string("launch: ") + e.what());
+    }
+  }
+}
+
+pid_t JobRunner::Launch(const JobRecord& job) {
+  const std::string dir = JoinPath(options_.work_dir, "job-" + std::to_string(job.id));
+  MakeDirectories(dir);
+  const std::string spec_path = JoinPath(dir, "job.yaml");
+  JobSpec spec = ParseJobSpec(job.spec_yaml, spec_path);
+  // A relaunch (the coordinator stopped while the job ran) continues from its last checkpoint.
+  if (job.attempts > 1 && !spec.output.resume_from_checkpoint) {
+    spec.output.resume_from_checkpoint = "latest";
+  }
+  WriteFileAtomically(spec_path, ToYaml(spec));
+
+  std::vector<std::string> words = options_.launcher;
+  words.insert(words.end(), {options_.worker_binary, "--job", spec_path});
+  std::vector<char*> argv;
+  for (std::string& w : words) argv.push_back(w.data());
+  argv.push_back(nullptr);
+
+  const std::string log = JoinPath(dir, "worker.log");
+  SpawnSetup setup;
+  // Its own process group, so a cancel reaches mpirun's ranks too; and an empty signal mask,
+  // since the coordinator blocks SIGINT/SIGTERM in its threads to take them with sigwait.
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setflags(&setup.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setpgroup(&setup.attr, 0);
+  posix_spawnattr_setsigmask(&setup.attr, &none);
+  posix_spawn_file_actions_addopen(&setup.actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&setup.actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&setup.actions, 1, 2);
+  pid_t pid = 0;
+  const int rc = posix_spawnp(&pid, argv[0], &setup.actions, &setup.attr, argv.data(), environ);
+  if (rc != 0) Fail(words.front(), std::string("cannot start: ") + std::strerror(rc));
+  return pid;
+}
+
+}  // namespace dpo

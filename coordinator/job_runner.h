@@ -1,0 +1,69 @@
+// Runs queued jobs: one worker group (a dpo-worker process, or an mpirun of them) per job, at
+// most `slots` at once, oldest job first.
+//
+// For job N it writes <work_dir>/job-N/job.yaml (the resolved spec) and starts
+//   [launcher...] worker_binary --job <work_dir>/job-N/job.yaml
+// in its own process group, output in <work_dir>/job-N/worker.log. Exit 0 is SUCCEEDED; any
+// other exit is FAILED with the log's last line (dpo-worker's one-line reason) as the error.
+// A job launched again after a coordinator restart resumes from its latest checkpoint.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "coordinator/job_store.h"
+
+namespace dpo {
+
+struct JobRunnerOptions {
+  std::string worker_binary;          // dpo-worker. Required.
+  // Words put before the worker, e.g. {"mpirun", "-np", "4"}. Default: none (one process).
+  std::vector<std::string> launcher;
+  std::string work_dir;               // Required: per-job spec and log folders.
+  // Jobs running at once (worker groups). Default: 1, one job owns the machine.
+  int slots = 1;
+  // How often finished workers are reaped and queued jobs looked for when nothing wakes the
+  // runner. Default: 200 ms.
+  std::chrono::milliseconds poll{200};
+};
+
+class JobRunner {
+ public:
+  // Starts the scheduling thread. `store` must outlive the runner.
+  JobRunner(JobStore& store, JobRunnerOptions options);
+  // Stops scheduling and terminates running workers (SIGTERM to their process groups, then
+  // waits): they stay RUNNING in the store, and the next coordinator relaunches them.
+  ~JobRunner();
+  JobRunner(const JobRunner&) = delete;
+  JobRunner& operator=(const JobRunner&) = delete;
+
+  // A job was queued: look now instead of at the next poll.
+  void Wake();
+  // Stops job `id` if this runner runs it (SIGTERM to its process group); it is recorded as
+  // CANCELLED when it has exited.
+  void Stop(int64_t id);
+
+ private:
+  void Loop();
+  void Reap();
+  void LaunchQueued();
+  pid_t Launch(const JobRecord& job);
+
+  JobStore& store_;
+  JobRunnerOptions options_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::map<int64_t, pid_t> running_;  // job id -> process group leader
+  std::thread thread_;
+};
+
+}  // namespace dpo

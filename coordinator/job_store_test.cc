@@ -1,0 +1,111 @@
+#include "coordinator/job_store.h"
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "common/model/path_util.h"
+#include "common/util/error.h"
+
+namespace dpo {
+namespace {
+
+class JobStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = "/tmp/dpo_job_store_test_" + std::to_string(::getpid()) + "_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    RemoveTree(dir_);
+    MakeDirectories(dir_);
+    path_ = JoinPath(dir_, "jobs.db");
+  }
+  void TearDown() override { RemoveTree(dir_); }
+  std::string dir_, path_;
+};
+
+TEST_F(JobStoreTest, JobsSurviveReopeningTheDatabase) {
+  int64_t first = 0;
+  {
+    JobStore store(path_);
+    const JobRecord a = store.Insert("a", "spec: a\n", "/out/a");
+    first = a.id;
+    EXPECT_EQ(a.state, JobState::kQueued);
+    EXPECT_GT(a.submitted_unix_ms, 0);
+    store.Insert("b", "spec: b\n", "/out/b");
+  }
+  JobStore reopened(path_);
+  const auto jobs = reopened.List();
+  ASSERT_EQ(jobs.size(), 2u);
+  EXPECT_EQ(jobs[0].name, "b");  // newest first
+  EXPECT_EQ(jobs[1].id, first);
+  EXPECT_EQ(jobs[1].spec_yaml, "spec: a\n");
+  EXPECT_EQ(jobs[1].output_dir, "/out/a");
+  EXPECT_EQ(reopened.List(1).size(), 1u);
+  EXPECT_FALSE(reopened.Get(first + 100).has_value());
+}
+
+TEST_F(JobStoreTest, LifecycleQueuedRunningFinished) {
+  JobStore store(path_);
+  const int64_t a = store.Insert("a", "x", "/a").id;
+  const int64_t b = store.Insert("b", "x", "/b").id;
+  EXPECT_EQ(store.NextQueued()->id, a);  // oldest first
+  EXPECT_TRUE(store.MarkRunning(a));
+  EXPECT_FALSE(store.MarkRunning(a));  // no longer queued
+  EXPECT_EQ(store.NextQueued()->id, b);
+  store.MarkFinished(a, JobState::kFailed, 1, "training: 3 consecutive steps with a non-finite loss");
+  const JobRecord done = *store.Get(a);
+  EXPECT_EQ(done.state, JobState::kFailed);
+  EXPECT_EQ(done.exit_code, 1);
+  EXPECT_EQ(done.attempts, 1);
+  EXPECT_EQ(done.error, "training: 3 consecutive steps with a non-finite loss");
+  EXPECT_GE(done.finished_unix_ms, done.started_unix_ms);
+  const auto counts = store.CountByState();
+  ASSERT_EQ(counts.size(), 5u);
+  for (const auto& [state, n] : counts) {
+    EXPECT_EQ(n, state == JobState::kQueued || state == JobState::kFailed ? 1 : 0) << ToString(state);
+  }
+}
+
+TEST_F(JobStoreTest, CancelQueuedAtOnceRunningOnRequestFinishedNever) {
+  JobStore store(path_);
+  const int64_t queued = store.Insert("q", "x", "/q").id;
+  const int64_t running = store.Insert("r", "x", "/r").id;
+  store.MarkRunning(running);
+  EXPECT_TRUE(store.RequestCancel(queued));
+  EXPECT_EQ(store.Get(queued)->state, JobState::kCancelled);
+  EXPECT_FALSE(store.RequestCancel(running));  // the runner must stop it
+  EXPECT_EQ(store.Get(running)->state, JobState::kRunning);
+  EXPECT_TRUE(store.Get(running)->cancel_requested);
+  EXPECT_THROW(store.RequestCancel(queued), Error);  // already cancelled
+  EXPECT_THROW(store.RequestCancel(999), Error);
+}
+
+TEST_F(JobStoreTest, RestartRequeuesInterruptedJobsButNotCancelledOnes) {
+  int64_t interrupted = 0, cancelling = 0;
+  {
+    JobStore store(path_);
+    interrupted = store.Insert("i", "x", "/i").id;
+    cancelling = store.Insert("c", "x", "/c").id;
+    store.MarkRunning(interrupted);
+    store.MarkRunning(cancelling);
+    store.RequestCancel(cancelling);
+  }  // the coordinator stops with both running
+  JobStore store(path_);
+  EXPECT_EQ(store.RequeueInterrupted(), 1);
+  EXPECT_EQ(store.Get(interrupted)->state, JobState::kQueued);
+  EXPECT_EQ(store.Get(cancelling)->state, JobState::kCancelled);
+  EXPECT_TRUE(store.MarkRunning(interrupted));
+  EXPECT_EQ(store.Get(interrupted)->attempts, 2);
+}
+
+TEST_F(JobStoreTest, UnopenableDatabaseIsNamed) {
+  try {
+    JobStore store(JoinPath(JoinPath(dir_, "missing-dir"), "jobs.db"));
+    FAIL() << "opened";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing-dir/jobs.db"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace dpo

@@ -1,0 +1,166 @@
+"""dpo-coordinator and dpoctl end to end: a real gRPC server, a real SQLite file, real worker
+processes (and mpirun ranks), and real HTTP scrapes of /metrics."""
+import json
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from worker_runs import BINARY_DIR, MPIRUN, SOURCE_DIR, spec
+
+COORDINATOR = BINARY_DIR / "bin" / "dpo-coordinator"
+DPOCTL = BINARY_DIR / "bin" / "dpoctl"
+
+pytestmark = pytest.mark.skipif(not COORDINATOR.exists(),
+                                reason="built without gRPC/SQLite/civetweb (no coordinator)")
+
+
+class Coordinator:
+    """One dpo-coordinator process on free ports, with its database and work folder in `root`."""
+
+    def __init__(self, root, launcher=None):
+        self.root = root
+        cmd = [str(COORDINATOR), "--listen", "127.0.0.1:0", "--db", str(root / "jobs.db"),
+               "--work-dir", str(root / "jobs"), "--metrics-listen", "127.0.0.1:0"]
+        if launcher:
+            cmd += ["--launcher", " ".join(launcher)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        banner = self.proc.stdout.readline()
+        match = re.search(r"grpc port (\d+), metrics port (\d+)", banner)
+        assert match, f"no banner: {banner!r} {self.proc.stderr.read() if self.proc.poll() is not None else ''}"
+        self.server = f"127.0.0.1:{match[1]}"
+        self.metrics_url = f"http://127.0.0.1:{match[2]}/metrics"
+
+    def ctl(self, *args, check=True):
+        proc = subprocess.run([str(DPOCTL), "--server", self.server, *map(str, args)],
+                              capture_output=True, text=True, timeout=600)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"dpoctl {args} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+    def job(self, job_id):
+        """dpoctl get, as a dict of its 'key: value' lines."""
+        out = self.ctl("get", job_id).stdout
+        return dict(line.strip().split(": ", 1) for line in out.splitlines() if ": " in line)
+
+    def wait(self, job_id, until, timeout=300):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            job = self.job(job_id)
+            if until(job):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} never reached the condition: {job}")
+
+    def scrape(self):
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            return response.read().decode()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def coordinator(tmp_path):
+    c = Coordinator(tmp_path)
+    yield c
+    c.stop()
+
+
+def submit(c, tmp_path, name, **overrides):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(spec(tmp_path / name, **overrides))
+    return int(c.ctl("submit", path).stdout.strip())
+
+
+def test_submitted_job_runs_to_success_and_is_scraped(coordinator, tmp_path):
+    job_id = submit(coordinator, tmp_path, "small", **{"train.max_steps": "3"})
+    watch = coordinator.ctl("watch", job_id)  # exits 0 only if the job succeeded
+    assert "succeeded" in watch.stdout
+    job = coordinator.job(job_id)
+    assert job["state"] == "succeeded" and job["step"] == "3/3" and job["exit_code"] == "0"
+    assert float(job["loss"]) > 0
+    lines = [json.loads(l) for l in (tmp_path / "small" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert max(l["step"] for l in lines) == 3
+    assert re.search(r'^dpo_jobs\{state="succeeded"\} 1$', coordinator.scrape(), re.M)
+    listing = coordinator.ctl("list").stdout
+    assert re.search(rf"^{job_id}\s+succeeded\s+3/3\s", listing, re.M), listing
+
+
+def test_bad_spec_is_rejected_with_every_problem_named(coordinator, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(spec(tmp_path / "bad", **{"train.learning_rate": "-1", "train.max_stpes": "3"}))
+    proc = coordinator.ctl("submit", path, check=False)
+    assert proc.returncode == 1
+    assert "INVALID_ARGUMENT" in proc.stderr
+    assert "train.learning_rate: must be > 0" in proc.stderr
+    assert 'did you mean "max_steps"' in proc.stderr or "max_steps" in proc.stderr
+    assert re.search(r"bad\.yaml:\d+", proc.stderr), proc.stderr  # file:line
+    assert coordinator.ctl("list").stdout.count("\n") == 1  # header only: nothing was queued
+    missing = coordinator.ctl("get", 999, check=False)
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+def test_running_job_reports_progress_then_is_cancelled(coordinator, tmp_path):
+    job_id = submit(coordinator, tmp_path, "long", **{"train.max_steps": "100000",
+                                                        "train.save_steps": "100000"})
+    coordinator.wait(job_id, lambda j: j["state"] == "running" and int(j["step"].split("/")[0]) >= 2)
+    text = coordinator.scrape()
+    assert re.search(rf'^dpo_train_loss\{{job="{job_id}",name="[^"]*long.yaml"\}} [0-9.e+-]+$', text, re.M), text
+    assert re.search(rf'^dpo_train_tokens_per_second\{{job="{job_id}"', text, re.M)
+    assert re.search(r'^dpo_jobs\{state="running"\} 1$', text, re.M)
+    # Every series the shipped Grafana dashboard plots is one the coordinator serves.
+    dashboard = json.loads((SOURCE_DIR / "deploy" / "grafana" / "dpo_training.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"dpo_\w+", target["expr"]):
+                assert re.search(rf"^{name}\{{", text, re.M), (panel["title"], name)
+    # A second job into the same output directory is refused while this one runs.
+    clash = tmp_path / "clash.yaml"
+    clash.write_text(spec(tmp_path / "long"))
+    refused = coordinator.ctl("submit", clash, check=False)
+    assert refused.returncode == 1 and "FAILED_PRECONDITION" in refused.stderr
+    coordinator.ctl("cancel", job_id)
+    job = coordinator.wait(job_id, lambda j: j["state"] != "running", timeout=60)
+    assert job["state"] == "cancelled" and job["exit_code"] == str(128 + signal.SIGTERM)
+    again = coordinator.ctl("cancel", job_id, check=False)
+    assert again.returncode == 1 and "FAILED_PRECONDITION" in again.stderr
+
+
+def test_restart_keeps_jobs_and_resumes_the_interrupted_one(tmp_path):
+    first = Coordinator(tmp_path)
+    job_id = submit(first, tmp_path, "resumable", **{"train.max_steps": "60", "train.save_steps": "2"})
+    first.wait(job_id, lambda j: int(j["step"].split("/")[0]) >= 4)
+    first.stop()  # SIGTERM: the worker is stopped with it, the job stays recorded as running
+    second = Coordinator(tmp_path)
+    try:
+        assert second.ctl("watch", job_id).returncode == 0
+        job = second.job(job_id)
+        assert job["state"] == "succeeded" and job["attempts"] == "2" and job["step"] == "60/60"
+        log = (tmp_path / "jobs" / f"job-{job_id}" / "worker.log").read_text()
+        assert "resumed from" in log, log
+    finally:
+        second.stop()
+
+
+def test_launcher_runs_each_job_as_an_mpirun_worker_group(tmp_path):
+    c = Coordinator(tmp_path, launcher=MPIRUN + ["-np", "2"])
+    try:
+        job_id = submit(c, tmp_path, "ranks", **{"train.max_steps": "2",
+                                                 "train.per_device_train_batch_size": "2"})
+        assert c.ctl("watch", job_id).returncode == 0
+        # Each logged step covers both ranks: 2 pairs per rank.
+        lines = [json.loads(l) for l in (tmp_path / "ranks" / "run" / "metrics.jsonl").read_text().splitlines()]
+        train = [l for l in lines if l["split"] == "train"]
+        assert len(train) == 2
+    finally:
+        c.stop()
