@@ -67,9 +67,18 @@ JobRunner::~JobRunner() {
   wake_.notify_all();
   thread_.join();
   for (const auto& [id, pid] : running_) ::kill(-pid, SIGTERM);
+  // A worker that has not exited 30 s after SIGTERM is killed: stopping must not hang.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (const auto& [id, pid] : running_) {
     int status = 0;
-    ::waitpid(pid, &status, 0);
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(-pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
   }
 }
 

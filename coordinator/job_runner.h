@@ -39,8 +39,8 @@ class JobRunner {
  public:
   // Starts the scheduling thread. `store` must outlive the runner.
   JobRunner(JobStore& store, JobRunnerOptions options);
-  // Stops scheduling and terminates running workers (SIGTERM to their process groups, then
-  // waits): they stay RUNNING in the store, and the next coordinator relaunches them.
+  // Stops scheduling and terminates running workers (SIGTERM to their process groups; SIGKILL
+  // after 30 s): they stay RUNNING in the store, and the next coordinator relaunches them.
   ~JobRunner();
   JobRunner(const JobRunner&) = delete;
   JobRunner& operator=(const JobRunner&) = delete;

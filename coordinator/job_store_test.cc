@@ -1,10 +1,9 @@
 #include "coordinator/job_store.h"
 
-#include <unistd.h>
-
 #include <gtest/gtest.h>
 
 #include "common/model/path_util.h"
+#include "common/model/scratch_dir_test_util.h"
 #include "common/util/error.h"
 
 namespace dpo {
@@ -12,15 +11,9 @@ namespace {
 
 class JobStoreTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = "/tmp/dpo_job_store_test_" + std::to_string(::getpid()) + "_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    RemoveTree(dir_);
-    MakeDirectories(dir_);
-    path_ = JoinPath(dir_, "jobs.db");
-  }
-  void TearDown() override { RemoveTree(dir_); }
-  std::string dir_, path_;
+  testing::ScratchDir scratch_{"job_store_test"};
+  const std::string& dir_ = scratch_.path();
+  const std::string path_ = JoinPath(dir_, "jobs.db");
 };
 
 TEST_F(JobStoreTest, JobsSurviveReopeningTheDatabase) {

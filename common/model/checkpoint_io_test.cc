@@ -1,7 +1,5 @@
 #include "common/model/checkpoint_io.h"
 
-#include <unistd.h>
-
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -9,6 +7,7 @@
 
 #include "common/model/path_util.h"
 #include "common/model/pretrained.h"
+#include "common/model/scratch_dir_test_util.h"
 #include "common/util/error.h"
 
 namespace dpo {
@@ -16,13 +15,8 @@ namespace {
 
 class CheckpointIoTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = "/tmp/dpo_ckpt_test_" + std::to_string(::getpid()) + "_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    RemoveTree(dir_);
-    MakeDirectories(dir_);
-  }
-  void TearDown() override { RemoveTree(dir_); }
+  testing::ScratchDir scratch_{"ckpt_test"};
+  const std::string& dir_ = scratch_.path();
   std::string Path(const std::string& a, const std::string& b = "") const {
     return b.empty() ? JoinPath(dir_, a) : JoinPath(JoinPath(dir_, a), b);
   }
@@ -50,8 +44,6 @@ class CheckpointIoTest : public ::testing::Test {
         EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
     }
   }
-
-  std::string dir_;
 };
 
 TEST_F(CheckpointIoTest, ConvertsBf16AndF16) {

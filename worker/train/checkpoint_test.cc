@@ -1,7 +1,5 @@
 #include "worker/train/checkpoint.h"
 
-#include <unistd.h>
-
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -10,6 +8,7 @@
 #include "common/model/causal_lm.h"
 #include "common/model/model_test_util.h"
 #include "common/model/path_util.h"
+#include "common/model/scratch_dir_test_util.h"
 #include "common/util/error.h"
 
 namespace dpo {
@@ -18,15 +17,10 @@ namespace {
 class CheckpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = "/tmp/dpo_train_ckpt_test_" + std::to_string(::getpid()) + "_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    RemoveTree(dir_);
-    MakeDirectories(dir_);
     model_ = std::make_shared<CausalLM>(testing::TinyConfig("llama"),
                                         torch::TensorOptions().dtype(torch::kFloat32));
     model_->InitWeights(1);
   }
-  void TearDown() override { RemoveTree(dir_); }
 
   std::string Save(int64_t step) {
     TrainerState state;
@@ -38,7 +32,8 @@ class CheckpointTest : public ::testing::Test {
     return SaveCheckpoint(dir_, *model_, optimizer_, state, /*tokenizer_dir=*/"");
   }
 
-  std::string dir_;
+  testing::ScratchDir scratch_{"train_ckpt_test"};
+  const std::string& dir_ = scratch_.path();
   std::shared_ptr<CausalLM> model_;
   std::map<std::string, at::Tensor> optimizer_{{"exp_avg.lm_head.weight", torch::randn({97, 32})},
                                                 {"step.lm_head.weight", torch::full({1}, 3.0)}};
