@@ -21,12 +21,14 @@ pytestmark = pytest.mark.skipif(not COORDINATOR.exists(),
 class Coordinator:
     """One dpo-coordinator process on free ports, with its database and work folder in `root`."""
 
-    def __init__(self, root, launcher=None):
+    def __init__(self, root, launcher=None, worker=None):
         self.root = root
         cmd = [str(COORDINATOR), "--listen", "127.0.0.1:0", "--db", str(root / "jobs.db"),
                "--work-dir", str(root / "jobs"), "--metrics-listen", "127.0.0.1:0"]
         if launcher:
             cmd += ["--launcher", " ".join(launcher)]
+        if worker:
+            cmd += ["--worker", str(worker)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         banner = self.proc.stdout.readline()
         match = re.search(r"grpc port (\d+), metrics port (\d+)", banner)
@@ -108,6 +110,30 @@ def test_bad_spec_is_rejected_with_every_problem_named(coordinator, tmp_path):
     assert coordinator.ctl("list").stdout.count("\n") == 1  # header only: nothing was queued
     missing = coordinator.ctl("get", 999, check=False)
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+def test_failed_job_carries_the_workers_one_line_reason(coordinator, tmp_path):
+    # Valid spec, broken data: the worker finds it, and its file:line reason becomes the job's.
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": \n')
+    job_id = submit(coordinator, tmp_path, "broken", **{"data.train": f'"{data}"'})
+    watch = coordinator.ctl("watch", job_id, check=False)
+    assert watch.returncode == 1
+    job = coordinator.job(job_id)
+    assert job["state"] == "failed" and job["exit_code"] == "1"
+    assert f"{data}:2" in job["error"], job
+    assert re.search(r'^dpo_jobs\{state="failed"\} 1$', coordinator.scrape(), re.M)
+
+
+def test_worker_that_cannot_start_fails_the_job(tmp_path):
+    c = Coordinator(tmp_path, worker=tmp_path / "no-such-dpo-worker")
+    try:
+        job_id = submit(c, tmp_path, "nowhere")
+        job = c.wait(job_id, lambda j: j["state"] != "queued" and j["state"] != "running")
+        assert job["state"] == "failed"
+        assert "no-such-dpo-worker" in job["error"] and "cannot start" in job["error"], job
+    finally:
+        c.stop()
 
 
 def test_running_job_reports_progress_then_is_cancelled(coordinator, tmp_path):
