@@ -24,6 +24,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: dpo-coordinator [--listen ADDR] [--db FILE] [--work-dir DIR] [--metrics-listen PORT]\n"
     "                       [--worker PATH] [--launcher \"mpirun -np N ...\"] [--slots N]\n"
+    "                       [--gpus-per-slot N]\n"
     "  --listen          gRPC address (default 0.0.0.0:50051; port 0 picks a free one)\n"
     "  --db              SQLite job database (default dpo-coordinator.db)\n"
     "  --work-dir        per-job spec and log folders (default dpo-jobs)\n"
@@ -31,6 +32,8 @@ constexpr const char* kUsage =
     "  --worker          dpo-worker binary (default: the one beside this program)\n"
     "  --launcher        words put before the worker, e.g. \"mpirun -np 8\" (default: none)\n"
     "  --slots           jobs run at once, one worker group each (default 1)\n"
+    "  --gpus-per-slot   GPUs of each group: group s gets CUDA_VISIBLE_DEVICES s*N..s*N+N-1\n"
+    "                    (default 0: devices untouched)\n"
     "Runs until SIGINT or SIGTERM; running workers are then stopped and relaunched, resuming\n"
     "from their latest checkpoint, when the coordinator starts again.\n";
 
@@ -73,6 +76,7 @@ int main(int argc, char** argv) {
     else if (flag == "--worker") runner_options.worker_binary = value;
     else if (flag == "--launcher") runner_options.launcher = Words(value);
     else if (flag == "--slots") runner_options.slots = std::atoi(value.c_str());
+    else if (flag == "--gpus-per-slot") runner_options.gpus_per_slot = std::atoi(value.c_str());
     else {
       std::fprintf(stderr, "dpo-coordinator: unknown flag \"%s\"\n%s", flag.c_str(), kUsage);
       return 2;

@@ -55,6 +55,7 @@ JobRunner::JobRunner(JobStore& store, JobRunnerOptions options)
   if (options_.worker_binary.empty()) Fail("JobRunnerOptions.worker_binary", "required");
   if (options_.work_dir.empty()) Fail("JobRunnerOptions.work_dir", "required");
   if (options_.slots < 1) Fail("JobRunnerOptions.slots", "must be >= 1");
+  if (options_.gpus_per_slot < 0) Fail("JobRunnerOptions.gpus_per_slot", "must be >= 0");
   MakeDirectories(options_.work_dir);
   thread_ = std::thread([this] { Loop(); });
 }
@@ -66,10 +67,11 @@ JobRunner::~JobRunner() {
   }
   wake_.notify_all();
   thread_.join();
-  for (const auto& [id, pid] : running_) ::kill(-pid, SIGTERM);
+  for (const auto& [id, group] : running_) ::kill(-group.pid, SIGTERM);
   // A worker that has not exited 30 s after SIGTERM is killed: stopping must not hang.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  for (const auto& [id, pid] : running_) {
+  for (const auto& [id, group] : running_) {
+    const pid_t pid = group.pid;
     int status = 0;
     while (::waitpid(pid, &status, WNOHANG) == 0) {
       if (std::chrono::steady_clock::now() > deadline) {
@@ -87,7 +89,7 @@ void JobRunner::Wake() { wake_.notify_all(); }
 void JobRunner::Stop(int64_t id) {
   std::lock_guard lock(mutex_);
   const auto it = running_.find(id);
-  if (it != running_.end()) ::kill(-it->second, SIGTERM);
+  if (it != running_.end()) ::kill(-it->second.pid, SIGTERM);
 }
 
 void JobRunner::Loop() {
@@ -107,14 +109,14 @@ void JobRunner::Loop() {
 }
 
 void JobRunner::Reap() {
-  std::vector<std::pair<int64_t, pid_t>> running;
+  std::vector<std::pair<int64_t, Running>> running;
   {
     std::lock_guard lock(mutex_);
     running.assign(running_.begin(), running_.end());
   }
-  for (const auto& [id, pid] : running) {
+  for (const auto& [id, group] : running) {
     int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) != pid) continue;
+    if (::waitpid(group.pid, &status, WNOHANG) != group.pid) continue;
     {
       std::lock_guard lock(mutex_);
       running_.erase(id);
@@ -134,24 +136,33 @@ void JobRunner::Reap() {
 
 void JobRunner::LaunchQueued() {
   while (true) {
+    int slot = 0;
     {
       std::lock_guard lock(mutex_);
       if (stopping_ || static_cast<int>(running_.size()) >= options_.slots) return;
+      // The lowest slot no running group holds.
+      auto taken = [this](int s) {
+        for (const auto& [id, group] : running_) {
+          if (group.slot == s) return true;
+        }
+        return false;
+      };
+      while (taken(slot)) ++slot;
     }
     const auto next = store_.NextQueued();
     if (!next || !store_.MarkRunning(next->id)) return;
     const auto job = store_.Get(next->id);
     try {
-      const pid_t pid = Launch(*job);
+      const pid_t pid = Launch(*job, slot);
       std::lock_guard lock(mutex_);
-      running_[job->id] = pid;
+      running_[job->id] = Running{pid, slot};
     } catch (const std::exception& e) {
       store_.MarkFinished(job->id, JobState::kFailed, -1, std::string("launch: ") + e.what());
     }
   }
 }
 
-pid_t JobRunner::Launch(const JobRecord& job) {
+pid_t JobRunner::Launch(const JobRecord& job, int slot) {
   const std::string dir = JoinPath(options_.work_dir, "job-" + std::to_string(job.id));
   MakeDirectories(dir);
   const std::string spec_path = JoinPath(dir, "job.yaml");
@@ -180,8 +191,25 @@ pid_t JobRunner::Launch(const JobRecord& job) {
   posix_spawn_file_actions_addopen(&setup.actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&setup.actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&setup.actions, 1, 2);
+  // The environment, with this slot's GPUs when groups are given GPUs of their own.
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (options_.gpus_per_slot == 0 || std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) {
+      env_strings.emplace_back(*e);
+    }
+  }
+  if (options_.gpus_per_slot > 0) {
+    std::string devices;
+    for (int g = 0; g < options_.gpus_per_slot; ++g) {
+      devices += (g ? "," : "") + std::to_string(slot * options_.gpus_per_slot + g);
+    }
+    env_strings.push_back("CUDA_VISIBLE_DEVICES=" + devices);
+  }
+  std::vector<char*> env;
+  for (std::string& e : env_strings) env.push_back(e.data());
+  env.push_back(nullptr);
   pid_t pid = 0;
-  const int rc = posix_spawnp(&pid, argv[0], &setup.actions, &setup.attr, argv.data(), environ);
+  const int rc = posix_spawnp(&pid, argv[0], &setup.actions, &setup.attr, argv.data(), env.data());
   if (rc != 0) Fail(words.front(), std::string("cannot start: ") + std::strerror(rc));
   return pid;
 }

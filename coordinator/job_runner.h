@@ -1,5 +1,5 @@
 // Runs queued jobs: one worker group (a dpo-worker process, or an mpirun of them) per job, at
-// most `slots` at once, oldest job first.
+// most `slots` at once, oldest job first, each group on its own GPUs (gpus_per_slot).
 //
 // For job N it writes <work_dir>/job-N/job.yaml (the resolved spec) and starts
 //   [launcher...] worker_binary --job <work_dir>/job-N/job.yaml
@@ -30,6 +30,9 @@ struct JobRunnerOptions {
   std::string work_dir;               // Required: per-job spec and log folders.
   // Jobs running at once (worker groups). Default: 1, one job owns the machine.
   int slots = 1;
+  // GPUs per worker group: group s sees GPUs [s * n, (s + 1) * n) through CUDA_VISIBLE_DEVICES,
+  // so concurrent groups never share a GPU. Default: 0, the environment's devices untouched.
+  int gpus_per_slot = 0;
   // How often finished workers are reaped and queued jobs looked for when nothing wakes the
   // runner. Default: 200 ms.
   std::chrono::milliseconds poll{200};
@@ -55,14 +58,18 @@ class JobRunner {
   void Loop();
   void Reap();
   void LaunchQueued();
-  pid_t Launch(const JobRecord& job);
+  pid_t Launch(const JobRecord& job, int slot);
 
   JobStore& store_;
   JobRunnerOptions options_;
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;
-  std::map<int64_t, pid_t> running_;  // job id -> process group leader
+  struct Running {
+    pid_t pid;  // process group leader
+    int slot;
+  };
+  std::map<int64_t, Running> running_;  // by job id
   std::thread thread_;
 };
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.skipif(not COORDINATOR.exists(),
 class Coordinator:
     """One dpo-coordinator process on free ports, with its database and work folder in `root`."""
 
-    def __init__(self, root, launcher=None, worker=None):
+    def __init__(self, root, launcher=None, worker=None, extra=()):
         self.root = root
         cmd = [str(COORDINATOR), "--listen", "127.0.0.1:0", "--db", str(root / "jobs.db"),
                "--work-dir", str(root / "jobs"), "--metrics-listen", "127.0.0.1:0"]
@@ -29,6 +30,7 @@ class Coordinator:
             cmd += ["--launcher", " ".join(launcher)]
         if worker:
             cmd += ["--worker", str(worker)]
+        cmd += list(extra)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         banner = self.proc.stdout.readline()
         match = re.search(r"grpc port (\d+), metrics port (\d+)", banner)
@@ -188,5 +190,39 @@ def test_launcher_runs_each_job_as_an_mpirun_worker_group(tmp_path):
         lines = [json.loads(l) for l in (tmp_path / "ranks" / "run" / "metrics.jsonl").read_text().splitlines()]
         train = [l for l in lines if l["split"] == "train"]
         assert len(train) == 2
+    finally:
+        c.stop()
+
+
+def worker_environment(root, job_id):
+    """The environment of the running worker of job `job_id`, read from /proc (a real process)."""
+    marker = f"job-{job_id}/job.yaml".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
+                entries = (proc / "environ").read_bytes().split(b"\0")
+                return dict(e.decode().split("=", 1) for e in entries if b"=" in e)
+        except OSError:
+            continue  # exited meanwhile
+    raise AssertionError(f"no worker process for job {job_id}")
+
+
+def test_slots_run_groups_side_by_side_each_on_its_own_gpus(tmp_path):
+    c = Coordinator(tmp_path, extra=["--slots", "2", "--gpus-per-slot", "2"])
+    try:
+        long = {"train.max_steps": "100000", "train.save_steps": "100000"}
+        first, second, third = (submit(c, tmp_path, f"slot{i}", **long) for i in range(3))
+        for job_id in (first, second):
+            c.wait(job_id, lambda j: j["state"] == "running")
+        assert c.job(third)["state"] == "queued"  # both groups are busy
+        devices = {worker_environment(tmp_path, j)["CUDA_VISIBLE_DEVICES"] for j in (first, second)}
+        assert devices == {"0,1", "2,3"}
+        freed = worker_environment(tmp_path, first)["CUDA_VISIBLE_DEVICES"]
+        c.ctl("cancel", first)
+        c.wait(third, lambda j: j["state"] == "running")
+        assert worker_environment(tmp_path, third)["CUDA_VISIBLE_DEVICES"] == freed
+        for job_id in (second, third):
+            c.ctl("cancel", job_id)
+            c.wait(job_id, lambda j: j["state"] == "cancelled", timeout=60)
     finally:
         c.stop()
