@@ -49,9 +49,9 @@ double Metric(const dpo::v1::Job& job, const std::string& key) {
 }
 
 void PrintJob(const dpo::v1::Job& job) {
-  std::printf("id: %lld\nname: %s\nstate: %s\noutput_dir: %s\nattempts: %d\n",
+  std::printf("id: %lld\nname: %s\nstate: %s\noutput_dir: %s\ndata_prepared: %s\nattempts: %d\n",
               static_cast<long long>(job.id()), job.name().c_str(), StateName(job.state()),
-              job.output_dir().c_str(), job.attempts());
+              job.output_dir().c_str(), job.data_prepared() ? "yes" : "no", job.attempts());
   std::printf("step: %lld/%lld\n", static_cast<long long>(job.progress().global_step()),
               static_cast<long long>(job.progress().total_steps()));
   for (const auto& [key, value] : std::map(job.progress().metrics().begin(), job.progress().metrics().end())) {

@@ -10,9 +10,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/config/data_preparation.h"
 #include "common/config/job_spec.h"
 #include "common/model/path_util.h"
 #include "common/model/safetensors.h"
+#include "common/tokenizer/tokenizer.h"
 #include "common/util/error.h"
 
 extern char** environ;
@@ -58,6 +60,7 @@ JobRunner::JobRunner(JobStore& store, JobRunnerOptions options)
   if (options_.gpus_per_slot < 0) Fail("JobRunnerOptions.gpus_per_slot", "must be >= 0");
   MakeDirectories(options_.work_dir);
   thread_ = std::thread([this] { Loop(); });
+  preparer_ = std::thread([this] { PrepareLoop(); });
 }
 
 JobRunner::~JobRunner() {
@@ -67,6 +70,7 @@ JobRunner::~JobRunner() {
   }
   wake_.notify_all();
   thread_.join();
+  preparer_.join();
   for (const auto& [id, group] : running_) ::kill(-group.pid, SIGTERM);
   // A worker that has not exited 30 s after SIGTERM is killed: stopping must not hang.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -105,6 +109,44 @@ void JobRunner::Loop() {
     }
     lock.lock();
     wake_.wait_for(lock, options_.poll);
+  }
+}
+
+void JobRunner::PrepareLoop() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    lock.unlock();
+    std::optional<JobRecord> job;
+    try {
+      job = store_.NextToPrepare();
+      if (job) {
+        const JobSpec spec = ParseJobSpec(job->spec_yaml, "job " + std::to_string(job->id));
+        const auto tokenizer = Tokenizer::Load(spec.tokenizer.path);
+        std::vector<std::string> sources{spec.data.train};
+        if (spec.data.eval) sources.push_back(*spec.data.eval);
+        for (const std::string& source : sources) {
+          if (PrepareForSpec(*tokenizer, spec.data, source).report.pairs == 0) {
+            Fail(source, "no usable preference pairs after preparation");
+          }
+        }
+        if (store_.MarkPrepared(job->id)) wake_.notify_all();
+      }
+    } catch (const std::exception& e) {
+      if (job) {
+        std::string reason = std::string("data preparation: ") + e.what();
+        for (char& c : reason) c = c == '\n' ? ' ' : c;
+        try {
+          store_.MarkFinished(job->id, JobState::kFailed, 0, reason);
+        } catch (const std::exception& again) {
+          std::fprintf(stderr, "dpo-coordinator: preparing job %lld: %s\n",
+                       static_cast<long long>(job->id), again.what());
+        }
+      } else {
+        std::fprintf(stderr, "dpo-coordinator: preparing: %s\n", e.what());
+      }
+    }
+    lock.lock();
+    if (!job) wake_.wait_for(lock, options_.poll);
   }
 }
 

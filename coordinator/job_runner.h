@@ -1,5 +1,9 @@
-// Runs queued jobs: one worker group (a dpo-worker process, or an mpirun of them) per job, at
-// most `slots` at once, oldest job first, each group on its own GPUs (gpus_per_slot).
+// Runs queued jobs in two stages, each on its own thread:
+//   prepare  tokenizes the job's data sets into their prepared files (common/config/
+//            data_preparation.h), oldest job first, holding no worker group: bad data fails the
+//            job here, with file:line, and the worker later maps the files instead of tokenizing;
+//   launch   one worker group (a dpo-worker process, or an mpirun of them) per prepared job, at
+//            most `slots` at once, oldest first, each group on its own GPUs (gpus_per_slot).
 //
 // For job N it writes <work_dir>/job-N/job.yaml (the resolved spec) and starts
 //   [launcher...] worker_binary --job <work_dir>/job-N/job.yaml
@@ -40,7 +44,7 @@ struct JobRunnerOptions {
 
 class JobRunner {
  public:
-  // Starts the scheduling thread. `store` must outlive the runner.
+  // Starts the preparing and launching threads. `store` must outlive the runner.
   JobRunner(JobStore& store, JobRunnerOptions options);
   // Stops scheduling and terminates running workers (SIGTERM to their process groups; SIGKILL
   // after 30 s): they stay RUNNING in the store, and the next coordinator relaunches them.
@@ -56,6 +60,7 @@ class JobRunner {
 
  private:
   void Loop();
+  void PrepareLoop();
   void Reap();
   void LaunchQueued();
   pid_t Launch(const JobRecord& job, int slot);
@@ -70,7 +75,7 @@ class JobRunner {
     int slot;
   };
   std::map<int64_t, Running> running_;  // by job id
-  std::thread thread_;
+  std::thread thread_, preparer_;
 };
 
 }  // namespace dpo

@@ -69,6 +69,7 @@ void ToProto(const JobRecord& r, v1::Job* job) {
   job->set_exit_code(r.exit_code);
   job->set_error(r.error);
   job->set_attempts(r.attempts);
+  job->set_data_prepared(r.data_prepared);
   ReadProgress(r, job->mutable_progress());
 }
 

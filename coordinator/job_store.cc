@@ -68,7 +68,7 @@ class Statement {
 
 constexpr const char* kColumns =
     "id, name, state, spec_yaml, output_dir, submitted_ms, started_ms, finished_ms, exit_code, "
-    "error, attempts, cancel_requested";
+    "error, attempts, cancel_requested, data_prepared";
 
 JobRecord ReadRecord(const Statement& s, const std::string& where) {
   JobRecord r;
@@ -84,6 +84,7 @@ JobRecord ReadRecord(const Statement& s, const std::string& where) {
   r.error = s.Text(9);
   r.attempts = static_cast<int>(s.Int(10));
   r.cancel_requested = s.Int(11) != 0;
+  r.data_prepared = s.Int(12) != 0;
   return r;
 }
 
@@ -122,7 +123,8 @@ JobStore::JobStore(const std::string& path) : path_(path) {
       " spec_yaml TEXT NOT NULL, output_dir TEXT NOT NULL, submitted_ms INTEGER NOT NULL,"
       " started_ms INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER NOT NULL DEFAULT 0,"
       " exit_code INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',"
-      " attempts INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0)");
+      " attempts INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,"
+      " data_prepared INTEGER NOT NULL DEFAULT 0)");
 }
 
 JobStore::~JobStore() { sqlite3_close(db_); }
@@ -166,12 +168,24 @@ std::vector<JobRecord> JobStore::List(int limit) {
   return jobs;
 }
 
-std::optional<JobRecord> JobStore::NextQueued() {
+std::optional<JobRecord> JobStore::OldestQueued(bool data_prepared) {
   std::lock_guard lock(mutex_);
   Statement s(db_, std::string("SELECT ") + kColumns +
-                       " FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1", path_);
-  if (!s.Step()) return std::nullopt;
+                       " FROM jobs WHERE state = 'queued' AND data_prepared = ? ORDER BY id LIMIT 1",
+              path_);
+  if (!s.Bind(1, data_prepared ? 1 : 0).Step()) return std::nullopt;
   return ReadRecord(s, path_);
+}
+
+std::optional<JobRecord> JobStore::NextToPrepare() { return OldestQueued(false); }
+
+std::optional<JobRecord> JobStore::NextQueued() { return OldestQueued(true); }
+
+bool JobStore::MarkPrepared(int64_t id) {
+  std::lock_guard lock(mutex_);
+  Statement s(db_, "UPDATE jobs SET data_prepared = 1 WHERE id = ? AND state = 'queued'", path_);
+  s.Bind(1, id).Step();
+  return sqlite3_changes(db_) == 1;
 }
 
 bool JobStore::MarkRunning(int64_t id) {
@@ -187,7 +201,8 @@ bool JobStore::MarkRunning(int64_t id) {
 void JobStore::MarkFinished(int64_t id, JobState state, int exit_code, const std::string& error) {
   std::lock_guard lock(mutex_);
   Statement s(db_,
-              "UPDATE jobs SET state = ?, finished_ms = ?, exit_code = ?, error = ? WHERE id = ?",
+              "UPDATE jobs SET state = ?, finished_ms = ?, exit_code = ?, error = ? "
+              "WHERE id = ? AND state IN ('queued', 'running')",
               path_);
   s.Bind(1, std::string(ToString(state))).Bind(2, NowUnixMs()).Bind(3, exit_code).Bind(4, error).Bind(5, id).Step();
 }

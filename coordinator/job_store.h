@@ -30,6 +30,7 @@ struct JobRecord {
   std::string error;       // one-line reason for FAILED
   int attempts = 0;        // launches so far
   bool cancel_requested = false;
+  bool data_prepared = false;  // its data sets are tokenized; only then may it launch
 };
 
 class JobStore {
@@ -46,11 +47,16 @@ class JobStore {
   std::optional<JobRecord> Get(int64_t id);
   // Newest first; limit 0 = all.
   std::vector<JobRecord> List(int limit = 0);
-  // The oldest QUEUED job, if any.
+  // The oldest QUEUED job whose data is not prepared yet, if any.
+  std::optional<JobRecord> NextToPrepare();
+  // Records that a QUEUED job's data is prepared. False if it is no longer queued.
+  bool MarkPrepared(int64_t id);
+  // The oldest QUEUED job whose data is prepared, if any: the next to launch.
   std::optional<JobRecord> NextQueued();
   // QUEUED -> RUNNING, counting the attempt. False if the job was no longer queued.
   bool MarkRunning(int64_t id);
-  // RUNNING -> SUCCEEDED / FAILED / CANCELLED with the worker's exit status and reason.
+  // RUNNING (or, when its data cannot be prepared, QUEUED) -> SUCCEEDED / FAILED / CANCELLED
+  // with the worker's exit status (0 when none ran) and reason. A finished job stays as it is.
   void MarkFinished(int64_t id, JobState state, int exit_code, const std::string& error);
   // QUEUED -> CANCELLED (true), or RUNNING -> cancel requested (false: the caller stops the
   // process, and MarkFinished records CANCELLED once it exits). Throws for a finished job.
@@ -63,6 +69,7 @@ class JobStore {
 
  private:
   void Exec(const std::string& sql);
+  std::optional<JobRecord> OldestQueued(bool data_prepared);
   std::string path_;
   sqlite3* db_ = nullptr;
   std::mutex mutex_;

@@ -41,9 +41,20 @@ TEST_F(JobStoreTest, LifecycleQueuedRunningFinished) {
   JobStore store(path_);
   const int64_t a = store.Insert("a", "x", "/a").id;
   const int64_t b = store.Insert("b", "x", "/b").id;
+  // Only prepared jobs launch: first both wait for preparation, oldest first.
+  EXPECT_FALSE(store.NextQueued().has_value());
+  ASSERT_TRUE(store.NextToPrepare().has_value());
+  EXPECT_EQ(store.NextToPrepare()->id, a);
+  EXPECT_TRUE(store.MarkPrepared(b));
+  EXPECT_EQ(store.NextToPrepare()->id, a);
+  ASSERT_TRUE(store.NextQueued().has_value());
+  EXPECT_EQ(store.NextQueued()->id, b);
+  EXPECT_TRUE(store.MarkPrepared(a));
+  EXPECT_FALSE(store.NextToPrepare().has_value());
   EXPECT_EQ(store.NextQueued()->id, a);  // oldest first
   EXPECT_TRUE(store.MarkRunning(a));
   EXPECT_FALSE(store.MarkRunning(a));  // no longer queued
+  EXPECT_FALSE(store.MarkPrepared(a));
   EXPECT_EQ(store.NextQueued()->id, b);
   store.MarkFinished(a, JobState::kFailed, 1, "training: 3 consecutive steps with a non-finite loss");
   const JobRecord done = *store.Get(a);
@@ -52,6 +63,9 @@ TEST_F(JobStoreTest, LifecycleQueuedRunningFinished) {
   EXPECT_EQ(done.attempts, 1);
   EXPECT_EQ(done.error, "training: 3 consecutive steps with a non-finite loss");
   EXPECT_GE(done.finished_unix_ms, done.started_unix_ms);
+  EXPECT_TRUE(done.data_prepared);
+  store.MarkFinished(a, JobState::kSucceeded, 0, "");  // a finished job stays as it is
+  EXPECT_EQ(store.Get(a)->state, JobState::kFailed);
   const auto counts = store.CountByState();
   ASSERT_EQ(counts.size(), 5u);
   for (const auto& [state, n] : counts) {

@@ -96,6 +96,10 @@ def test_submitted_job_runs_to_success_and_is_scraped(coordinator, tmp_path):
     lines = [json.loads(l) for l in (tmp_path / "small" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert max(l["step"] for l in lines) == 3
     assert re.search(r'^dpo_jobs\{state="succeeded"\} 1$', coordinator.scrape(), re.M)
+    # The coordinator tokenized the data before launching; the worker mapped its file.
+    assert job["data_prepared"] == "yes"
+    log = (tmp_path / "jobs" / f"job-{job_id}" / "worker.log").read_text()
+    assert "reused" in log and "prepared " not in log, log
     listing = coordinator.ctl("list").stdout
     assert re.search(rf"^{job_id}\s+succeeded\s+3/3\s", listing, re.M), listing
 
@@ -114,17 +118,31 @@ def test_bad_spec_is_rejected_with_every_problem_named(coordinator, tmp_path):
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
 
 
-def test_failed_job_carries_the_workers_one_line_reason(coordinator, tmp_path):
-    # Valid spec, broken data: the worker finds it, and its file:line reason becomes the job's.
+def test_bad_data_fails_the_job_before_any_worker_starts(coordinator, tmp_path):
+    # Valid spec, broken data: the coordinator's preparation finds it (file:line), and no worker
+    # group is ever launched for the job.
     data = tmp_path / "broken.jsonl"
     data.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": \n')
     job_id = submit(coordinator, tmp_path, "broken", **{"data.train": f'"{data}"'})
     watch = coordinator.ctl("watch", job_id, check=False)
     assert watch.returncode == 1
     job = coordinator.job(job_id)
-    assert job["state"] == "failed" and job["exit_code"] == "1"
-    assert f"{data}:2" in job["error"], job
+    assert job["state"] == "failed" and job["attempts"] == "0" and job["data_prepared"] == "no"
+    assert job["error"].startswith("data preparation: ") and f"{data}:2" in job["error"], job
+    assert not (tmp_path / "jobs" / f"job-{job_id}").exists()
     assert re.search(r'^dpo_jobs\{state="failed"\} 1$', coordinator.scrape(), re.M)
+
+
+def test_failed_worker_carries_its_one_line_reason(coordinator, tmp_path):
+    # Data and spec are fine; the run itself fails (every step non-finite): the worker's one-line
+    # reason becomes the job's error.
+    job_id = submit(coordinator, tmp_path, "nan", **{"train.learning_rate": "1e30",
+                                                      "train.max_consecutive_bad_steps": "1",
+                                                      "train.max_steps": "50"})
+    assert coordinator.ctl("watch", job_id, check=False).returncode == 1
+    job = coordinator.job(job_id)
+    assert job["state"] == "failed" and job["exit_code"] == "1" and job["attempts"] == "1"
+    assert "non-finite" in job["error"], job
 
 
 def test_worker_that_cannot_start_fails_the_job(tmp_path):

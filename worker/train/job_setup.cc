@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include "common/config/data_preparation.h"
 #include "common/data/sampler.h"
 #include "common/model/causal_lm.h"
 #include "common/model/model_config.h"
@@ -22,40 +23,16 @@ namespace fs = std::filesystem;
 namespace dpo {
 namespace {
 
-TokenizeOptions TokenizeOptionsFromSpec(const DataSection& data) {
-  TokenizeOptions options;
-  options.max_length = data.max_length.value_or(0);
-  options.max_prompt_length = data.max_prompt_length.value_or(0);
-  options.max_completion_length = data.max_completion_length.value_or(0);
-  options.truncation_mode = data.truncation_mode == DataSection::Truncation::kKeepEnd
-                                ? TruncationMode::kKeepEnd
-                                : TruncationMode::kKeepStart;
-  switch (data.chat_template) {
-    case DataSection::ChatTemplate::kAuto: options.chat_template = ""; break;
-    default: options.chat_template = std::string(ToString(data.chat_template)); break;
-  }
-  return options;
-}
-
 // Prepares `source` into prepared_dir (rank 0 only; the others wait), then maps it.
 std::unique_ptr<PreparedDataset> Prepare(const Tokenizer& tokenizer, const std::string& source,
                                          const DataSection& data, ProcessGroup& group) {
-  const std::string out = (fs::path(data.prepared_dir) /
-                           (fs::path(source).filename().string() + "." +
-                            Hasher().Update(fs::absolute(source).string()).HexDigest() + ".prepared"))
-                              .string();
   if (group.rank() == 0) {
-    fs::create_directories(data.prepared_dir);
-    PrepareOptions options;
-    options.tokenize = TokenizeOptionsFromSpec(data);
-    options.on_error = data.on_error == DataSection::OnError::kSkip ? OnError::kSkip : OnError::kFail;
-    options.num_threads = static_cast<size_t>(data.num_workers.value_or(0));
-    PrepareResult result = PrepareDataset(tokenizer, source, out, options);
+    PrepareResult result = PrepareForSpec(tokenizer, data, source);
     std::fprintf(stderr, "%s %s: %s\n", result.reused ? "reused" : "prepared", source.c_str(),
                  result.report.Summary().c_str());
   }
   group.Barrier();
-  auto dataset = std::make_unique<PreparedDataset>(out);
+  auto dataset = std::make_unique<PreparedDataset>(PreparedPath(data, source));
   if (dataset->size() == 0) Fail(source, "no usable preference pairs after preparation");
   return dataset;
 }
