@@ -1,6 +1,6 @@
 // dpoctl: the command-line client of dpo-coordinator's JobService.
 //   dpoctl [--server HOST:PORT] submit JOB.yaml [--name NAME]
-//   dpoctl [--server HOST:PORT] get ID | list [--limit N] | cancel ID | watch ID
+//   dpoctl [--server HOST:PORT] get ID | list [--limit N] | cancel ID | watch ID | logs ID
 // The server defaults to $DPO_COORDINATOR, else localhost:50051. Exit status: 0 on success (for
 // watch: the job succeeded), 1 when the call fails or the watched job failed or was cancelled,
 // 2 on bad usage. Errors go to stderr as "dpoctl: CODE: message".
@@ -23,7 +23,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: dpoctl [--server HOST:PORT] submit JOB.yaml [--name NAME]\n"
-    "       dpoctl [--server HOST:PORT] get ID | list [--limit N] | cancel ID | watch ID\n"
+    "       dpoctl [--server HOST:PORT] get ID | list [--limit N] | cancel ID | watch ID | logs ID\n"
     "The server defaults to $DPO_COORDINATOR, else localhost:50051.\n";
 
 const char* StateName(dpo::v1::JobState state) {
@@ -128,6 +128,16 @@ int main(int argc, char** argv) {
     const auto status = client.Call(&dpo::v1::JobService::Stub::SubmitJob, request, &job);
     if (!status.ok()) return Fail(status);
     std::printf("%lld\n", static_cast<long long>(job.id()));
+    return 0;
+  }
+  if (command == "logs" && args.size() == 2 && ParseId(args[1], &id)) {
+    dpo::v1::GetJobLogRequest request;
+    request.set_id(id);
+    dpo::v1::JobLog log;
+    const auto status = client.Call(&dpo::v1::JobService::Stub::GetJobLog, request, &log);
+    if (!status.ok()) return Fail(status);
+    if (log.truncated()) std::fputs("[... earlier output not shown]\n", stdout);
+    std::fwrite(log.text().data(), 1, log.text().size(), stdout);
     return 0;
   }
   if ((command == "get" || command == "cancel" || command == "watch") && args.size() == 2 &&

@@ -90,6 +90,10 @@ JobRunner::~JobRunner() {
 
 void JobRunner::Wake() { wake_.notify_all(); }
 
+std::string JobRunner::LogPath(int64_t id) const {
+  return JoinPath(JoinPath(options_.work_dir, "job-" + std::to_string(id)), "worker.log");
+}
+
 void JobRunner::Stop(int64_t id) {
   std::lock_guard lock(mutex_);
   const auto it = running_.find(id);
@@ -169,7 +173,7 @@ void JobRunner::Reap() {
     if (job && job->cancel_requested) state = JobState::kCancelled;
     std::string error;
     if (state == JobState::kFailed) {
-      error = LastLine(JoinPath(JoinPath(options_.work_dir, "job-" + std::to_string(id)), "worker.log"));
+      error = LastLine(LogPath(id));
       if (error.empty()) error = "worker exited with status " + std::to_string(exit_code);
     }
     store_.MarkFinished(id, state, exit_code, error);
@@ -221,7 +225,7 @@ pid_t JobRunner::Launch(const JobRecord& job, int slot) {
   for (std::string& w : words) argv.push_back(w.data());
   argv.push_back(nullptr);
 
-  const std::string log = JoinPath(dir, "worker.log");
+  const std::string log = LogPath(job.id);
   SpawnSetup setup;
   // Its own process group, so a cancel reaches mpirun's ranks too; and an empty signal mask,
   // since the coordinator blocks SIGINT/SIGTERM in its threads to take them with sigwait.

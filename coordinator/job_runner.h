@@ -54,6 +54,8 @@ class JobRunner {
 
   // A job was queued: look now instead of at the next poll.
   void Wake();
+  // <work_dir>/job-<id>/worker.log: the output of the job's worker group.
+  std::string LogPath(int64_t id) const;
   // Stops job `id` if this runner runs it (SIGTERM to its process group); it is recorded as
   // CANCELLED when it has exited.
   void Stop(int64_t id);

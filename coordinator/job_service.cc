@@ -164,6 +164,31 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJob
   return grpc::Status::OK;
 }
 
+grpc::Status JobServiceImpl::GetJobLog(grpc::ServerContext*, const v1::GetJobLogRequest* request,
+                                       v1::JobLog* log) {
+  if (request->tail_bytes() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "tail_bytes: must be >= 0");
+  }
+  try {
+    if (!store_.Get(request->id())) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no job " + std::to_string(request->id()));
+    }
+  } catch (const std::exception& e) {
+    return Internal(e);
+  }
+  std::ifstream in(runner_.LogPath(request->id()), std::ios::binary | std::ios::ate);
+  if (!in) return grpc::Status::OK;  // not launched yet
+  const std::streamoff size = in.tellg();
+  const std::streamoff tail = request->tail_bytes() > 0 ? request->tail_bytes() : 64 * 1024;
+  const std::streamoff start = size > tail ? size - tail : 0;
+  in.seekg(start);
+  std::string text(static_cast<size_t>(size - start), '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  log->set_text(text);
+  log->set_truncated(start > 0);
+  return grpc::Status::OK;
+}
+
 std::string RenderJobMetrics(JobStore& store) {
   std::ostringstream out;
   out << "# HELP dpo_jobs Jobs known to the coordinator, by state.\n# TYPE dpo_jobs gauge\n";

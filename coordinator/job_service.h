@@ -26,6 +26,8 @@ class JobServiceImpl final : public v1::JobService::Service {
                         v1::ListJobsResponse* response) override;
   grpc::Status CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
                          v1::Job* job) override;
+  grpc::Status GetJobLog(grpc::ServerContext* context, const v1::GetJobLogRequest* request,
+                         v1::JobLog* log) override;
 
  private:
   JobStore& store_;

@@ -98,8 +98,9 @@ def test_submitted_job_runs_to_success_and_is_scraped(coordinator, tmp_path):
     assert re.search(r'^dpo_jobs\{state="succeeded"\} 1$', coordinator.scrape(), re.M)
     # The coordinator tokenized the data before launching; the worker mapped its file.
     assert job["data_prepared"] == "yes"
-    log = (tmp_path / "jobs" / f"job-{job_id}" / "worker.log").read_text()
-    assert "reused" in log and "prepared " not in log, log
+    log = coordinator.ctl("logs", job_id).stdout  # the worker's output, over the RPC
+    assert log == (tmp_path / "jobs" / f"job-{job_id}" / "worker.log").read_text()
+    assert "reused" in log and "prepared " not in log and "done: 3 steps" in log, log
     listing = coordinator.ctl("list").stdout
     assert re.search(rf"^{job_id}\s+succeeded\s+3/3\s", listing, re.M), listing
 
@@ -114,8 +115,9 @@ def test_bad_spec_is_rejected_with_every_problem_named(coordinator, tmp_path):
     assert 'did you mean "max_steps"' in proc.stderr or "max_steps" in proc.stderr
     assert re.search(r"bad\.yaml:\d+", proc.stderr), proc.stderr  # file:line
     assert coordinator.ctl("list").stdout.count("\n") == 1  # header only: nothing was queued
-    missing = coordinator.ctl("get", 999, check=False)
-    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+    for command in ("get", "logs", "cancel"):
+        missing = coordinator.ctl(command, 999, check=False)
+        assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr, command
 
 
 def test_bad_data_fails_the_job_before_any_worker_starts(coordinator, tmp_path):
