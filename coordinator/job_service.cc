@@ -77,6 +77,17 @@ grpc::Status Internal(const std::exception& e) {
   return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
 }
 
+// Job `id`, or nullopt with `status` set: NOT_FOUND, or INTERNAL when the store fails.
+std::optional<JobRecord> FindJob(JobStore& store, int64_t id, grpc::Status* status) {
+  try {
+    if (auto record = store.Get(id)) return record;
+    *status = grpc::Status(grpc::StatusCode::NOT_FOUND, "no job " + std::to_string(id));
+  } catch (const std::exception& e) {
+    *status = Internal(e);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* request,
@@ -116,16 +127,10 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*, const v1::SubmitJob
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
                                     v1::Job* job) {
-  try {
-    const auto record = store_.Get(request->id());
-    if (!record) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no job " + std::to_string(request->id()));
-    }
-    ToProto(*record, job);
-  } catch (const std::exception& e) {
-    return Internal(e);
-  }
-  return grpc::Status::OK;
+  grpc::Status status;
+  const auto record = FindJob(store_, request->id(), &status);
+  if (record) ToProto(*record, job);
+  return status;
 }
 
 grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
@@ -143,11 +148,10 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRe
 
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
                                        v1::Job* job) {
+  grpc::Status status;
+  const auto record = FindJob(store_, request->id(), &status);
+  if (!record) return status;
   try {
-    const auto record = store_.Get(request->id());
-    if (!record) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no job " + std::to_string(request->id()));
-    }
     if (IsFinished(record->state)) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                           "job " + std::to_string(record->id) + " already " +
@@ -169,13 +173,8 @@ grpc::Status JobServiceImpl::GetJobLog(grpc::ServerContext*, const v1::GetJobLog
   if (request->tail_bytes() < 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "tail_bytes: must be >= 0");
   }
-  try {
-    if (!store_.Get(request->id())) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no job " + std::to_string(request->id()));
-    }
-  } catch (const std::exception& e) {
-    return Internal(e);
-  }
+  grpc::Status status;
+  if (!FindJob(store_, request->id(), &status)) return status;
   std::ifstream in(runner_.LogPath(request->id()), std::ios::binary | std::ios::ate);
   if (!in) return grpc::Status::OK;  // not launched yet
   const std::streamoff size = in.tellg();
