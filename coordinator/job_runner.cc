@@ -121,6 +121,7 @@ void JobRunner::PrepareLoop() {
   while (!stopping_) {
     lock.unlock();
     std::optional<JobRecord> job;
+    bool settled = false;  // a job was prepared, or its failure recorded: look for the next now
     try {
       job = store_.NextToPrepare();
       if (job) {
@@ -134,6 +135,7 @@ void JobRunner::PrepareLoop() {
           }
         }
         if (store_.MarkPrepared(job->id)) wake_.notify_all();
+        settled = true;
       }
     } catch (const std::exception& e) {
       if (job) {
@@ -141,6 +143,7 @@ void JobRunner::PrepareLoop() {
         for (char& c : reason) c = c == '\n' ? ' ' : c;
         try {
           store_.MarkFinished(job->id, JobState::kFailed, 0, reason);
+          settled = true;
         } catch (const std::exception& again) {
           std::fprintf(stderr, "dpo-coordinator: preparing job %lld: %s\n",
                        static_cast<long long>(job->id), again.what());
@@ -150,7 +153,8 @@ void JobRunner::PrepareLoop() {
       }
     }
     lock.lock();
-    if (!job) wake_.wait_for(lock, options_.poll);
+    // Otherwise wait: nothing to prepare, or the store failed (retrying at once would spin).
+    if (!settled) wake_.wait_for(lock, options_.poll);
   }
 }
 
