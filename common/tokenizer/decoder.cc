@@ -3,17 +3,12 @@
 #include <nlohmann/json.hpp>
 
 #include "common/tokenizer/unicode_util.h"
+#include "common/tokenizer/json_fields.h"
 #include "common/util/error.h"
 
 namespace dpo::tok {
 
 namespace {
-
-std::string Str(const nlohmann::json& node, const char* key, const std::string& context) {
-  auto it = node.find(key);
-  if (it == node.end() || !it->is_string()) Fail(context + "." + key, "missing or not a string");
-  return it->get<std::string>();
-}
 
 void ReplaceAll(std::string* s, const std::string& from, std::string_view to) {
   if (from.empty()) return;
@@ -53,22 +48,20 @@ Decoder::Decoder(const nlohmann::json& node, const std::string& context) {
 
 void Decoder::Add(const nlohmann::json& node, const std::string& context) {
   if (!node.is_object()) Fail(context, "not an object");
-  std::string type = Str(node, "type", context);
+  std::string type = RequiredString(node, "type", context);
   Step step;
   if (type == "Sequence") {
-    auto it = node.find("decoders");
-    if (it == node.end() || !it->is_array()) Fail(context + ".decoders", "missing array");
-    for (size_t i = 0; i < it->size(); ++i)
-      Add((*it)[i], context + ".decoders[" + std::to_string(i) + "]");
+    ForEachSequenceStep(node, "decoders", context,
+                        [this](const auto& step, const std::string& at) { Add(step, at); });
     return;
   } else if (type == "ByteLevel") {
     step.kind = Kind::kByteLevel;
   } else if (type == "Metaspace") {
     step.kind = Kind::kMetaspace;
-    step.a = Str(node, "replacement", context);
+    step.a = RequiredString(node, "replacement", context);
     if (step.a.empty()) Fail(context + ".replacement", "empty");
     if (node.contains("prepend_scheme"))
-      step.prepend = Str(node, "prepend_scheme", context) != "never";
+      step.prepend = RequiredString(node, "prepend_scheme", context) != "never";
     else
       step.prepend = node.value("add_prefix_space", true);
   } else if (type == "Replace") {
@@ -77,14 +70,14 @@ void Decoder::Add(const nlohmann::json& node, const std::string& context) {
     if (!pattern.contains("String") || !pattern["String"].is_string())
       Fail(context + ".pattern", "only a String pattern is supported in a Replace decoder");
     step.a = pattern["String"].get<std::string>();
-    step.b = Str(node, "content", context);
+    step.b = RequiredString(node, "content", context);
   } else if (type == "ByteFallback") {
     step.kind = Kind::kByteFallback;
   } else if (type == "Fuse") {
     step.kind = Kind::kFuse;
   } else if (type == "Strip") {
     step.kind = Kind::kStrip;
-    step.a = Str(node, "content", context);
+    step.a = RequiredString(node, "content", context);
     if (step.a.empty()) Fail(context + ".content", "empty");
     step.start = node.value("start", 0);
     step.stop = node.value("stop", 0);

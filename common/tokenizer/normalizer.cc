@@ -7,6 +7,7 @@
 
 #include "common/tokenizer/regex.h"
 #include "common/tokenizer/unicode_util.h"
+#include "common/tokenizer/json_fields.h"
 #include "common/util/error.h"
 
 namespace dpo::tok {
@@ -68,12 +69,6 @@ void ReplaceAll(std::string* s, std::string_view from, std::string_view to) {
   *s = std::move(out);
 }
 
-std::string Field(const nlohmann::json& node, const char* key, const std::string& context) {
-  auto it = node.find(key);
-  if (it == node.end() || !it->is_string()) Fail(context + "." + key, "missing or not a string");
-  return it->get<std::string>();
-}
-
 }  // namespace
 
 Normalizer::Normalizer(const nlohmann::json& node, const std::string& context) {
@@ -84,13 +79,11 @@ Normalizer::Normalizer(Normalizer&&) noexcept = default;
 
 void Normalizer::Add(const nlohmann::json& node, const std::string& context) {
   if (!node.is_object()) Fail(context, "not an object");
-  std::string type = Field(node, "type", context);
+  std::string type = RequiredString(node, "type", context);
   Step step;
   if (type == "Sequence") {
-    auto it = node.find("normalizers");
-    if (it == node.end() || !it->is_array()) Fail(context + ".normalizers", "missing array");
-    for (size_t i = 0; i < it->size(); ++i)
-      Add((*it)[i], context + ".normalizers[" + std::to_string(i) + "]");
+    ForEachSequenceStep(node, "normalizers", context,
+                        [this](const auto& step, const std::string& at) { Add(step, at); });
     return;
   } else if (type == "NFC") {
     step.kind = Kind::kNfc;
@@ -104,10 +97,10 @@ void Normalizer::Add(const nlohmann::json& node, const std::string& context) {
     step.kind = Kind::kLowercase;
   } else if (type == "Prepend") {
     step.kind = Kind::kPrepend;
-    step.a = Field(node, "prepend", context);
+    step.a = RequiredString(node, "prepend", context);
   } else if (type == "Replace") {
     step.kind = Kind::kReplace;
-    step.b = Field(node, "content", context);
+    step.b = RequiredString(node, "content", context);
     const auto& pattern = node.value("pattern", nlohmann::json());
     if (pattern.contains("String") && pattern["String"].is_string()) {
       step.a = pattern["String"].get<std::string>();

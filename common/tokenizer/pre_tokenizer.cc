@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/tokenizer/regex.h"
+#include "common/tokenizer/json_fields.h"
 #include "common/util/error.h"
 
 namespace dpo::tok {
@@ -12,12 +13,6 @@ namespace {
 // GPT-2's pattern, used by ByteLevel with use_regex (HF's ByteLevel pre-tokenizer).
 constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-std::string Str(const nlohmann::json& node, const char* key, const std::string& context) {
-  auto it = node.find(key);
-  if (it == node.end() || !it->is_string()) Fail(context + "." + key, "missing or not a string");
-  return it->get<std::string>();
-}
 
 }  // namespace
 
@@ -29,13 +24,11 @@ PreTokenizer::PreTokenizer(PreTokenizer&&) noexcept = default;
 
 void PreTokenizer::Add(const nlohmann::json& node, const std::string& context) {
   if (!node.is_object()) Fail(context, "not an object");
-  std::string type = Str(node, "type", context);
+  std::string type = RequiredString(node, "type", context);
   Step step;
   if (type == "Sequence") {
-    auto it = node.find("pretokenizers");
-    if (it == node.end() || !it->is_array()) Fail(context + ".pretokenizers", "missing array");
-    for (size_t i = 0; i < it->size(); ++i)
-      Add((*it)[i], context + ".pretokenizers[" + std::to_string(i) + "]");
+    ForEachSequenceStep(node, "pretokenizers", context,
+                        [this](const auto& step, const std::string& at) { Add(step, at); });
     return;
   } else if (type == "Split") {
     step.kind = Kind::kSplit;
@@ -48,7 +41,7 @@ void PreTokenizer::Add(const nlohmann::json& node, const std::string& context) {
     } else {
       Fail(context + ".pattern", "needs a String or Regex");
     }
-    std::string behavior = Str(node, "behavior", context);
+    std::string behavior = RequiredString(node, "behavior", context);
     if (behavior == "Removed") step.behavior = Behavior::kRemoved;
     else if (behavior == "Isolated") step.behavior = Behavior::kIsolated;
     else if (behavior == "MergedWithPrevious") step.behavior = Behavior::kMergedWithPrevious;
@@ -63,11 +56,11 @@ void PreTokenizer::Add(const nlohmann::json& node, const std::string& context) {
     byte_level_ = true;
   } else if (type == "Metaspace") {
     step.kind = Kind::kMetaspace;
-    step.replacement = Str(node, "replacement", context);
+    step.replacement = RequiredString(node, "replacement", context);
     if (step.replacement.empty()) Fail(context + ".replacement", "empty");
     step.split = node.value("split", true);
     if (node.contains("prepend_scheme")) {
-      std::string scheme = Str(node, "prepend_scheme", context);
+      std::string scheme = RequiredString(node, "prepend_scheme", context);
       if (scheme == "always") step.prepend = Prepend::kAlways;
       else if (scheme == "first") step.prepend = Prepend::kFirst;
       else if (scheme == "never") step.prepend = Prepend::kNever;
