@@ -178,6 +178,11 @@ void DpoLossOptions::Validate() const {
   }
 }
 
+ReferenceLogps ReferenceLogps::FromSums(const at::Tensor& sums) {
+  const auto [chosen, rejected] = Halves(sums);
+  return {chosen, rejected};
+}
+
 at::Tensor SequenceLogpSums(const SequenceLogps& logps, std::optional<double> ld_alpha) {
   const at::Tensor& per_token = logps.token_logps;
   if (!ld_alpha) return per_token.sum(1);

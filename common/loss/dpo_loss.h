@@ -91,6 +91,8 @@ at::Tensor SequenceLogpSums(const SequenceLogps& logps, std::optional<double> ld
 struct ReferenceLogps {
   at::Tensor chosen;
   at::Tensor rejected;
+  // The halves of SequenceLogpSums [2B] over rows [chosen..., rejected...].
+  static ReferenceLogps FromSums(const at::Tensor& sums);
 };
 
 struct DpoLossResult {

@@ -119,6 +119,17 @@ SequenceLogps ReadSequenceLogps(const json& j, const at::Tensor& completion_mask
   return s;
 }
 
+// The loss, rewards and metrics of `result`, and the gradient the caller checks as `grad_name`.
+json LossOutput(const DpoLossResult& result, const char* grad_name, const at::Tensor& grad) {
+  json metrics = json::object();
+  for (const auto& [name, value] : result.metrics.Logs()) metrics[name] = value;
+  return {{"loss", WriteTensor(result.loss)},
+          {"chosen_rewards", WriteTensor(result.chosen_rewards)},
+          {"rejected_rewards", WriteTensor(result.rejected_rewards)},
+          {grad_name, WriteTensor(grad)},
+          {"metrics", metrics}};
+}
+
 json RunLoss(const json& in) {
   const DpoLossOptions options = ReadOptions(in.at("options"));
   const json& p = in.at("policy");
@@ -129,23 +140,15 @@ json RunLoss(const json& in) {
   if (in.contains("reference")) {
     const json& r = in.at("reference");
     if (r.contains("token_logps")) {
-      const at::Tensor sums =
-          SequenceLogpSums(ReadSequenceLogps(r, completion_mask), options.ld_alpha);
-      const auto halves = sums.chunk(2, 0);
-      reference = ReferenceLogps{halves[0], halves[1]};
+      reference = ReferenceLogps::FromSums(
+          SequenceLogpSums(ReadSequenceLogps(r, completion_mask), options.ld_alpha));
     } else {
       reference = ReferenceLogps{ReadTensor(r, "chosen"), ReadTensor(r, "rejected")};
     }
   }
   const DpoLossResult result = ComputeDpoLoss(options, policy, reference);
   result.loss.backward();
-  json metrics = json::object();
-  for (const auto& [name, value] : result.metrics.Logs()) metrics[name] = value;
-  return {{"loss", WriteTensor(result.loss)},
-          {"chosen_rewards", WriteTensor(result.chosen_rewards)},
-          {"rejected_rewards", WriteTensor(result.rejected_rewards)},
-          {"grad_token_logps", WriteTensor(policy.token_logps.grad())},
-          {"metrics", metrics}};
+  return LossOutput(result, "grad_token_logps", policy.token_logps.grad());
 }
 
 json RunPipeline(const json& in) {
@@ -159,20 +162,13 @@ json RunPipeline(const json& in) {
     const SequenceLogps ref = ComputeSequenceLogps(ReadTensor(in, "ref_hidden"),
                                                    ReadTensor(in, "ref_weight"), ids, mask,
                                                    logps_options);
-    const auto halves = SequenceLogpSums(ref, options.ld_alpha).chunk(2, 0);
-    reference = ReferenceLogps{halves[0], halves[1]};
+    reference = ReferenceLogps::FromSums(SequenceLogpSums(ref, options.ld_alpha));
   }
   const SequenceLogps policy =
       ComputeSequenceLogps(ReadTensor(in, "hidden"), weight, ids, mask, logps_options);
   const DpoLossResult result = ComputeDpoLoss(options, policy, reference);
   result.loss.backward();
-  json metrics = json::object();
-  for (const auto& [name, value] : result.metrics.Logs()) metrics[name] = value;
-  return {{"loss", WriteTensor(result.loss)},
-          {"chosen_rewards", WriteTensor(result.chosen_rewards)},
-          {"rejected_rewards", WriteTensor(result.rejected_rewards)},
-          {"grad_weight", WriteTensor(weight.grad())},
-          {"metrics", metrics}};
+  return LossOutput(result, "grad_weight", weight.grad());
 }
 
 int Main(int argc, char** argv) {

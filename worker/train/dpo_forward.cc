@@ -43,8 +43,7 @@ ReferenceLogps ReferenceForward(CausalLM& reference, const PairBatch& batch,
     c10::InferenceMode inference;
     sums = SequenceLogpSums(ForwardLogps(reference, batch, options), ld_alpha);
   }
-  std::vector<at::Tensor> halves = sums.clone().chunk(2, 0);
-  return {halves[0], halves[1]};
+  return ReferenceLogps::FromSums(sums.clone());
 }
 
 }  // namespace dpo
