@@ -108,16 +108,15 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*, const v1::SubmitJob
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what());
   }
   try {
-    for (const JobRecord& other : store_.List()) {
-      if (!IsFinished(other.state) && other.output_dir == spec.output.dir) {
-        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                            "output.dir: \"" + spec.output.dir + "\" is in use by job " +
-                                std::to_string(other.id) + " (" +
-                                std::string(ToString(other.state)) + ")");
-      }
-    }
     const std::string name = request->name().empty() ? spec.output.dir : request->name();
-    ToProto(store_.Insert(name, ToYaml(spec), spec.output.dir), job);
+    const JobStore::InsertResult added = store_.Insert(name, ToYaml(spec), spec.output.dir);
+    if (!added.inserted) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "output.dir: \"" + spec.output.dir + "\" is in use by job " +
+                              std::to_string(added.job.id) + " (" +
+                              std::string(ToString(added.job.state)) + ")");
+    }
+    ToProto(added.job, job);
   } catch (const std::exception& e) {
     return Internal(e);
   }
@@ -196,8 +195,7 @@ std::string RenderJobMetrics(JobStore& store) {
   }
   // Per running job, its last logged train metrics; one family per metric name.
   std::map<std::string, std::vector<std::string>> families;
-  for (const JobRecord& record : store.List()) {
-    if (record.state != JobState::kRunning) continue;
+  for (const JobRecord& record : store.List(0, JobState::kRunning)) {
     v1::TrainProgress progress;
     ReadProgress(record, &progress);
     const std::string labels = "{job=\"" + std::to_string(record.id) + "\",name=\"" +

@@ -138,9 +138,13 @@ void JobStore::Exec(const std::string& sql) {
   }
 }
 
-JobRecord JobStore::Insert(const std::string& name, const std::string& spec_yaml,
-                           const std::string& output_dir) {
+JobStore::InsertResult JobStore::Insert(const std::string& name, const std::string& spec_yaml,
+                                       const std::string& output_dir) {
   std::lock_guard lock(mutex_);
+  Statement busy(db_, std::string("SELECT ") + kColumns +
+                          " FROM jobs WHERE output_dir = ? AND state IN ('queued', 'running') LIMIT 1",
+                 path_);
+  if (busy.Bind(1, output_dir).Step()) return {ReadRecord(busy, path_), false};
   Statement s(db_,
               "INSERT INTO jobs (name, state, spec_yaml, output_dir, submitted_ms) "
               "VALUES (?, 'queued', ?, ?, ?)",
@@ -149,7 +153,7 @@ JobRecord JobStore::Insert(const std::string& name, const std::string& spec_yaml
   const int64_t id = sqlite3_last_insert_rowid(db_);
   Statement read(db_, std::string("SELECT ") + kColumns + " FROM jobs WHERE id = ?", path_);
   read.Bind(1, id).Step();
-  return ReadRecord(read, path_);
+  return {ReadRecord(read, path_), true};
 }
 
 std::optional<JobRecord> JobStore::Get(int64_t id) {
@@ -159,10 +163,12 @@ std::optional<JobRecord> JobStore::Get(int64_t id) {
   return ReadRecord(s, path_);
 }
 
-std::vector<JobRecord> JobStore::List(int limit) {
+std::vector<JobRecord> JobStore::List(int limit, std::optional<JobState> state) {
   std::lock_guard lock(mutex_);
-  Statement s(db_, std::string("SELECT ") + kColumns + " FROM jobs ORDER BY id DESC LIMIT ?", path_);
-  s.Bind(1, limit > 0 ? limit : -1);
+  Statement s(db_, std::string("SELECT ") + kColumns +
+                       " FROM jobs WHERE ? = '' OR state = ? ORDER BY id DESC LIMIT ?", path_);
+  const std::string wanted = state ? std::string(ToString(*state)) : "";
+  s.Bind(1, wanted).Bind(2, wanted).Bind(3, limit > 0 ? limit : -1);
   std::vector<JobRecord> jobs;
   while (s.Step()) jobs.push_back(ReadRecord(s, path_));
   return jobs;

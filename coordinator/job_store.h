@@ -41,12 +41,18 @@ class JobStore {
   JobStore(const JobStore&) = delete;
   JobStore& operator=(const JobStore&) = delete;
 
-  // Inserts a QUEUED job and returns it with its id.
-  JobRecord Insert(const std::string& name, const std::string& spec_yaml,
-                   const std::string& output_dir);
+  struct InsertResult {
+    JobRecord job;   // the new job; or, when not inserted, the job that holds output_dir
+    bool inserted = false;
+  };
+  // Inserts a QUEUED job and returns it with its id, unless a queued or running job already
+  // writes to output_dir: then nothing is inserted. One transaction under the lock, so two
+  // submissions of one directory cannot both pass.
+  InsertResult Insert(const std::string& name, const std::string& spec_yaml,
+                      const std::string& output_dir);
   std::optional<JobRecord> Get(int64_t id);
-  // Newest first; limit 0 = all.
-  std::vector<JobRecord> List(int limit = 0);
+  // Newest first; limit 0 = all; only jobs in `state` when given.
+  std::vector<JobRecord> List(int limit = 0, std::optional<JobState> state = std::nullopt);
   // The oldest QUEUED job whose data is not prepared yet, if any.
   std::optional<JobRecord> NextToPrepare();
   // Records that a QUEUED job's data is prepared. False if it is no longer queued.

@@ -20,7 +20,7 @@ TEST_F(JobStoreTest, JobsSurviveReopeningTheDatabase) {
   int64_t first = 0;
   {
     JobStore store(path_);
-    const JobRecord a = store.Insert("a", "spec: a\n", "/out/a");
+    const JobRecord a = store.Insert("a", "spec: a\n", "/out/a").job;
     first = a.id;
     EXPECT_EQ(a.state, JobState::kQueued);
     EXPECT_GT(a.submitted_unix_ms, 0);
@@ -34,13 +34,27 @@ TEST_F(JobStoreTest, JobsSurviveReopeningTheDatabase) {
   EXPECT_EQ(jobs[1].spec_yaml, "spec: a\n");
   EXPECT_EQ(jobs[1].output_dir, "/out/a");
   EXPECT_EQ(reopened.List(1).size(), 1u);
+  EXPECT_EQ(reopened.List(0, JobState::kQueued).size(), 2u);
+  EXPECT_TRUE(reopened.List(0, JobState::kRunning).empty());
   EXPECT_FALSE(reopened.Get(first + 100).has_value());
+}
+
+TEST_F(JobStoreTest, AnOutputDirectoryTakesOneActiveJob) {
+  JobStore store(path_);
+  const JobStore::InsertResult first = store.Insert("a", "x", "/out");
+  ASSERT_TRUE(first.inserted);
+  const JobStore::InsertResult clash = store.Insert("b", "x", "/out");
+  EXPECT_FALSE(clash.inserted);
+  EXPECT_EQ(clash.job.id, first.job.id);
+  EXPECT_EQ(store.List().size(), 1u);
+  store.RequestCancel(first.job.id);  // finished: the directory is free again
+  EXPECT_TRUE(store.Insert("c", "x", "/out").inserted);
 }
 
 TEST_F(JobStoreTest, LifecycleQueuedRunningFinished) {
   JobStore store(path_);
-  const int64_t a = store.Insert("a", "x", "/a").id;
-  const int64_t b = store.Insert("b", "x", "/b").id;
+  const int64_t a = store.Insert("a", "x", "/a").job.id;
+  const int64_t b = store.Insert("b", "x", "/b").job.id;
   // Only prepared jobs launch: first both wait for preparation, oldest first.
   EXPECT_FALSE(store.NextQueued().has_value());
   ASSERT_TRUE(store.NextToPrepare().has_value());
@@ -75,8 +89,8 @@ TEST_F(JobStoreTest, LifecycleQueuedRunningFinished) {
 
 TEST_F(JobStoreTest, CancelQueuedAtOnceRunningOnRequestFinishedNever) {
   JobStore store(path_);
-  const int64_t queued = store.Insert("q", "x", "/q").id;
-  const int64_t running = store.Insert("r", "x", "/r").id;
+  const int64_t queued = store.Insert("q", "x", "/q").job.id;
+  const int64_t running = store.Insert("r", "x", "/r").job.id;
   store.MarkRunning(running);
   EXPECT_TRUE(store.RequestCancel(queued));
   EXPECT_EQ(store.Get(queued)->state, JobState::kCancelled);
@@ -91,8 +105,8 @@ TEST_F(JobStoreTest, RestartRequeuesInterruptedJobsButNotCancelledOnes) {
   int64_t interrupted = 0, cancelling = 0;
   {
     JobStore store(path_);
-    interrupted = store.Insert("i", "x", "/i").id;
-    cancelling = store.Insert("c", "x", "/c").id;
+    interrupted = store.Insert("i", "x", "/i").job.id;
+    cancelling = store.Insert("c", "x", "/c").job.id;
     store.MarkRunning(interrupted);
     store.MarkRunning(cancelling);
     store.RequestCancel(cancelling);
