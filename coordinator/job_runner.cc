@@ -199,9 +199,9 @@ void JobRunner::LaunchQueued() {
       };
       while (taken(slot)) ++slot;
     }
-    const auto next = store_.NextQueued();
-    if (!next || !store_.MarkRunning(next->id)) return;
-    const auto job = store_.Get(next->id);
+    auto job = store_.NextQueued();
+    if (!job || !store_.MarkRunning(job->id)) return;
+    ++job->attempts;  // as MarkRunning counted it
     try {
       const pid_t pid = Launch(*job, slot);
       std::lock_guard lock(mutex_);
