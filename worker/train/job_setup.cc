@@ -149,18 +149,20 @@ std::shared_ptr<CausalLM> JobSetup::BuildReference() const {
   return model;
 }
 
-ReferenceCache JobSetup::Precompute(CausalLM* reference, const PreparedDataset& dataset,
-                                    const std::string& split) const {
-  uint64_t identity;
+uint64_t JobSetup::ReferenceIdentity() const {
   if (spec_.reference.path || spec_.model.path) {
-    identity = ModelIdentityHash(spec_.reference.path ? *spec_.reference.path : *spec_.model.path);
-  } else {
-    identity = Hasher().Update(std::string("random")).Update(HashFile(spec_.model.random->config))
-                   .Update(static_cast<uint64_t>(spec_.model.random->seed)).Digest();
+    return ModelIdentityHash(spec_.reference.path ? *spec_.reference.path : *spec_.model.path);
   }
-  const std::string path = (fs::path(spec_.data.prepared_dir) /
-                            (split + "-" + ReferenceCache::FileName(identity, dataset, spec_.dpo.ld_alpha)))
-                               .string();
+  return Hasher().Update(std::string("random")).Update(HashFile(spec_.model.random->config))
+      .Update(static_cast<uint64_t>(spec_.model.random->seed)).Digest();
+}
+
+ReferenceCache JobSetup::Precompute(CausalLM* reference, uint64_t reference_identity,
+                                    const PreparedDataset& dataset, const std::string& split) const {
+  const std::string path =
+      (fs::path(spec_.data.prepared_dir) /
+       (split + "-" + ReferenceCache::FileName(reference_identity, dataset, spec_.dpo.ld_alpha)))
+          .string();
   const int64_t batch = spec_.reference.precompute_batch_size.value_or(spec_.train.per_device_train_batch_size);
   ReferenceCache cache = ReferenceCache::LoadOrCompute(path, reference, dataset, group_, batch, collate_, spec_.data.padding_free,
                                                        logps_options_, spec_.dpo.ld_alpha);

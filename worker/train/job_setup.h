@@ -51,9 +51,13 @@ class JobSetup {
   // The frozen reference (eval mode, no grads) for modes model and precomputed: reference.path,
   // or else the initial policy. nullptr for mode none.
   std::shared_ptr<CausalLM> BuildReference() const;
-  // Loads or computes the reference log-probs of `dataset` (see ReferenceCache). Collective.
-  ReferenceCache Precompute(CausalLM* reference, const PreparedDataset& dataset,
-                            const std::string& split) const;
+  // What the reference's log-probs depend on: a hash of its config.json and weight files (of
+  // the random config and seed for a random model). Reads every weight file: compute it once.
+  uint64_t ReferenceIdentity() const;
+  // Loads or computes the reference log-probs of `dataset` (see ReferenceCache), keyed by
+  // `reference_identity` and the dataset. Collective.
+  ReferenceCache Precompute(CausalLM* reference, uint64_t reference_identity,
+                            const PreparedDataset& dataset, const std::string& split) const;
 
   const PreparedDataset& train_data() const { return *train_; }
   // The dataset eval pairs come from: the data.eval file, or train_data() when data.eval_fraction

@@ -122,9 +122,10 @@ class Trainer {
     std::shared_ptr<CausalLM> reference = setup_.BuildReference();
     policy_ = setup_.BuildPolicy();
     if (setup_.reference_mode() == ReferenceSection::Mode::kPrecomputed) {
-      train_cache_ = setup_.Precompute(reference.get(), setup_.train_data(), "train");
+      const uint64_t identity = setup_.ReferenceIdentity();
+      train_cache_ = setup_.Precompute(reference.get(), identity, setup_.train_data(), "train");
       if (setup_.eval_data() != nullptr && !setup_.eval_is_train_split()) {
-        eval_cache_ = setup_.Precompute(reference.get(), *setup_.eval_data(), "eval");
+        eval_cache_ = setup_.Precompute(reference.get(), identity, *setup_.eval_data(), "eval");
       }
       reference.reset();  // training holds no reference model
     }
