@@ -1,18 +1,22 @@
-// allreduce-bench: the gradient all-reduce the trainer runs, measured as nccl-tests measures it.
-// Run under mpirun, one rank per process (CPU: MPI) or per GPU (--device cuda: NCCL):
+// allreduce-bench: the collectives the trainer runs (all-reduce, all-gather, reduce-scatter),
+// measured as nccl-tests measures them. Run under mpirun, one rank per process (CPU: MPI) or per
+// GPU (--device cuda: NCCL):
 //
 //   mpirun -np 2 build/bin/allreduce-bench [--device cpu|cuda] [--min-bytes 1024]
 //          [--max-bytes 67108864] [--iters 20]
 //
-// For each size (x4 steps) it first validates: rank r fills r + 1, and after the sum every element
-// must equal n(n+1)/2 on every rank, else it exits 1 without timing. Then it times --iters
-// in-place fp32 sums (after 2 warm-up ones) and prints, on rank 0, one JSON line: size, mean
-// time, algorithm bandwidth (bytes / time) and bus bandwidth (algbw x 2(n-1)/n, the per-link
-// traffic of a ring all-reduce, comparable with the link speed).
+// "Size" is the full fp32 buffer: the all-reduced tensor, all-gather's output, reduce-scatter's
+// input (rounded down to a multiple of 4·ranks bytes). For each collective and size (x4 steps) it
+// first validates: every element of the result, on every rank, must equal its known value (see
+// Prepare), else it exits 1 without timing. Then it times --iters runs (after 2 warm-up ones) and
+// prints, on rank 0, one JSON line: collective, size, mean time, algorithm bandwidth (size /
+// time) and bus bandwidth (the per-link traffic of a ring, comparable with the link speed:
+// algbw x 2(n-1)/n for all-reduce, algbw x (n-1)/n for all-gather and reduce-scatter).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <memory>
 #include <string>
 
 #include <torch/torch.h>
@@ -23,6 +27,50 @@ namespace {
 
 void Synchronize(const c10::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+enum class Op { kAllReduce, kAllGather, kReduceScatter };
+
+struct Collective {
+  Op op;
+  const char* name;
+  double bus_factor;  // busbw / algbw is bus_factor·(n-1)/n
+};
+
+constexpr Collective kCollectives[] = {{Op::kAllReduce, "all_reduce", 2.0},
+                                       {Op::kAllGather, "all_gather", 1.0},
+                                       {Op::kReduceScatter, "reduce_scatter", 1.0}};
+
+// The buffers of one collective over `count` fp32 elements (the full buffer), and the result
+// every element of `output` must hold after one run. All-reduce sums `output` in place.
+struct Buffers {
+  at::Tensor input, output, expected;
+};
+
+// Rank r contributes r + 1, so an all-reduce gives n(n+1)/2 and an all-gather r + 1 in rank r's
+// slice; for reduce-scatter rank r puts (r + 1)(s + 1) in slice s, so rank s receives
+// n(n+1)/2 · (s + 1): a slice landing on the wrong rank shows.
+Buffers Prepare(Op op, int64_t count, int rank, int n, const at::TensorOptions& options) {
+  const int64_t shard = count / n;
+  const double rank_sum = n * (n + 1) / 2.0;
+  if (op == Op::kAllReduce) {
+    at::Tensor buffer = torch::full({count}, rank + 1.0, options);
+    return {buffer, buffer, torch::full({count}, rank_sum, options)};
+  }
+  if (op == Op::kAllGather) {
+    return {torch::full({shard}, rank + 1.0, options), torch::empty({n, shard}, options),
+            torch::arange(1, n + 1, options).unsqueeze(1).expand({n, shard})};
+  }
+  return {(torch::arange(1, n + 1, options) * (rank + 1.0)).repeat_interleave(shard),
+          torch::empty({shard}, options), torch::full({shard}, rank_sum * (rank + 1), options)};
+}
+
+void Run(dpo::ProcessGroup& group, Op op, const Buffers& b) {
+  switch (op) {
+    case Op::kAllReduce: group.AllReduceSumAsync(b.output)->Wait(); return;
+    case Op::kAllGather: group.AllGatherAsync(b.input, b.output)->Wait(); return;
+    case Op::kReduceScatter: group.ReduceScatterSumAsync(b.input, b.output)->Wait(); return;
+  }
 }
 
 }  // namespace
@@ -48,36 +96,40 @@ int main(int argc, char** argv) {
                                   : c10::Device(c10::kCPU);
   auto group = cuda ? dpo::MakeNcclProcessGroup(local) : dpo::MakeMpiProcessGroup();
   const int n = group->world_size();
-  const double expected = n * (n + 1) / 2.0;
-  for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
-    const int64_t count = bytes / 4;
-    at::Tensor buffer =
-        torch::full({count}, group->rank() + 1.0, torch::dtype(torch::kFloat).device(device));
-    group->AllReduceSum(buffer);
-    const bool ok = buffer.eq(expected).all().item<bool>();
-    if (group->AllReduceScalar(ok ? 0.0 : 1.0) != 0.0) {
-      if (group->rank() == 0) {
-        std::fprintf(stderr, "allreduce-bench: wrong sum at %lld bytes\n",
-                     static_cast<long long>(bytes));
+  const auto options = torch::dtype(torch::kFloat).device(device);
+  for (const Collective& collective : kCollectives) {
+    for (int64_t size = min_bytes; size <= max_bytes; size *= 4) {
+      const int64_t count = size / 4 / n * n;
+      if (count == 0) continue;
+      const int64_t bytes = count * 4;
+      const Buffers buffers = Prepare(collective.op, count, group->rank(), n, options);
+      Run(*group, collective.op, buffers);
+      const int64_t wrong = buffers.output.ne(buffers.expected).sum().item<int64_t>();
+      const double wrong_everywhere = group->AllReduceScalar(static_cast<double>(wrong));
+      if (wrong_everywhere != 0.0) {
+        if (group->rank() == 0) {
+          std::fprintf(stderr, "allreduce-bench: %s: %.0f wrong elements at %lld bytes\n",
+                       collective.name, wrong_everywhere, static_cast<long long>(bytes));
+        }
+        return 1;
       }
-      return 1;
-    }
-    for (int warmup = 0; warmup < 2; ++warmup) group->AllReduceSum(buffer);
-    Synchronize(device);
-    group->Barrier();
-    const auto start = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < iters; ++i) group->AllReduceSum(buffer);
-    Synchronize(device);
-    group->Barrier();  // the clock stops when the slowest rank is done
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
-    if (group->rank() == 0) {
-      const double algbw = static_cast<double>(bytes) / seconds / 1e9;
-      std::printf("{\"ranks\": %d, \"device\": \"%s\", \"bytes\": %lld, \"time_us\": %.1f, "
-                  "\"algbw_gbs\": %.3f, \"busbw_gbs\": %.3f}\n",
-                  n, device_name.c_str(), static_cast<long long>(bytes), seconds * 1e6, algbw,
-                  algbw * 2.0 * (n - 1) / n);
-      std::fflush(stdout);
+      for (int warmup = 0; warmup < 2; ++warmup) Run(*group, collective.op, buffers);
+      Synchronize(device);
+      group->Barrier();
+      const auto start = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < iters; ++i) Run(*group, collective.op, buffers);
+      Synchronize(device);
+      group->Barrier();  // the clock stops when the slowest rank is done
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
+      if (group->rank() == 0) {
+        const double algbw = static_cast<double>(bytes) / seconds / 1e9;
+        std::printf("{\"collective\": \"%s\", \"ranks\": %d, \"device\": \"%s\", \"bytes\": %lld, "
+                    "\"time_us\": %.1f, \"algbw_gbs\": %.3f, \"busbw_gbs\": %.3f}\n",
+                    collective.name, n, device_name.c_str(), static_cast<long long>(bytes),
+                    seconds * 1e6, algbw, algbw * collective.bus_factor * (n - 1) / n);
+        std::fflush(stdout);
+      }
     }
   }
   return 0;

@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include "common/util/error.h"
 #include "worker/comm/gradient_reducer.h"
 #include "worker/comm/process_group.h"
 
@@ -36,6 +37,70 @@ TEST(MpiProcessGroupTest, BroadcastCopiesRootTensor) {
   at::Tensor t = torch::arange(6, torch::kFloat) * (g.rank() == 1 ? 10 : 1);
   g.Broadcast(t, /*root=*/1);
   EXPECT_TRUE(torch::equal(t, torch::arange(6, torch::kFloat) * 10));
+}
+
+// Rank r's shard: 10·r + 0, 1, 2, exact in bf16 up to 25 ranks; int64 adds 2^56 + 1 per rank,
+// which a float or double on the way would round.
+at::Tensor Shard(int rank, at::ScalarType dtype) {
+  const int64_t base = dtype == at::kLong ? ((int64_t{1} << 56) + 1) * rank : 10 * rank;
+  return torch::arange(3, torch::dtype(dtype)) + base;
+}
+
+TEST(MpiProcessGroupTest, AllGatherPlacesEachRanksShardAtItsOffset) {
+  ProcessGroup& g = Group();
+  const int n = g.world_size();
+  for (auto dtype : {at::kFloat, at::kBFloat16, at::kLong}) {
+    at::Tensor output = torch::full({n, 3}, -1, torch::dtype(dtype));
+    g.AllGatherAsync(Shard(g.rank(), dtype), output)->Wait();
+    for (int r = 0; r < n; ++r) {
+      EXPECT_TRUE(torch::equal(output[r], Shard(r, dtype)))
+          << c10::toString(dtype) << " rank " << r << ": " << output;
+    }
+  }
+}
+
+// Rank r holds (r + 1)·(j + 1) at position j of n·m: rank r's output is the sum over ranks of
+// its slice [r·m, (r + 1)·m), that is n(n+1)/2 · (r·m + k + 1) at k.
+TEST(MpiProcessGroupTest, ReduceScatterSumsThisRanksSlice) {
+  ProcessGroup& g = Group();
+  const int n = g.world_size(), m = 4;
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    at::Tensor input = (torch::arange(1, n * m + 1) * (g.rank() + 1)).to(dtype);
+    at::Tensor output = torch::full({m}, -1, torch::dtype(dtype));
+    g.ReduceScatterSumAsync(input, output)->Wait();
+    at::Tensor expected = (torch::arange(1, m + 1) + g.rank() * m) * (n * (n + 1) / 2);
+    EXPECT_TRUE(torch::equal(output, expected.to(dtype))) << c10::toString(dtype) << ": " << output;
+  }
+}
+
+TEST(MpiProcessGroupTest, CollectivesInFlightTogetherCompleteWhenWaitedInOrder) {
+  ProcessGroup& g = Group();
+  const int n = g.world_size();
+  at::Tensor gathered = torch::zeros({n, 3});
+  at::Tensor scattered = torch::zeros({2}, torch::kBFloat16);  // completed by a copy in Wait
+  at::Tensor summed = torch::full({5}, g.rank() + 1.0);
+  auto gather = g.AllGatherAsync(Shard(g.rank(), at::kFloat), gathered);
+  auto scatter = g.ReduceScatterSumAsync(torch::ones({2 * n}, torch::kBFloat16), scattered);
+  auto reduce = g.AllReduceSumAsync(summed);
+  gather->Wait();
+  scatter->Wait();
+  reduce->Wait();
+  for (int r = 0; r < n; ++r) EXPECT_TRUE(torch::equal(gathered[r], Shard(r, at::kFloat))) << r;
+  EXPECT_TRUE(torch::equal(scattered, torch::full({2}, n, torch::kBFloat16))) << scattered;
+  EXPECT_TRUE(torch::equal(summed, torch::full({5}, n * (n + 1) / 2.0))) << summed;
+}
+
+TEST(MpiProcessGroupTest, MismatchedShardsThrowBeforeCommunicating) {
+  ProcessGroup& g = Group();
+  const int n = g.world_size();
+  // Every rank throws alike, so none is left waiting in a collective.
+  EXPECT_THROW(g.AllGatherAsync(torch::zeros({3}), torch::zeros({3 * n + 1})), Error);
+  EXPECT_THROW(g.ReduceScatterSumAsync(torch::zeros({3 * n - 1}), torch::zeros({3})), Error);
+  EXPECT_THROW(g.AllGatherAsync(torch::zeros({3}), torch::zeros({3 * n}, torch::kDouble)), Error);
+  // And the group still works afterwards.
+  at::Tensor output = torch::zeros({n, 3});
+  g.AllGatherAsync(Shard(g.rank(), at::kFloat), output)->Wait();
+  EXPECT_TRUE(torch::equal(output[n - 1], Shard(n - 1, at::kFloat)));
 }
 
 TEST(GradientReducerTest, AveragesGradientsInReverseOrderBuckets) {

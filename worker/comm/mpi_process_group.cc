@@ -30,34 +30,74 @@ MPI_Datatype MpiType(at::ScalarType type) {
   }
 }
 
-// One MPI_Iallreduce in flight. bf16 and f16 are summed through an fp32 copy (MPI has no 16-bit
-// float sum), copied back in Wait.
-class MpiAllReduce final : public CollectiveWork {
+// MPI has no 16-bit float sum: bf16 and f16 are summed through an fp32 copy.
+bool SumsWide(const at::Tensor& tensor) {
+  return tensor.scalar_type() == at::kBFloat16 || tensor.scalar_type() == at::kHalf;
+}
+
+// The buffer MPI sums from: `tensor` itself, or its fp32 copy (SumsWide).
+at::Tensor SumSource(const at::Tensor& tensor) {
+  return SumsWide(tensor) ? tensor.to(at::kFloat) : tensor;
+}
+
+// The buffer MPI writes a sum into: `result` itself, or an fp32 stand-in copied back in Wait.
+at::Tensor SumTarget(const at::Tensor& result) {
+  return SumsWide(result) ? at::empty(result.sizes(), result.options().dtype(at::kFloat))
+                          : result;
+}
+
+// One nonblocking MPI collective in flight, the completion path of every collective here. MPI
+// reads `source` and writes `wire` until the request completes, so the work holds both; Wait
+// then copies `wire` into `result` when it is an fp32 stand-in. Destruction waits for the
+// request, so MPI never touches a freed buffer.
+class MpiWork final : public CollectiveWork {
  public:
-  MpiAllReduce(at::Tensor tensor, int world_size) : tensor_(std::move(tensor)) {
-    if (world_size == 1) return;
-    const bool narrow = tensor_.scalar_type() == at::kBFloat16 || tensor_.scalar_type() == at::kHalf;
-    wire_ = narrow ? tensor_.to(at::kFloat) : tensor_;
-    CheckMpi(MPI_Iallreduce(MPI_IN_PLACE, wire_.data_ptr(), static_cast<int>(wire_.numel()),
-                            MpiType(wire_.scalar_type()), MPI_SUM, MPI_COMM_WORLD, &request_),
-             "Iallreduce");
+  // A collective that needed no communication (one rank): already complete.
+  MpiWork() = default;
+  // `start` is the MPI_I* call: int(MPI_Request*).
+  template <typename Start>
+  MpiWork(const char* what, at::Tensor source, at::Tensor wire, at::Tensor result, Start start)
+      : source_(std::move(source)), wire_(std::move(wire)), result_(std::move(result)) {
+    CheckMpi(start(&request_), what);
   }
-  ~MpiAllReduce() override {
+  ~MpiWork() override {
     if (request_ != MPI_REQUEST_NULL) MPI_Wait(&request_, MPI_STATUS_IGNORE);
   }
-  MpiAllReduce(const MpiAllReduce&) = delete;
-  MpiAllReduce& operator=(const MpiAllReduce&) = delete;
+  MpiWork(const MpiWork&) = delete;
+  MpiWork& operator=(const MpiWork&) = delete;
 
   void Wait() override {
     if (request_ == MPI_REQUEST_NULL) return;
     CheckMpi(MPI_Wait(&request_, MPI_STATUS_IGNORE), "Wait");
-    if (!wire_.is_same(tensor_)) tensor_.copy_(wire_);
+    if (!wire_.is_same(result_)) result_.copy_(wire_);
   }
 
  private:
-  at::Tensor tensor_, wire_;
+  at::Tensor source_, wire_, result_;
   MPI_Request request_ = MPI_REQUEST_NULL;
 };
+
+}  // namespace
+
+// Declared in process_group.h; defined here, the file every build links (NCCL bootstraps over MPI).
+void CheckShardShapes(const at::Tensor& input, const at::Tensor& output, int world_size,
+                      const char* library, const char* op, bool gathers) {
+  const std::string context = std::string(library) + ' ' + op;
+  if (input.scalar_type() != output.scalar_type()) {
+    Fail(context, std::string("input is ") + c10::toString(input.scalar_type()) +
+                      " but output is " + c10::toString(output.scalar_type()));
+  }
+  const at::Tensor& shard = gathers ? input : output;
+  const at::Tensor& whole = gathers ? output : input;
+  if (whole.numel() != world_size * shard.numel()) {
+    Fail(context, std::string(gathers ? "output" : "input") + " has " +
+                      std::to_string(whole.numel()) + " elements; expected world size " +
+                      std::to_string(world_size) + " x " + (gathers ? "input" : "output") +
+                      "'s " + std::to_string(shard.numel()));
+  }
+}
+
+namespace {
 
 class MpiProcessGroup final : public ProcessGroup {
  public:
@@ -70,7 +110,41 @@ class MpiProcessGroup final : public ProcessGroup {
 
   std::unique_ptr<CollectiveWork> AllReduceSumAsync(const at::Tensor& tensor) override {
     CheckTensor(tensor, "AllReduceSum");
-    return std::make_unique<MpiAllReduce>(tensor, world_size_);
+    if (world_size_ == 1) return std::make_unique<MpiWork>();
+    at::Tensor wire = SumSource(tensor);  // summed in place
+    return std::make_unique<MpiWork>("Iallreduce", wire, wire, tensor, [&](MPI_Request* request) {
+      return MPI_Iallreduce(MPI_IN_PLACE, wire.data_ptr(), static_cast<int>(wire.numel()),
+                            MpiType(wire.scalar_type()), MPI_SUM, MPI_COMM_WORLD, request);
+    });
+  }
+
+  std::unique_ptr<CollectiveWork> AllGatherAsync(const at::Tensor& input,
+                                                 const at::Tensor& output) override {
+    CheckShards(input, output, "AllGather", /*gathers=*/true);
+    // Counted in bytes below.
+    if (input.nbytes() > INT32_MAX) Fail("MPI AllGather", "input too large");
+    if (world_size_ == 1) return Copied(input, output);
+    // All-gather moves bytes, so any dtype goes as raw bytes.
+    return std::make_unique<MpiWork>(
+        "Iallgather", input, output, output, [&](MPI_Request* request) {
+          const int bytes = static_cast<int>(input.nbytes());
+          return MPI_Iallgather(input.data_ptr(), bytes, MPI_BYTE, output.data_ptr(), bytes,
+                                MPI_BYTE, MPI_COMM_WORLD, request);
+        });
+  }
+
+  std::unique_ptr<CollectiveWork> ReduceScatterSumAsync(const at::Tensor& input,
+                                                        const at::Tensor& output) override {
+    CheckShards(input, output, "ReduceScatterSum", /*gathers=*/false);
+    if (world_size_ == 1) return Copied(input, output);
+    at::Tensor source = SumSource(input), wire = SumTarget(output);
+    return std::make_unique<MpiWork>(
+        "Ireduce_scatter_block", source, wire, output, [&](MPI_Request* request) {
+          return MPI_Ireduce_scatter_block(source.data_ptr(), wire.data_ptr(),
+                                           static_cast<int>(wire.numel()),
+                                           MpiType(wire.scalar_type()), MPI_SUM, MPI_COMM_WORLD,
+                                           request);
+        });
   }
 
   void Broadcast(at::Tensor& tensor, int root) override {
@@ -97,6 +171,18 @@ class MpiProcessGroup final : public ProcessGroup {
     if (!tensor.device().is_cpu()) Fail(std::string("MPI ") + op, "tensor is not on the CPU");
     if (!tensor.is_contiguous()) Fail(std::string("MPI ") + op, "tensor is not contiguous");
     if (tensor.numel() > INT32_MAX) Fail(std::string("MPI ") + op, "tensor too large");
+  }
+  void CheckShards(const at::Tensor& input, const at::Tensor& output, const char* op,
+                   bool gathers) const {
+    CheckTensor(input, op);
+    CheckTensor(output, op);
+    CheckShardShapes(input, output, world_size_, "MPI", op, gathers);
+  }
+  // One rank: the gathered or scattered result is the input itself.
+  static std::unique_ptr<CollectiveWork> Copied(const at::Tensor& input,
+                                                const at::Tensor& output) {
+    output.view(-1).copy_(input.view(-1));
+    return std::make_unique<MpiWork>();
   }
   int rank_ = 0;
   int world_size_ = 1;

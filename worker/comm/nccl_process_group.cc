@@ -2,6 +2,7 @@
 #include <mpi.h>
 #include <nccl.h>
 
+#include <initializer_list>
 #include <string>
 
 #include <ATen/cuda/CUDAEvent.h>
@@ -14,6 +15,7 @@
 #include "worker/comm/process_group.h"
 
 namespace dpo {
+
 namespace {
 
 void CheckNccl(ncclResult_t rc, const char* what) {
@@ -33,7 +35,7 @@ ncclDataType_t NcclType(at::ScalarType type) {
   }
 }
 
-// An all-reduce queued on the communication stream; Wait() makes the caller's current stream
+// A collective queued on the communication stream; Wait() makes the caller's current stream
 // wait for it (no host sync).
 struct NcclWork final : CollectiveWork {
   explicit NcclWork(c10::DeviceIndex device) : device(device) {}
@@ -42,8 +44,9 @@ struct NcclWork final : CollectiveWork {
   at::cuda::CUDAEvent done;
 };
 
-// Owns one ncclComm_t (RAII). All-reduces run on a communication stream, after the work queued
-// on the current stream, so they overlap compute; broadcasts run on the current stream.
+// Owns one ncclComm_t (RAII). All-reduces, all-gathers and reduce-scatters run on a communication
+// stream, after the work queued on the current stream, so they overlap compute; broadcasts run
+// on the current stream.
 class NcclProcessGroup final : public ProcessGroup {
  public:
   explicit NcclProcessGroup(int device_index)
@@ -69,20 +72,29 @@ class NcclProcessGroup final : public ProcessGroup {
 
   std::unique_ptr<CollectiveWork> AllReduceSumAsync(const at::Tensor& tensor) override {
     CheckTensor(tensor, "AllReduceSum");
-    const auto device = static_cast<c10::DeviceIndex>(device_index_);
-    c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream(device);
-    at::cuda::CUDAEvent produced;
-    produced.record(current);
-    produced.block(comm_stream_);
-    // The allocator may hand the buffer out again once it is freed on `current`: tell it the
-    // communication stream uses it too.
-    c10::cuda::CUDACachingAllocator::recordStream(tensor.storage().data_ptr(), comm_stream_);
-    CheckNccl(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(),
-                            NcclType(tensor.scalar_type()), ncclSum, comm_, comm_stream_.stream()),
-              "AllReduce");
-    auto work = std::make_unique<NcclWork>(device);
-    work->done.record(comm_stream_);
-    return work;
+    return OnCommStream("AllReduce", {tensor}, [&](cudaStream_t stream) {
+      return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(),
+                           NcclType(tensor.scalar_type()), ncclSum, comm_, stream);
+    });
+  }
+
+  std::unique_ptr<CollectiveWork> AllGatherAsync(const at::Tensor& input,
+                                                 const at::Tensor& output) override {
+    CheckShards(input, output, "AllGather", /*gathers=*/true);
+    // All-gather moves bytes, so any dtype goes as raw bytes.
+    return OnCommStream("AllGather", {input, output}, [&](cudaStream_t stream) {
+      return ncclAllGather(input.data_ptr(), output.data_ptr(), input.nbytes(), ncclUint8, comm_,
+                           stream);
+    });
+  }
+
+  std::unique_ptr<CollectiveWork> ReduceScatterSumAsync(const at::Tensor& input,
+                                                        const at::Tensor& output) override {
+    CheckShards(input, output, "ReduceScatterSum", /*gathers=*/false);
+    return OnCommStream("ReduceScatter", {input, output}, [&](cudaStream_t stream) {
+      return ncclReduceScatter(input.data_ptr(), output.data_ptr(), output.numel(),
+                               NcclType(output.scalar_type()), ncclSum, comm_, stream);
+    });
   }
 
   void Broadcast(at::Tensor& tensor, int root) override {
@@ -110,6 +122,33 @@ class NcclProcessGroup final : public ProcessGroup {
       Fail(std::string("NCCL ") + op, "tensor is not on this rank's CUDA device");
     }
     if (!tensor.is_contiguous()) Fail(std::string("NCCL ") + op, "tensor is not contiguous");
+  }
+  void CheckShards(const at::Tensor& input, const at::Tensor& output, const char* op,
+                   bool gathers) const {
+    CheckTensor(input, op);
+    CheckTensor(output, op);
+    CheckShardShapes(input, output, world_size_, "NCCL", op, gathers);
+  }
+  // Queues `launch` (one NCCL call, given the communication stream) after the work already
+  // queued on the current stream, and returns the work whose Wait orders the current stream
+  // after it. `tensors` are the buffers the collective reads or writes.
+  template <typename Launch>
+  std::unique_ptr<CollectiveWork> OnCommStream(const char* what,
+                                               std::initializer_list<at::Tensor> tensors,
+                                               Launch launch) {
+    const auto device = static_cast<c10::DeviceIndex>(device_index_);
+    at::cuda::CUDAEvent produced;
+    produced.record(c10::cuda::getCurrentCUDAStream(device));
+    produced.block(comm_stream_);
+    // The allocator may hand a buffer out again once it is freed on the current stream: tell it
+    // the communication stream uses it too.
+    for (const at::Tensor& tensor : tensors) {
+      c10::cuda::CUDACachingAllocator::recordStream(tensor.storage().data_ptr(), comm_stream_);
+    }
+    CheckNccl(launch(comm_stream_.stream()), what);
+    auto work = std::make_unique<NcclWork>(device);
+    work->done.record(comm_stream_);
+    return work;
   }
   int device_index_;
   int rank_ = 0;
