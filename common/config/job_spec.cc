@@ -61,6 +61,13 @@ constexpr EnumName<TrainSection::Scheduler> kSchedulers[] = {
     {TrainSection::Scheduler::kCosine, "cosine"},
     {TrainSection::Scheduler::kConstant, "constant"},
     {TrainSection::Scheduler::kConstantWithWarmup, "constant_with_warmup"}};
+constexpr EnumName<TrainSection::Sharding> kShardings[] = {
+    {TrainSection::Sharding::kNone, "none"},
+    {TrainSection::Sharding::kOptimizer, "optimizer"},
+    {TrainSection::Sharding::kFull, "full"}};
+constexpr EnumName<TrainSection::ReduceDtype> kReduceDtypes[] = {
+    {TrainSection::ReduceDtype::kFloat32, "float32"},
+    {TrainSection::ReduceDtype::kBFloat16, "bfloat16"}};
 constexpr EnumName<ReferenceSection::Mode> kModes[] = {
     {ReferenceSection::Mode::kModel, "model"},
     {ReferenceSection::Mode::kPrecomputed, "precomputed"},
@@ -99,7 +106,8 @@ const std::vector<SectionKeys>& Schema() {
         "gradient_accumulation_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2",
         "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_steps", "num_train_epochs",
         "max_steps", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "bf16",
-        "gradient_checkpointing", "logprob_chunk_size", "max_consecutive_bad_steps"}},
+        "gradient_checkpointing", "logprob_chunk_size", "max_consecutive_bad_steps", "sharding",
+        "reduce_dtype"}},
       {"reference", {"mode", "path", "precompute_batch_size"}},
       {"output", {"dir", "resume_from_checkpoint", "metrics_file"}},
   };
@@ -458,6 +466,8 @@ class Parser {
     s.Bool("gradient_checkpointing", &t.gradient_checkpointing);
     PositiveInt(s, "logprob_chunk_size", &t.logprob_chunk_size);
     PositiveInt(s, "max_consecutive_bad_steps", &t.max_consecutive_bad_steps);
+    s.Enum("sharding", &t.sharding, kShardings);
+    s.Enum("reduce_dtype", &t.reduce_dtype, kReduceDtypes);
     s.Finish();
   }
 
@@ -712,6 +722,8 @@ std::string_view ToString(DataSection::Sampling v) { return NameOf(kSamplings, v
 std::string_view ToString(DpoSection::LossType v) { return NameOf(kLosses, v); }
 std::string_view ToString(DpoSection::FDivergence v) { return NameOf(kFDivergences, v); }
 std::string_view ToString(TrainSection::Scheduler v) { return NameOf(kSchedulers, v); }
+std::string_view ToString(TrainSection::Sharding v) { return NameOf(kShardings, v); }
+std::string_view ToString(TrainSection::ReduceDtype v) { return NameOf(kReduceDtypes, v); }
 std::string_view ToString(ReferenceSection::Mode v) { return NameOf(kModes, v); }
 
 }  // namespace dpo

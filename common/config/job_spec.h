@@ -130,6 +130,9 @@ struct DpoSection {
 
 struct TrainSection {
   enum class Scheduler { kLinear, kCosine, kConstant, kConstantWithWarmup };
+  // How the policy's training state is spread over the ranks (worker/shard/sharded_model.h).
+  enum class Sharding { kNone, kOptimizer, kFull };
+  enum class ReduceDtype { kFloat32, kBFloat16 };
 
   int64_t seed = 42;                          // Default: 42 (HF).
   int64_t per_device_train_batch_size = 8;    // Pairs per rank per micro-step. Default: 8 (HF).
@@ -162,6 +165,15 @@ struct TrainSection {
   int64_t logprob_chunk_size = 512;
   // Non-finite loss or gradient steps are skipped; this many in a row fail the job. Default: 10.
   int64_t max_consecutive_bad_steps = 10;
+  // none: every rank holds the whole policy, its gradients and AdamW state (DDP). optimizer
+  // (ZeRO-1/2): each rank keeps the fp32 master weights and AdamW moments of its 1/W slice;
+  // gradients are reduce-scattered. full (ZeRO-3 / FSDP FULL_SHARD): parameters are sharded
+  // at rest too, gathered one decoder layer at a time, and so is a reference model.
+  // Default: none — on one node of a small model it is the fastest.
+  Sharding sharding = Sharding::kNone;
+  // Dtype gradients are reduce-scattered in (sharded modes), as FSDP2's reduce_dtype.
+  // Default: float32, so the reduction adds no rounding of its own.
+  ReduceDtype reduce_dtype = ReduceDtype::kFloat32;
 
   bool operator==(const TrainSection&) const = default;
 };
@@ -240,6 +252,8 @@ std::string_view ToString(DataSection::Sampling v);
 std::string_view ToString(DpoSection::LossType v);
 std::string_view ToString(DpoSection::FDivergence v);
 std::string_view ToString(TrainSection::Scheduler v);
+std::string_view ToString(TrainSection::Sharding v);
+std::string_view ToString(TrainSection::ReduceDtype v);
 std::string_view ToString(ReferenceSection::Mode v);
 
 }  // namespace dpo

@@ -138,6 +138,8 @@ std::string ToYaml(const JobSpec& spec) {
   w.Key("gradient_checkpointing", Bool(t.gradient_checkpointing));
   w.Key("logprob_chunk_size", Int(t.logprob_chunk_size));
   w.Key("max_consecutive_bad_steps", Int(t.max_consecutive_bad_steps));
+  w.Key("sharding", std::string(ToString(t.sharding)));
+  w.Key("reduce_dtype", std::string(ToString(t.reduce_dtype)));
 
   const ReferenceSection& r = spec.reference;
   w.Section("reference");
