@@ -284,21 +284,23 @@ torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tens
                       (span_attention_ == SpanAttention::kAuto && input_ids.is_cuda());
     if (mask) packing->mask = SpanMask(packing->rows, t, input_ids.device());
   }
+  if (runner_) runner_->BeginForward();
   torch::Tensor x = torch::embedding(embed_, input_ids);
   // cos/sin as transformers: fp32 outer product, then cast to the activation dtype.
   torch::Tensor freqs =
       pos.to(x.device(), torch::kFloat32).unsqueeze(-1) * inv_freq_.to(x.device()).view({1, 1, -1});
   torch::Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);  // [B|1, 1, T, head_dim]
   torch::Tensor cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
-  for (const auto& layer : layers_) {
-    if (checkpointing_) {
-      x = CheckpointedCall(
-          // Captured by value: backward re-runs this after Hidden has returned.
-          [&layer, cos, sin, packing](const torch::Tensor& in) {
-            return layer->Forward(in, cos, sin, *packing);
-          },
-          x,
-          layer->parameters());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto& layer = layers_[i];
+    // Captured by value: a checkpointed backward re-runs this after Hidden has returned.
+    LayerRunner::Block block = [layer, cos, sin, packing](const torch::Tensor& in) {
+      return layer->Forward(in, cos, sin, *packing);
+    };
+    if (runner_) {
+      x = runner_->Run(static_cast<int64_t>(i), block, x, checkpointing_);
+    } else if (checkpointing_) {
+      x = CheckpointedCall(block, x, layer->parameters());
     } else {
       x = layer->Forward(x, cos, sin, *packing);
     }

@@ -8,6 +8,7 @@
 // their attention with AttentionSpans instead. Dropout is off.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -20,6 +21,24 @@
 namespace dpo {
 
 class DecoderLayer;
+
+// How Hidden runs its decoder layers, for callers that must act around each use of a layer's
+// weights: sharded training (worker/shard/sharded_model.h) gathers them just before and frees
+// them just after, in forward and again in backward. Without a runner, layers run in place.
+class LayerRunner {
+ public:
+  using Block = std::function<torch::Tensor(const torch::Tensor&)>;
+  virtual ~LayerRunner() = default;
+  // Called once per Hidden, before the embedding is read.
+  virtual void BeginForward() = 0;
+  // Returns block(x) for decoder layer `index`, recomputing it in backward when `checkpoint`.
+  // Called for index 0, 1, ... in order.
+  virtual torch::Tensor Run(int64_t index, const Block& block, const torch::Tensor& x,
+                            bool checkpoint) = 0;
+  // The caller of a forward without backward (eval, a reference) holds none of its tensors any
+  // more: weights it gathered may go.
+  virtual void EndForward() = 0;
+};
 
 class CausalLM : public torch::nn::Module {
  public:
@@ -53,6 +72,14 @@ class CausalLM : public torch::nn::Module {
   void SetActivationCheckpointing(bool on) { checkpointing_ = on; }
   bool activation_checkpointing() const { return checkpointing_; }
 
+  // Installs `runner` for every later Hidden call (nullptr: layers run in place).
+  void SetLayerRunner(std::shared_ptr<LayerRunner> runner) { runner_ = std::move(runner); }
+  // Ends a forward pass that has no backward: see LayerRunner::EndForward. Call it once the
+  // outputs (and the lm_head weight) are no longer used.
+  void EndForward() {
+    if (runner_) runner_->EndForward();
+  }
+
   // transformers' init: linear and embedding weights ~ N(0, initializer_range), biases 0, norm
   // weights 1. Drawn on the CPU in fp32 from a generator seeded with `seed`, then copied, so the
   // same seed gives the same weights on every device and dtype.
@@ -62,6 +89,7 @@ class CausalLM : public torch::nn::Module {
   ModelConfig config_;
   bool checkpointing_ = false;
   SpanAttention span_attention_ = SpanAttention::kAuto;
+  std::shared_ptr<LayerRunner> runner_;
   torch::Tensor embed_;     // [V, H]
   torch::Tensor norm_;      // [H]
   torch::Tensor lm_head_;   // [V, H]; undefined when tied.

@@ -76,17 +76,22 @@ std::shared_ptr<CausalLM> RandomInit(const ModelConfig& config, uint64_t seed,
 void SavePretrained(CausalLM& model, const std::string& dir, const SaveOptions& options) {
   torch::ScalarType dtype = options.dtype;
   if (dtype == torch::ScalarType::Undefined) dtype = model.lm_head_weight().scalar_type();
-  const std::string dtype_name = ConfigDtypeName(dtype);
+  ConfigDtypeName(dtype);  // refuses a dtype config.json cannot name before anything is written
   MakeDirectories(dir);
   NamedTensors tensors;
   for (const auto& item : model.named_parameters()) {
     tensors.emplace_back(item.key(), item.value().detach().to(torch::kCPU, dtype));
   }
   WriteCheckpoint(dir, tensors, options.max_shard_bytes);
-  WriteFileAtomically(JoinPath(dir, "config.json"), model.config().ToJson(dtype_name));
-  if (options.tokenizer_dir.empty()) return;
+  WritePretrainedMetadata(model.config(), dtype, dir, options.tokenizer_dir);
+}
+
+void WritePretrainedMetadata(const ModelConfig& config, torch::ScalarType dtype,
+                             const std::string& dir, const std::string& tokenizer_dir) {
+  WriteFileAtomically(JoinPath(dir, "config.json"), config.ToJson(ConfigDtypeName(dtype)));
+  if (tokenizer_dir.empty()) return;
   for (const char* file : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
-    const std::string source = JoinPath(options.tokenizer_dir, file);
+    const std::string source = JoinPath(tokenizer_dir, file);
     if (!PathExists(source)) continue;
     // Read fully before writing, so saving into the source directory rewrites the same bytes.
     WriteFileAtomically(JoinPath(dir, file), ReadWholeFile(source));

@@ -40,6 +40,11 @@ struct SaveOptions {
 // does.
 void SavePretrained(CausalLM& model, const std::string& dir, const SaveOptions& options = {});
 
+// config.json (with torch_dtype `dtype`) and the tokenizer files of SaveOptions::tokenizer_dir,
+// for writers that store the weights themselves (sharded checkpoints).
+void WritePretrainedMetadata(const ModelConfig& config, torch::ScalarType dtype,
+                             const std::string& dir, const std::string& tokenizer_dir);
+
 // "float32", "bfloat16" or "float16" (config.json spelling); throws dpo::Error otherwise.
 std::string ConfigDtypeName(torch::ScalarType dtype);
 

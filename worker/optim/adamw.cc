@@ -43,19 +43,23 @@ void AdamW::ZeroGrad() {
   }
 }
 
-double AdamW::ClipGradNorm(double max_norm) {
+double AdamW::ClipGradNorm(double max_norm, const std::function<double(double)>& sum_over_ranks) {
   torch::NoGradGuard no_grad;
   std::vector<at::Tensor> grads;
   for (const at::Tensor& p : params_) {
     if (p.grad().defined()) grads.push_back(p.grad());
   }
-  if (grads.empty()) return 0.0;
-  std::vector<at::Tensor> norms = at::_foreach_norm(grads, 2);
-  at::Tensor total = at::linalg_vector_norm(at::stack(norms).to(at::kFloat), 2);
-  const double norm = total.item<double>();
-  if (max_norm > 0 && std::isfinite(norm)) {
-    at::Tensor coef = at::clamp(max_norm / (total + 1e-6), c10::nullopt, 1.0);
-    at::_foreach_mul_(grads, coef.to(grads.front().device()));
+  double norm = 0.0;
+  if (!grads.empty()) {
+    std::vector<at::Tensor> norms = at::_foreach_norm(grads, 2);
+    norm = at::linalg_vector_norm(at::stack(norms).to(at::kFloat), 2).item<double>();
+  }
+  if (sum_over_ranks) norm = std::sqrt(sum_over_ranks(norm * norm));
+  if (max_norm > 0 && std::isfinite(norm) && !grads.empty()) {
+    // The same coefficient torch computes, from the fp32 norm.
+    const double coef = std::min(1.0, static_cast<double>(static_cast<float>(max_norm) /
+                                                         (static_cast<float>(norm) + 1e-6f)));
+    at::_foreach_mul_(grads, coef);
   }
   return norm;
 }

@@ -4,6 +4,7 @@
 // must see every gradient before the step.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -32,7 +33,10 @@ class AdamW {
   // Clips the global L2 norm of all gradients to max_norm (when max_norm > 0) and returns the
   // norm before clipping, as torch.nn.utils.clip_grad_norm_ does (coefficient
   // max_norm / (norm + 1e-6), clamped to 1). Non-finite norms are returned unclipped.
-  double ClipGradNorm(double max_norm);
+  // With sharded parameters each rank holds a slice of every gradient: `sum_over_ranks` then
+  // sums the local squared norm over the ranks, so the norm is the global one (collective).
+  double ClipGradNorm(double max_norm,
+                      const std::function<double(double)>& sum_over_ranks = nullptr);
 
   // State for checkpoints: "exp_avg.<name>", "exp_avg_sq.<name>", "step.<name>".
   std::map<std::string, at::Tensor> StateDict() const;

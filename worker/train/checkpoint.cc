@@ -105,23 +105,31 @@ std::string SaveCheckpoint(const std::string& output_dir, CausalLM& model,
                            const std::map<std::string, at::Tensor>& optimizer_state,
                            const TrainerState& state, const std::string& tokenizer_dir) {
   CheckFinite(model);
-  const fs::path final_dir = fs::path(output_dir) / (kPrefix + std::to_string(state.global_step));
-  const fs::path temp_dir =
-      fs::path(output_dir) / (".tmp-" + std::string(kPrefix) + std::to_string(state.global_step) +
-                              "-" + std::to_string(::getpid()));
-  RemoveTree((temp_dir).string());
-  fs::create_directories(temp_dir);
-  CheckpointPaths paths(temp_dir.string());
+  const std::string temp_dir = CheckpointTempDir(output_dir, state.global_step, ::getpid());
+  CheckpointPaths paths(temp_dir);
   SaveOptions save_options;
   save_options.tokenizer_dir = tokenizer_dir;
   SavePretrained(model, paths.model_dir, save_options);
   WriteTensors(paths.optimizer_file, NamedTensors(optimizer_state.begin(), optimizer_state.end()));
   WriteFileAtomically(paths.state_file, state.ToJson());
+  return CommitCheckpoint(temp_dir, output_dir, state.global_step);
+}
+
+std::string CheckpointTempDir(const std::string& output_dir, int64_t step, int64_t writer_id) {
+  const fs::path temp_dir = fs::path(output_dir) / (".tmp-" + std::string(kPrefix) +
+                                                    std::to_string(step) + "-" + std::to_string(writer_id));
+  RemoveTree(temp_dir.string());
+  fs::create_directories(temp_dir);
+  return temp_dir.string();
+}
+
+std::string CommitCheckpoint(const std::string& temp_dir, const std::string& output_dir, int64_t step) {
+  const fs::path final_dir = fs::path(output_dir) / (kPrefix + std::to_string(step));
   FsyncTree(temp_dir);
   // Replacing an existing checkpoint of the same step (a re-run): remove it first, since
   // rename() cannot replace a non-empty directory. (RemoveTree, not std::filesystem::remove_all,
   // which crashes in binaries linked with libtorch's own copy of it.)
-  RemoveTree((final_dir).string());
+  RemoveTree(final_dir.string());
   fs::rename(temp_dir, final_dir);
   FsyncPath(output_dir);
   return final_dir.string();
@@ -140,6 +148,7 @@ LoadedCheckpoint LoadCheckpoint(const std::string& checkpoint_dir, CausalLM& mod
     at::Tensor& param = item.value();
     param.copy_(weights.Read(item.key(), param.scalar_type(), param.device()));
   }
+  if (!PathExists(paths.optimizer_file)) return loaded;  // a sharded run's checkpoint
   CheckpointReader optimizer(paths.optimizer_file);
   const c10::Device device = model.lm_head_weight().device();
   for (const std::string& name : optimizer.TensorNames()) {

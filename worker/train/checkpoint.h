@@ -45,9 +45,18 @@ std::string SaveCheckpoint(const std::string& output_dir, CausalLM& model,
                            const std::map<std::string, at::Tensor>& optimizer_state,
                            const TrainerState& state, const std::string& tokenizer_dir);
 
+// The atomic protocol every checkpoint writer follows. CheckpointTempDir creates (empty) the
+// hidden directory a checkpoint of `step` is built in; `writer_id` (a pid) keeps concurrent
+// writers apart. CommitCheckpoint fsyncs it, replaces any checkpoint-<step> with it and fsyncs
+// output_dir; it returns the final path.
+std::string CheckpointTempDir(const std::string& output_dir, int64_t step, int64_t writer_id);
+std::string CommitCheckpoint(const std::string& temp_dir, const std::string& output_dir, int64_t step);
+
 struct LoadedCheckpoint {
   TrainerState state;
-  std::map<std::string, at::Tensor> optimizer_state;  // on the model's device
+  // On the model's device; empty for a sharded run's checkpoint (see OptimizerStateReader,
+  // worker/shard/shard_checkpoint.h, which reads both kinds).
+  std::map<std::string, at::Tensor> optimizer_state;
 };
 
 // Restores a checkpoint written by SaveCheckpoint: copies model/ weights into `model` (which

@@ -43,6 +43,7 @@ ReferenceLogps ReferenceForward(CausalLM& reference, const PairBatch& batch,
     c10::InferenceMode inference;
     sums = SequenceLogpSums(ForwardLogps(reference, batch, options), ld_alpha);
   }
+  reference.EndForward();
   return ReferenceLogps::FromSums(sums.clone());
 }
 

@@ -124,25 +124,25 @@ const PreparedDataset* JobSetup::eval_data() const {
   return eval_subset_.empty() ? nullptr : train_.get();
 }
 
-std::shared_ptr<CausalLM> JobSetup::BuildPolicy() const {
+std::shared_ptr<CausalLM> JobSetup::BuildPolicy(c10::Device device) const {
   const auto dtype = spec_.model.dtype == ModelSection::Dtype::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
   std::shared_ptr<CausalLM> model;
   if (spec_.model.path) {
-    model = LoadPretrained(*spec_.model.path, dtype, device_);
+    model = LoadPretrained(*spec_.model.path, dtype, device);
   } else {
     model = RandomInit(ModelConfig::FromJsonFile(spec_.model.random->config),
-                       static_cast<uint64_t>(spec_.model.random->seed), dtype, device_);
+                       static_cast<uint64_t>(spec_.model.random->seed), dtype, device);
   }
   model->SetActivationCheckpointing(spec_.train.gradient_checkpointing);
   model->train();
   return model;
 }
 
-std::shared_ptr<CausalLM> JobSetup::BuildReference() const {
+std::shared_ptr<CausalLM> JobSetup::BuildReference(c10::Device device) const {
   if (spec_.reference.mode == ReferenceSection::Mode::kNone) return nullptr;
   const auto dtype = spec_.model.dtype == ModelSection::Dtype::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
   std::shared_ptr<CausalLM> model =
-      spec_.reference.path ? LoadPretrained(*spec_.reference.path, dtype, device_) : BuildPolicy();
+      spec_.reference.path ? LoadPretrained(*spec_.reference.path, dtype, device) : BuildPolicy(device);
   model->SetActivationCheckpointing(false);
   for (auto& p : model->parameters()) p.set_requires_grad(false);
   model->eval();
@@ -198,19 +198,16 @@ PairBatch JobSetup::NextTrainBatch(int64_t& epoch, int64_t& batch_in_epoch) {
                        spec_.data.padding_free);
 }
 
-std::vector<PairBatch> JobSetup::EvalBatches() const {
-  std::vector<uint32_t> mine;
-  for (size_t i = static_cast<size_t>(group_.rank()); i < eval_subset_.size(); i += group_.world_size()) {
-    mine.push_back(eval_subset_[i]);
+EvalBatches JobSetup::MakeEvalBatches() const {
+  const RankBatchPlan plan =
+      PlanRankBatches(eval_subset_, group_.rank(), group_.world_size(),
+                      static_cast<size_t>(spec_.train.per_device_eval_batch_size));
+  EvalBatches out;
+  out.real = plan.real;
+  for (const auto& pairs : plan.batches) {
+    out.batches.push_back(MakePairBatch(*eval_data(), pairs, collate_, device_, spec_.data.padding_free));
   }
-  std::vector<PairBatch> batches;
-  const size_t size = static_cast<size_t>(spec_.train.per_device_eval_batch_size);
-  for (size_t start = 0; start < mine.size(); start += size) {
-    const size_t count = std::min(size, mine.size() - start);
-    batches.push_back(MakePairBatch(*eval_data(), std::span(mine).subspan(start, count), collate_,
-                                    device_, spec_.data.padding_free));
-  }
-  return batches;
+  return out;
 }
 
 int64_t JobSetup::TotalSteps() const {

@@ -30,6 +30,11 @@ struct TrainerState;
 // Maps the spec's dpo section to the loss's options (reference.mode none = reference-free).
 DpoLossOptions LossOptionsFromSpec(const JobSpec& spec);
 
+struct EvalBatches {
+  std::vector<PairBatch> batches;
+  size_t real = 0;  // batches [0, real) are this rank's pairs; the rest are fillers
+};
+
 class JobSetup {
  public:
   // Resolves the device (cuda:<local_rank> for device cuda/auto with GPUs), loads the tokenizer
@@ -46,11 +51,12 @@ class JobSetup {
   const std::string& tokenizer_dir() const { return tokenizer_dir_; }
   std::string MetricsPath() const;
 
-  // The policy: model.path loaded, or model.random initialised; trainable, on device().
-  std::shared_ptr<CausalLM> BuildPolicy() const;
+  // The policy: model.path loaded, or model.random initialised; trainable, on `device` (the
+  // CPU when a ShardedModel takes it over: device() gets only its shards).
+  std::shared_ptr<CausalLM> BuildPolicy(c10::Device device) const;
   // The frozen reference (eval mode, no grads) for modes model and precomputed: reference.path,
-  // or else the initial policy. nullptr for mode none.
-  std::shared_ptr<CausalLM> BuildReference() const;
+  // or else the initial policy, on `device`. nullptr for mode none.
+  std::shared_ptr<CausalLM> BuildReference(c10::Device device) const;
   // What the reference's log-probs depend on: a hash of its config.json and weight files (of
   // the random config and seed for a random model). Reads every weight file: compute it once.
   uint64_t ReferenceIdentity() const;
@@ -75,8 +81,9 @@ class JobSetup {
   // next epoch at the end of one). Deterministic in (seed, epoch): a resumed run continues with
   // exactly the batches it would have seen.
   PairBatch NextTrainBatch(int64_t& epoch, int64_t& batch_in_epoch);
-  // This rank's share of the eval pairs, in batches of per_device_eval_batch_size.
-  std::vector<PairBatch> EvalBatches() const;
+  // This rank's share of the eval pairs, in batches of per_device_eval_batch_size, then
+  // fillers so that every rank runs as many forwards (see PlanRankBatches).
+  EvalBatches MakeEvalBatches() const;
 
   // The checkpoint to resume from, if output.resume_from_checkpoint names one.
   std::optional<std::string> ResumeCheckpoint() const;

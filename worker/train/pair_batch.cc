@@ -144,3 +144,27 @@ PairBatch MakePairBatch(const PreparedDataset& dataset, std::span<const uint32_t
 }
 
 }  // namespace dpo
+
+namespace dpo {
+
+RankBatchPlan PlanRankBatches(std::span<const uint32_t> pairs, int64_t rank, int64_t world,
+                              size_t batch_size) {
+  RankBatchPlan plan;
+  std::vector<uint32_t> mine;
+  for (size_t i = static_cast<size_t>(rank); i < pairs.size(); i += static_cast<size_t>(world)) {
+    mine.push_back(pairs[i]);
+  }
+  for (size_t start = 0; start < mine.size(); start += batch_size) {
+    const size_t count = std::min(batch_size, mine.size() - start);
+    plan.batches.emplace_back(mine.begin() + static_cast<std::ptrdiff_t>(start),
+                              mine.begin() + static_cast<std::ptrdiff_t>(start + count));
+  }
+  plan.real = plan.batches.size();
+  // Rank 0 has the largest share: ceil(|pairs| / world) pairs.
+  const size_t largest_share = (pairs.size() + static_cast<size_t>(world) - 1) / static_cast<size_t>(world);
+  const size_t rounds = (largest_share + batch_size - 1) / batch_size;
+  while (plan.batches.size() < rounds) plan.batches.push_back({pairs[0]});
+  return plan;
+}
+
+}  // namespace dpo

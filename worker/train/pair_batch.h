@@ -55,3 +55,19 @@ PairBatch MakePairBatch(const PreparedDataset& dataset, std::span<const uint32_t
                         PackedRows row_width = PackedRows::kAuto);
 
 }  // namespace dpo
+
+namespace dpo {
+
+// This rank's share of `total` pairs dealt round-robin over `world` ranks (`pairs` lists the
+// pair ids, in dealing order), in batches of `batch_size`, for a pass where every rank must run
+// the same number of forwards (a sharded model's gathers are collective). The first
+// ceil(share / batch_size) batches are this rank's pairs; repeats of `pairs[0]` follow until
+// there are as many as the rank with the largest share has. Their results are to be ignored.
+struct RankBatchPlan {
+  std::vector<std::vector<uint32_t>> batches;
+  size_t real = 0;  // batches [0, real) hold this rank's pairs; the rest are fillers
+};
+RankBatchPlan PlanRankBatches(std::span<const uint32_t> pairs, int64_t rank, int64_t world,
+                              size_t batch_size);
+
+}  // namespace dpo

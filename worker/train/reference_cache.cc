@@ -1,6 +1,7 @@
 #include "worker/train/reference_cache.h"
 
 #include <filesystem>
+#include <numeric>
 
 #include <torch/torch.h>
 
@@ -49,12 +50,14 @@ ReferenceCache ReferenceCache::LoadOrCompute(const std::string& path, CausalLM* 
   if (reference == nullptr) Fail(path, "reference log-probs missing and no reference model");
   const c10::Device device = reference->lm_head_weight().device();
   at::Tensor both = torch::zeros({2, n}, torch::kFloat64);
-  std::vector<uint32_t> mine;
-  for (int64_t i = group.rank(); i < n; i += group.world_size()) mine.push_back(static_cast<uint32_t>(i));
-  for (size_t start = 0; start < mine.size(); start += static_cast<size_t>(batch_size)) {
-    const size_t count = std::min(mine.size() - start, static_cast<size_t>(batch_size));
-    PairBatch batch = MakePairBatch(dataset, std::span(mine).subspan(start, count), collate, device, packed);
+  std::vector<uint32_t> all(static_cast<size_t>(n));
+  std::iota(all.begin(), all.end(), 0u);
+  const RankBatchPlan plan = PlanRankBatches(all, group.rank(), group.world_size(),
+                                             static_cast<size_t>(batch_size));
+  for (size_t b = 0; b < plan.batches.size(); ++b) {
+    PairBatch batch = MakePairBatch(dataset, plan.batches[b], collate, device, packed);
     ReferenceLogps logps = ReferenceForward(*reference, batch, logps_options, ld_alpha);
+    if (b >= plan.real) continue;  // a filler: keeps a sharded reference's collectives in step
     both[0].index_put_({batch.pair_indices}, logps.chosen.to(torch::kCPU, torch::kFloat64));
     both[1].index_put_({batch.pair_indices}, logps.rejected.to(torch::kCPU, torch::kFloat64));
   }

@@ -32,6 +32,8 @@
 #include "worker/train/metrics_log.h"
 #include "worker/train/pair_batch.h"
 #include "worker/train/reference_cache.h"
+#include "worker/shard/shard_checkpoint.h"
+#include "worker/shard/sharded_model.h"
 
 namespace fs = std::filesystem;
 
@@ -65,6 +67,7 @@ struct Window {
   double loss = 0, grad_norm = 0, lr = 0;
   int64_t steps = 0, real_tokens = 0, cells = 0, filled_cells = 0, pairs = 0;
   double seconds = 0;
+  int64_t model_state_bytes = 0;  // at the last step, after the update, before zeroing grads
 };
 
 // Sums `sums` over ranks (one collective for all fields).
@@ -119,46 +122,65 @@ class Trainer {
 
   TrainSummary Run() {
     const auto& train = spec_.train;
-    std::shared_ptr<CausalLM> reference = setup_.BuildReference();
-    policy_ = setup_.BuildPolicy();
-    if (setup_.reference_mode() == ReferenceSection::Mode::kPrecomputed) {
-      const uint64_t identity = setup_.ReferenceIdentity();
-      train_cache_ = setup_.Precompute(reference.get(), identity, setup_.train_data(), "train");
-      if (setup_.eval_data() != nullptr && !setup_.eval_is_train_split()) {
-        eval_cache_ = setup_.Precompute(reference.get(), identity, *setup_.eval_data(), "eval");
-      }
-      reference.reset();  // training holds no reference model
-    }
-    reference_ = reference;
-
-    std::vector<at::Tensor> params;
-    std::vector<std::string> names;
-    for (auto& item : policy_->named_parameters()) {
-      if (!item.value().requires_grad()) continue;
-      names.push_back(item.key());
-      params.push_back(item.value());
-    }
-    AdamW optimizer(params, names,
-                    {.lr = train.learning_rate, .beta1 = train.adam_beta1,
-                     .beta2 = train.adam_beta2, .eps = train.adam_epsilon,
-                     .weight_decay = train.weight_decay});
-    GradientReducer reducer(params, group_);
-
+    const bool sharded = train.sharding != TrainSection::Sharding::kNone;
+    const bool full = train.sharding == TrainSection::Sharding::kFull;
+    // A model a ShardedModel takes over is built on the CPU: the device gets only its shards.
+    const c10::Device cpu(c10::kCPU);
+    std::shared_ptr<CausalLM> reference = setup_.BuildReference(full ? cpu : setup_.device());
+    if (full && reference) reference_shards_ = MakeSharded(reference, /*trainable=*/false);
+    policy_ = setup_.BuildPolicy(sharded ? cpu : setup_.device());
     TrainerState state;
     state.job_spec_yaml = ToYaml(spec_);
     const auto resume = setup_.ResumeCheckpoint();
-    if (!resume && spec_.model.random && group_.rank() == 0) {
+    if (resume) {
+      state = LoadCheckpoint(*resume, *policy_).state;  // weights now, optimizer state below
+      SetRngStateHex(state.rng_state_hex);
+    } else if (spec_.model.random && group_.rank() == 0) {
       // A random-initialised policy exists nowhere else: keep it, as the reference for scoring
       // (dpo-eval --reference) and for later runs.
       SaveOptions options;
       options.tokenizer_dir = setup_.tokenizer_dir();
       SavePretrained(*policy_, (fs::path(spec_.output.dir) / "initial-policy").string(), options);
     }
+    if (setup_.reference_mode() == ReferenceSection::Mode::kPrecomputed) {
+      const uint64_t identity = setup_.ReferenceIdentity();
+      train_cache_ = setup_.Precompute(reference.get(), identity, setup_.train_data(), "train");
+      if (setup_.eval_data() != nullptr && !setup_.eval_is_train_split()) {
+        eval_cache_ = setup_.Precompute(reference.get(), identity, *setup_.eval_data(), "eval");
+      }
+      reference_shards_.reset();
+      reference.reset();  // training holds no reference model
+    }
+    reference_ = reference;
+
+    // What the optimizer steps: the whole parameters, or this rank's master shard of each unit.
+    std::vector<at::Tensor> params;
+    std::vector<std::string> names;
+    std::vector<std::vector<int64_t>> shapes;
+    for (auto& item : policy_->named_parameters()) {
+      if (!item.value().requires_grad()) continue;
+      names.push_back(item.key());
+      shapes.push_back(item.value().sizes().vec());
+      params.push_back(item.value());
+    }
+    std::optional<GradientReducer> reducer;
+    if (sharded) {
+      policy_shards_ = MakeSharded(policy_, /*trainable=*/true);
+      params = policy_shards_->master_shards();
+      names.clear();
+      for (const UnitLayout& unit : policy_shards_->layouts()) names.push_back(unit.name);
+    } else {
+      reducer.emplace(params, group_);
+    }
+    AdamW optimizer(params, names,
+                    {.lr = train.learning_rate, .beta1 = train.adam_beta1,
+                     .beta2 = train.adam_beta2, .eps = train.adam_epsilon,
+                     .weight_decay = train.weight_decay});
     if (resume) {
-      LoadedCheckpoint loaded = LoadCheckpoint(*resume, *policy_);
-      optimizer.LoadStateDict(loaded.optimizer_state);
-      state = loaded.state;
-      SetRngStateHex(state.rng_state_hex);
+      const OptimizerStateReader reader(*resume);
+      optimizer.LoadStateDict(
+          sharded ? reader.ForShards(policy_shards_->layouts(), group_.rank(), setup_.device())
+                  : reader.ForParameters(names, shapes, setup_.device()));
       if (group_.rank() == 0) std::fprintf(stderr, "resumed from %s at step %lld\n", resume->c_str(),
                                            static_cast<long long>(state.global_step));
     }
@@ -182,10 +204,12 @@ class Trainer {
         SequenceLogps logps = ForwardLogps(*policy_, batch, setup_.logps_options());
         DpoLossResult result =
             ComputeDpoLoss(setup_.loss_options(), logps, ReferenceFor(batch, train_cache_));
-        // Gradients are final only after the last micro-batch: only its backward launches the
-        // all-reduces, overlapping them with the rest of that backward.
-        reducer.SetLaunchDuringBackward(micro == accumulation - 1);
+        // Replicated: gradients are final only after the last micro-batch, so only its backward
+        // launches the all-reduces, overlapping them with the rest of that backward. Sharded:
+        // every backward reduce-scatters into the master shards' gradients.
+        if (reducer) reducer->SetLaunchDuringBackward(micro == accumulation - 1);
         (result.loss / static_cast<double>(accumulation)).backward();
+        if (policy_shards_) policy_shards_->AfterBackward();
         loss_sum += result.loss.item<double>();
         step_sums.Add(result.metrics);
         window.real_tokens += batch.real_tokens;
@@ -193,8 +217,11 @@ class Trainer {
         window.filled_cells += batch.filled_cells;
         window.pairs += batch.pairs;
       }
-      reducer.AverageGradients();
-      const double grad_norm = optimizer.ClipGradNorm(train.max_grad_norm);
+      if (reducer) reducer->AverageGradients();
+      const double grad_norm =
+          sharded ? optimizer.ClipGradNorm(train.max_grad_norm,
+                                           [this](double v) { return group_.AllReduceScalar(v); })
+                  : optimizer.ClipGradNorm(train.max_grad_norm);
       const double loss = group_.AllReduceScalar(loss_sum / accumulation) / group_.world_size();
       const double lr = schedule.At(state.global_step);
       if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
@@ -210,7 +237,9 @@ class Trainer {
         continue;  // the step is not counted: the same step number is tried with the next data
       }
       optimizer.Step(lr);
+      window.model_state_bytes = ModelStateBytes(optimizer, params);
       optimizer.ZeroGrad();
+      if (policy_shards_) policy_shards_->AfterStep();
       state.consecutive_bad_steps = 0;
       ++state.global_step;
 
@@ -281,6 +310,12 @@ class Trainer {
     line["padding_fraction"] = 1.0 - static_cast<double>(w.filled_cells) / w.cells;
     line["skipped_steps"] = static_cast<double>(state.skipped_steps);
     line["peak_memory_gib"] = PeakMemoryGiB(setup_.device());
+    line["model_state_bytes"] = static_cast<double>(w.model_state_bytes);
+    if (policy_shards_) {
+      // Share of the gathers' and reduce-scatters' time in flight that compute did not wait for.
+      const auto [waited, in_flight] = policy_shards_->TakeCommunicationSeconds();
+      line["comm_hidden_fraction"] = in_flight > 0 ? 1.0 - waited / in_flight : 1.0;
+    }
     log.Write(state.global_step, setup_.EpochProgress(state), "train", line);
   }
 
@@ -288,12 +323,16 @@ class Trainer {
     torch::NoGradGuard no_grad;
     DpoMetricSums sums;
     double loss_sum = 0, eval_pairs = 0;
-    for (const PairBatch& batch : setup_.EvalBatches()) {
+    const EvalBatches eval = setup_.MakeEvalBatches();
+    for (size_t b = 0; b < eval.batches.size(); ++b) {
+      const PairBatch& batch = eval.batches[b];
       AutocastScope scope(setup_.UseAutocast(), setup_.device().type());
       SequenceLogps logps = ForwardLogps(*policy_, batch, setup_.logps_options());
       DpoLossResult result =
           ComputeDpoLoss(setup_.loss_options(), logps,
                          ReferenceFor(batch, setup_.eval_is_train_split() ? train_cache_ : eval_cache_));
+      policy_->EndForward();
+      if (b >= eval.real) continue;  // a filler: keeps a sharded policy's collectives in step
       loss_sum += result.loss.item<double>() * batch.pairs;
       eval_pairs += batch.pairs;
       sums.Add(result.metrics);
@@ -310,13 +349,44 @@ class Trainer {
   std::string Save(AdamW& optimizer, TrainerState& state) {
     state.rng_state_hex = RngStateHex();
     std::string dir;
-    if (group_.rank() == 0) {
+    if (policy_shards_) {
+      dir = SaveShardedCheckpoint(spec_.output.dir, *policy_shards_, optimizer.StateDict(), state,
+                                  setup_.tokenizer_dir(),
+                                  std::string(ToString(spec_.train.sharding)), group_);
+    } else if (group_.rank() == 0) {
       dir = SaveCheckpoint(spec_.output.dir, *policy_, optimizer.StateDict(), state,
                            setup_.tokenizer_dir());
-      if (spec_.train.save_total_limit) PruneCheckpoints(spec_.output.dir, *spec_.train.save_total_limit);
+    }
+    if (group_.rank() == 0 && spec_.train.save_total_limit) {
+      PruneCheckpoints(spec_.output.dir, *spec_.train.save_total_limit);
     }
     group_.Barrier();
     return dir;
+  }
+
+  std::unique_ptr<ShardedModel> MakeSharded(std::shared_ptr<CausalLM> model, bool trainable) {
+    ShardingOptions options;
+    options.reshard_after_use = spec_.train.sharding == TrainSection::Sharding::kFull;
+    options.trainable = trainable;
+    // FSDP2's MixedPrecisionPolicy: weights gathered (and computed) in bf16, fp32 masters.
+    if (setup_.UseAutocast()) options.compute_dtype = at::kBFloat16;
+    options.reduce_dtype =
+        spec_.train.reduce_dtype == TrainSection::ReduceDtype::kBFloat16 ? at::kBFloat16 : at::kFloat;
+    options.device = setup_.device();
+    return std::make_unique<ShardedModel>(std::move(model), group_, options);
+  }
+
+  // Bytes of the policy's training state on this rank: what the optimizer steps, its gradients
+  // and AdamW's moments, plus a sharded model's gathered weights and buffers (from storages).
+  int64_t ModelStateBytes(const AdamW& optimizer, const std::vector<at::Tensor>& params) const {
+    int64_t bytes = 0;
+    for (const auto& [name, t] : optimizer.StateDict()) bytes += static_cast<int64_t>(t.storage().nbytes());
+    if (policy_shards_) return bytes + policy_shards_->ResidentBytes();
+    for (const at::Tensor& p : params) {
+      bytes += static_cast<int64_t>(p.storage().nbytes());
+      if (p.grad().defined()) bytes += static_cast<int64_t>(p.grad().storage().nbytes());
+    }
+    return bytes;
   }
 
   const JobSpec& spec_;
@@ -324,6 +394,9 @@ class Trainer {
   JobSetup setup_;
   std::shared_ptr<CausalLM> policy_;
   std::shared_ptr<CausalLM> reference_;
+  // Declared after the models they shard, so they are destroyed first.
+  std::unique_ptr<ShardedModel> policy_shards_;
+  std::unique_ptr<ShardedModel> reference_shards_;
   std::optional<ReferenceCache> train_cache_, eval_cache_;
 };
 
