@@ -13,6 +13,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "common/config/memory_plan.h"
 #include "common/model/path_util.h"
 #include "coordinator/job_runner.h"
 #include "coordinator/job_service.h"
@@ -24,7 +25,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: dpo-coordinator [--listen ADDR] [--db FILE] [--work-dir DIR] [--metrics-listen PORT]\n"
     "                       [--worker PATH] [--launcher \"mpirun -np N ...\"] [--slots N]\n"
-    "                       [--gpus-per-slot N]\n"
+    "                       [--gpus-per-slot N] [--ranks-per-group N] [--gpu-memory-gib G]\n"
     "  --listen          gRPC address (default 0.0.0.0:50051; port 0 picks a free one)\n"
     "  --db              SQLite job database (default dpo-coordinator.db)\n"
     "  --work-dir        per-job spec and log folders (default dpo-jobs)\n"
@@ -34,6 +35,9 @@ constexpr const char* kUsage =
     "  --slots           jobs run at once, one worker group each (default 1)\n"
     "  --gpus-per-slot   GPUs of each group: group s gets CUDA_VISIBLE_DEVICES s*N..s*N+N-1\n"
     "                    (default 0: devices untouched)\n"
+    "  --ranks-per-group ranks of each worker group, as the launcher starts them (default 1)\n"
+    "  --gpu-memory-gib  memory of one GPU: a job whose train.sharding mode needs more per rank\n"
+    "                    on --ranks-per-group ranks is refused at submission (default: no check)\n"
     "Runs until SIGINT or SIGTERM; running workers are then stopped and relaunched, resuming\n"
     "from their latest checkpoint, when the coordinator starts again.\n";
 
@@ -51,12 +55,21 @@ std::vector<std::string> Words(const std::string& text) {
   return words;
 }
 
+// The flags the memory check reads are parsed strictly: a threshold misread from "8o" would turn
+// away every job, or none. Prints the problem; returns the usage exit status.
+int BadNumber(const std::string& flag, const char* expected, const std::string& value) {
+  std::fprintf(stderr, "dpo-coordinator: %s: expected %s, got \"%s\"\n%s", flag.c_str(), expected,
+               value.c_str(), kUsage);
+  return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string listen = "0.0.0.0:50051", db = "dpo-coordinator.db", work_dir = "dpo-jobs";
   std::string metrics_listen = "9464";
   dpo::JobRunnerOptions runner_options;
+  dpo::JobServiceOptions service_options;
   runner_options.worker_binary = BesideThisProgram("dpo-worker");
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
@@ -77,7 +90,14 @@ int main(int argc, char** argv) {
     else if (flag == "--launcher") runner_options.launcher = Words(value);
     else if (flag == "--slots") runner_options.slots = std::atoi(value.c_str());
     else if (flag == "--gpus-per-slot") runner_options.gpus_per_slot = std::atoi(value.c_str());
-    else {
+    else if (flag == "--ranks-per-group") {
+      const auto ranks = dpo::ParseRanks(value);
+      if (!ranks) return BadNumber(flag, "an integer > 0", value);
+      service_options.ranks_per_group = *ranks;
+    } else if (flag == "--gpu-memory-gib") {
+      service_options.gpu_memory_gib = dpo::ParseGib(value);
+      if (!service_options.gpu_memory_gib) return BadNumber(flag, "GiB > 0", value);
+    } else {
       std::fprintf(stderr, "dpo-coordinator: unknown flag \"%s\"\n%s", flag.c_str(), kUsage);
       return 2;
     }
@@ -94,7 +114,7 @@ int main(int argc, char** argv) {
     dpo::JobStore store(db);
     const int requeued = store.RequeueInterrupted();
     dpo::JobRunner runner(store, runner_options);
-    dpo::JobServiceImpl service(store, runner);
+    dpo::JobServiceImpl service(store, runner, service_options);
     dpo::MetricsHttpServer metrics(metrics_listen, [&store] { return dpo::RenderJobMetrics(store); });
     int port = 0;
     grpc::ServerBuilder builder;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/config/job_spec.h"
+#include "common/config/memory_plan.h"
 #include "common/model/path_util.h"
 #include "common/util/error.h"
 #include "coordinator/metrics_http.h"
@@ -107,6 +108,7 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*, const v1::SubmitJob
   } catch (const Error& e) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what());
   }
+  if (grpc::Status memory = CheckMemory(spec); !memory.ok()) return memory;
   try {
     const std::string name = request->name().empty() ? spec.output.dir : request->name();
     const JobStore::InsertResult added = store_.Insert(name, ToYaml(spec), spec.output.dir);
@@ -122,6 +124,22 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*, const v1::SubmitJob
   }
   runner_.Wake();
   return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::CheckMemory(const JobSpec& spec) const {
+  if (!options_.gpu_memory_gib) return grpc::Status::OK;
+  MemoryPlanOptions plan_options;
+  plan_options.ranks = options_.ranks_per_group;
+  plan_options.gpu = spec.model.device != ModelSection::Device::kCpu;
+  plan_options.device_gib = *options_.gpu_memory_gib;
+  MemoryPlan plan;
+  try {
+    plan = PlanMemoryForSpec(spec, plan_options);
+  } catch (const Error&) {
+    return grpc::Status::OK;  // an unreadable config.json fails the job when its worker loads it
+  }
+  if (plan.mode(spec.train.sharding).fits) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, DescribeMisfit(plan, spec.train.sharding));
 }
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from worker_runs import BINARY_DIR, MPIRUN, SOURCE_DIR, spec
+from worker_runs import BINARY_DIR, EXAMPLES, MPIRUN, SOURCE_DIR, WORKER, spec
 
 COORDINATOR = BINARY_DIR / "bin" / "dpo-coordinator"
 DPOCTL = BINARY_DIR / "bin" / "dpoctl"
@@ -145,6 +145,54 @@ def test_failed_worker_carries_its_one_line_reason(coordinator, tmp_path):
     job = coordinator.job(job_id)
     assert job["state"] == "failed" and job["exit_code"] == "1" and job["attempts"] == "1"
     assert "non-finite" in job["error"], job
+
+
+def test_job_that_does_not_fit_the_gpus_is_refused_at_submission(tmp_path):
+    # No worker ever runs here: accepted jobs fail to start, refused ones are never queued.
+    c = Coordinator(tmp_path, worker=tmp_path / "no-such-dpo-worker",
+                    extra=["--gpu-memory-gib", "0.001", "--ranks-per-group", "2"])
+    try:
+        refused = c.ctl("submit", EXAMPLES / "job.yaml", check=False)
+        assert refused.returncode == 1 and "INVALID_ARGUMENT" in refused.stderr, refused.stderr
+        message = refused.stderr
+        assert "train.sharding: none needs" in message and "per rank on 2 rank(s)" in message, message
+        for part in ("parameters", "gradients", "optimizer", "reference", "activations"):
+            assert re.search(rf"{part} \d+\.\d\d", message), (part, message)
+        assert "a device has 0.001 GiB" in message and "no mode fits" in message, message
+        assert c.ctl("list").stdout.count("\n") == 1  # header only: nothing was queued
+
+        # The refusal's figures are dpo-worker --plan's for the same spec and ranks.
+        path = tmp_path / "large.yaml"
+        path.write_text(spec(tmp_path / "large", **{"train.sharding": "full", "train.bf16": "true",
+                                                     "data.max_length": "4096"}))
+        refused = c.ctl("submit", path, check=False)
+        assert "INVALID_ARGUMENT" in refused.stderr and "train.sharding: full needs" in refused.stderr
+        plan = subprocess.run([str(WORKER), "--plan", str(path), "--ranks", "2", "--gpu-memory", "0.001"],
+                              capture_output=True, text=True, timeout=60)
+        assert plan.returncode == 0, plan.stderr
+        assert "2 CPU rank(s), bf16 on" in plan.stdout, plan.stdout
+        total = re.search(r"^total\s+\S+\s+\S+\s+(\S+)$", plan.stdout, re.M)[1]
+        assert f"full needs {total} GiB per rank" in refused.stderr, (plan.stdout, refused.stderr)
+        assert plan.stdout.count("does not fit in 0.001 GiB per device") == 3, plan.stdout
+        for flag, value in (("--ranks", "2x"), ("--ranks", "0"), ("--gpu-memory", "-1")):
+            args = {"--ranks": "2", "--gpu-memory": "80", flag: value}
+            bad = subprocess.run([str(WORKER), "--plan", str(path), *sum(args.items(), ())],
+                                 capture_output=True, text=True, timeout=60)
+            assert bad.returncode == 2 and f'{flag}: expected' in bad.stderr, (flag, value, bad.stderr)
+
+        # A model config that cannot be read is no reason to refuse: the worker reports it later.
+        accepted = submit(c, tmp_path, "unreadable",
+                          **{"model.random": '{config: "/nonexistent/config.json", seed: 7}'})
+        assert c.job(accepted)["state"] in ("queued", "running", "failed")
+    finally:
+        c.stop()
+    # Without --gpu-memory-gib the same spec is accepted (no check on CPU clusters).
+    (tmp_path / "plain").mkdir()
+    plain = Coordinator(tmp_path / "plain", worker=tmp_path / "no-such-dpo-worker")
+    try:
+        assert submit(plain, tmp_path, "large", **{"train.sharding": "full"}) > 0
+    finally:
+        plain.stop()
 
 
 def test_worker_that_cannot_start_fails_the_job(tmp_path):
