@@ -44,6 +44,14 @@ def _final_weights(out: Path, step: int = STEPS) -> dict[str, torch.Tensor]:
     return weights
 
 
+def _planned_model_state(out: Path, ranks: int) -> dict[str, float]:
+    """`dpo-worker --plan`'s parameters + gradients + optimizer bytes per mode for out's job."""
+    proc = subprocess.run([str(WORKER), "--plan", str(out / "job.yaml"), "--ranks", str(ranks), "--json"],
+                          capture_output=True, text=True, check=True)
+    modes = json.loads(proc.stdout)["modes"]
+    return {mode: m["parameters"] + m["gradients"] + m["optimizer"] for mode, m in modes.items()}
+
+
 def _assert_same_curve(got: list[dict], want: list[dict], first_step: int = 1) -> None:
     want = [m for m in want if m["step"] >= first_step]
     assert [m["step"] for m in got] == [m["step"] for m in want]
@@ -96,8 +104,13 @@ def test_sharded_modes_equal_the_replicated_run(tmp_path, ranks, variant):
     replicated = _run(tmp_path / "none", ranks, "none", **overrides)
     _assert_weights_moved(tmp_path / "none")
     none_weights = _final_weights(tmp_path / "none")
+    planned = _planned_model_state(tmp_path / "none", ranks)
+    assert replicated[-1]["model_state_peak_bytes"] <= planned["none"]
     for mode in ("optimizer", "full"):
         sharded = _run(tmp_path / mode, ranks, mode, **overrides)
+        # The step's peak (gathered units and reduce-scatters in flight counted) stays within
+        # the plan the coordinator refuses jobs by.
+        assert 0 < sharded[-1]["model_state_peak_bytes"] <= planned[mode], mode
         _assert_same_curve(sharded, replicated)
         _assert_same_weights(_final_weights(tmp_path / mode), none_weights)
         # Memory at rest: parameters, gradients and optimizer state per rank (counted from the

@@ -116,10 +116,6 @@ class ShardedModel::Impl : public LayerRunner,
       }
       FreeStorage(unit.gathered);
     }
-    largest_unit_bytes_ = 0;
-    for (const Unit& unit : units_) {
-      largest_unit_bytes_ = std::max(largest_unit_bytes_, unit.gathered.numel() * unit.gathered.element_size());
-    }
     if (!options_.reshard_after_use) GatherAll();
   }
 
@@ -150,6 +146,7 @@ class ShardedModel::Impl : public LayerRunner,
     const at::Tensor& source = options_.trainable ? unit.master : unit.frozen_shard;
     unit.gather_input = source.detach().to(options_.compute_dtype);
     unit.gather = TimedWork{group_.AllGatherAsync(unit.gather_input, unit.gathered), Clock::now()};
+    NotePeak();
   }
 
   // Makes unit `index` usable: gathers it (or waits for its prefetch).
@@ -198,6 +195,7 @@ class ShardedModel::Impl : public LayerRunner,
     }
     at::Tensor out = torch::empty({unit.layout.shard_numel}, flat.options());
     scatters_.push_back({index, flat, out, TimedWork{group_.ReduceScatterSumAsync(flat, out), Clock::now()}});
+    NotePeak();
     while (scatters_.size() > 2) CompleteOldestScatter();
   }
 
@@ -251,6 +249,9 @@ class ShardedModel::Impl : public LayerRunner,
     return out;
   }
 
+  // The most ResidentBytes() reached: sampled whenever a gather or reduce-scatter adds memory.
+  void NotePeak() { peak_resident_bytes_ = std::max(peak_resident_bytes_, ResidentBytes()); }
+
   int64_t ResidentBytes() const {
     int64_t bytes = 0;
     auto add = [&](const at::Tensor& t) {
@@ -277,7 +278,7 @@ class ShardedModel::Impl : public LayerRunner,
   std::vector<Unit> units_;
   std::vector<at::Tensor> masters_;
   std::deque<PendingScatter> scatters_;
-  int64_t largest_unit_bytes_ = 0;
+  int64_t peak_resident_bytes_ = 0;
   double wait_seconds_ = 0, flight_seconds_ = 0;
 };
 
@@ -400,7 +401,11 @@ std::vector<std::pair<std::string, at::Tensor>> ShardedModel::GatherUnitForSave(
 
 int64_t ShardedModel::ResidentBytes() const { return impl_->ResidentBytes(); }
 
-int64_t ShardedModel::LargestUnitBytes() const { return impl_->largest_unit_bytes_; }
+int64_t ShardedModel::TakePeakResidentBytes() {
+  const int64_t peak = std::max(impl_->peak_resident_bytes_, impl_->ResidentBytes());
+  impl_->peak_resident_bytes_ = impl_->ResidentBytes();
+  return peak;
+}
 
 std::pair<double, double> ShardedModel::TakeCommunicationSeconds() {
   std::pair<double, double> out{impl_->wait_seconds_, impl_->flight_seconds_};

@@ -101,8 +101,9 @@ class ShardedModel {
   // Bytes this rank holds right now for the model's state: master shards and their gradients,
   // frozen shards, gathered weights, pending reduce-scatter buffers (counted from storages).
   int64_t ResidentBytes() const;
-  // Largest gathered unit, in bytes of the compute dtype.
-  int64_t LargestUnitBytes() const;
+  // The most ResidentBytes() reached since the last call (sampled at every gather and
+  // reduce-scatter, where it grows).
+  int64_t TakePeakResidentBytes();
   // Seconds collectives kept compute waiting, and seconds they were in flight in total, since
   // the last call (both over gathers and reduce-scatters): the hidden share is 1 - wait/flight.
   std::pair<double, double> TakeCommunicationSeconds();

@@ -67,7 +67,9 @@ struct Window {
   double loss = 0, grad_norm = 0, lr = 0;
   int64_t steps = 0, real_tokens = 0, cells = 0, filled_cells = 0, pairs = 0;
   double seconds = 0;
-  int64_t model_state_bytes = 0;  // at the last step, after the update, before zeroing grads
+  // Policy state of this rank at the last step: after the update, before zeroing gradients;
+  // and the most it reached during that step (gathered units, reduce-scatters in flight).
+  int64_t model_state_bytes = 0, model_state_peak_bytes = 0;
 };
 
 // Sums `sums` over ranks (one collective for all fields).
@@ -237,7 +239,8 @@ class Trainer {
         continue;  // the step is not counted: the same step number is tried with the next data
       }
       optimizer.Step(lr);
-      window.model_state_bytes = ModelStateBytes(optimizer, params);
+      window.model_state_bytes = ModelStateBytes(optimizer, params, /*peak=*/false);
+      window.model_state_peak_bytes = ModelStateBytes(optimizer, params, /*peak=*/true);
       optimizer.ZeroGrad();
       if (policy_shards_) policy_shards_->AfterStep();
       state.consecutive_bad_steps = 0;
@@ -311,6 +314,7 @@ class Trainer {
     line["skipped_steps"] = static_cast<double>(state.skipped_steps);
     line["peak_memory_gib"] = PeakMemoryGiB(setup_.device());
     line["model_state_bytes"] = static_cast<double>(w.model_state_bytes);
+    line["model_state_peak_bytes"] = static_cast<double>(w.model_state_peak_bytes);
     if (policy_shards_) {
       // Share of the gathers' and reduce-scatters' time in flight that compute did not wait for.
       const auto [waited, in_flight] = policy_shards_->TakeCommunicationSeconds();
@@ -377,11 +381,14 @@ class Trainer {
   }
 
   // Bytes of the policy's training state on this rank: what the optimizer steps, its gradients
-  // and AdamW's moments, plus a sharded model's gathered weights and buffers (from storages).
-  int64_t ModelStateBytes(const AdamW& optimizer, const std::vector<at::Tensor>& params) const {
+  // and AdamW's moments, plus a sharded model's gathered weights and buffers (from storages):
+  // now, or (`peak`) the most a sharded model's part reached since the last call.
+  int64_t ModelStateBytes(const AdamW& optimizer, const std::vector<at::Tensor>& params, bool peak) const {
     int64_t bytes = 0;
     for (const auto& [name, t] : optimizer.StateDict()) bytes += static_cast<int64_t>(t.storage().nbytes());
-    if (policy_shards_) return bytes + policy_shards_->ResidentBytes();
+    if (policy_shards_) {
+      return bytes + (peak ? policy_shards_->TakePeakResidentBytes() : policy_shards_->ResidentBytes());
+    }
     for (const at::Tensor& p : params) {
       bytes += static_cast<int64_t>(p.storage().nbytes());
       if (p.grad().defined()) bytes += static_cast<int64_t>(p.grad().storage().nbytes());
