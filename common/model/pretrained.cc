@@ -38,31 +38,38 @@ std::string ConfigDtypeName(torch::ScalarType dtype) {
 
 std::shared_ptr<CausalLM> LoadPretrained(const std::string& dir, torch::ScalarType dtype,
                                          const torch::Device& device) {
+  UnloadedPretrained opened = OpenPretrained(dir, dtype, device);
+  torch::NoGradGuard no_grad;
+  for (auto& item : opened.model->named_parameters()) {
+    item.value().copy_(opened.weights->Read(item.key(), dtype, device));
+  }
+  return opened.model;
+}
+
+UnloadedPretrained OpenPretrained(const std::string& dir, torch::ScalarType dtype,
+                                  const torch::Device& device) {
   ConfigDtypeName(dtype);  // rejects non-float model dtypes early
   ModelConfig config = ModelConfig::FromJsonFile(JoinPath(dir, "config.json"));
-  CheckpointReader reader(dir);
+  auto reader = std::make_shared<CheckpointReader>(dir);
   auto model =
       std::make_shared<CausalLM>(config, torch::TensorOptions().dtype(dtype).device(device));
-  torch::NoGradGuard no_grad;
   auto params = model->named_parameters();
   for (auto& item : params) {
     const std::string& name = item.key();
-    torch::Tensor& p = item.value();
-    if (reader.Shape(name) != p.sizes().vec()) {
+    if (reader->Shape(name) != item.value().sizes().vec()) {
       std::ostringstream msg;
-      msg << "tensor '" << name << "' has shape " << c10::IntArrayRef(reader.Shape(name))
-          << " in the checkpoint but the config implies " << p.sizes();
+      msg << "tensor '" << name << "' has shape " << c10::IntArrayRef(reader->Shape(name))
+          << " in the checkpoint but the config implies " << item.value().sizes();
       Fail(dir, msg.str());
     }
-    p.copy_(reader.Read(name, dtype, device));
   }
-  for (const auto& name : reader.TensorNames()) {
+  for (const auto& name : reader->TensorNames()) {
     if (params.find(name) == nullptr && !IsIgnorableExtra(name, config)) {
       Fail(dir, "tensor '" + name + "' in the checkpoint is not a parameter of this " +
                     config.model_type + " config (config.json does not match the weights)");
     }
   }
-  return model;
+  return {model, reader};
 }
 
 std::shared_ptr<CausalLM> RandomInit(const ModelConfig& config, uint64_t seed,

@@ -12,11 +12,25 @@
 
 namespace dpo {
 
+class CheckpointReader;
+
 // Loads `dir` (config.json and model.safetensors or a sharded index) into a model of `dtype` on
 // `device`; stored F32/F16/BF16 weights are converted. Throws dpo::Error naming the file and
 // tensor when a tensor is missing, has the wrong shape, or is not part of the architecture.
 std::shared_ptr<CausalLM> LoadPretrained(const std::string& dir, torch::ScalarType dtype,
                                          const torch::Device& device = torch::kCPU);
+
+// A model of `dir`'s architecture with its parameters allocated on `device` but not filled, and
+// the reader of its weights, checked as LoadPretrained checks them (every parameter present
+// with its shape, no tensor the architecture lacks) before anything is read. For callers that
+// copy out only parts of each tensor (sharded training): on the CPU, memory never written
+// costs no RAM. Throws dpo::Error as LoadPretrained.
+struct UnloadedPretrained {
+  std::shared_ptr<CausalLM> model;
+  std::shared_ptr<CheckpointReader> weights;
+};
+UnloadedPretrained OpenPretrained(const std::string& dir, torch::ScalarType dtype,
+                                  const torch::Device& device = torch::kCPU);
 
 // A model with transformers-like random weights (CausalLM::InitWeights), for tests and demos.
 std::shared_ptr<CausalLM> RandomInit(const ModelConfig& config, uint64_t seed,

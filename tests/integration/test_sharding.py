@@ -142,6 +142,19 @@ def test_a_sharded_checkpoint_resumes_on_other_world_sizes_and_modes(tmp_path):
         _assert_same_weights(_final_weights(out), _final_weights(tmp_path / "four"))
 
 
+def test_a_pretrained_directory_is_sharded_slice_by_slice_with_the_same_numbers(tmp_path):
+    # Sharded, the policy and reference are read from model.path one tensor at a time, each rank
+    # copying only its slices (ParameterSource); replicated, they are loaded whole.
+    _run(tmp_path / "seed", 1, "none", **{"train.max_steps": "1", "train.save_steps": "1"})
+    pretrained = tmp_path / "seed" / "run" / "initial-policy"
+    from_dir = {"model.random": None, "model.path": f'"{pretrained}"',
+                "tokenizer.path": f'"{EXAMPLES / "tokenizer"}"'}
+    replicated = _run(tmp_path / "none", 2, "none", **from_dir)
+    sharded = _run(tmp_path / "full", 2, "full", **from_dir)
+    _assert_same_curve(sharded, replicated)
+    _assert_same_weights(_final_weights(tmp_path / "full"), _final_weights(tmp_path / "none"))
+
+
 def test_sharded_model_directory_loads_in_transformers(tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -67,7 +67,8 @@ class ShardedModel::Impl : public LayerRunner,
     TimedWork work;
   };
 
-  Impl(std::shared_ptr<CausalLM> model, ProcessGroup& group, ShardingOptions options)
+  Impl(std::shared_ptr<CausalLM> model, ProcessGroup& group, ShardingOptions options,
+       const ParameterSource& source)
       : model_(std::move(model)), group_(group), options_(options) {
     torch::NoGradGuard no_grad;
     const int64_t world = group_.world_size(), rank = group_.rank();
@@ -91,15 +92,26 @@ class ShardedModel::Impl : public LayerRunner,
     for (Unit& unit : units_) {
       UnitLayout& layout = unit.layout;
       layout.shard_numel = (layout.numel + world - 1) / world;
-      // This rank's slice of the flat parameters, zero past the end (padding).
-      at::Tensor flat = torch::zeros({layout.shard_numel * world}, unit.params.front().options());
+      // This rank's slice [first, last) of the flat parameters, zero past the end (padding),
+      // copied from each parameter it overlaps: one whole tensor is read at a time.
+      const int64_t first = rank * layout.shard_numel;
+      const int64_t last = std::min(first + layout.shard_numel, layout.numel);
+      at::Tensor shard = torch::zeros(
+          {layout.shard_numel},
+          at::TensorOptions().dtype(options.trainable ? master_dtype_ : options_.compute_dtype));
       for (size_t i = 0; i < unit.params.size(); ++i) {
-        flat.narrow(0, layout.params[i].offset, layout.params[i].numel)
-            .copy_(unit.params[i].reshape(-1));
+        const FlatParam& fp = layout.params[i];
+        const int64_t begin = std::max(first, fp.offset), end = std::min(last, fp.offset + fp.numel);
+        if (begin >= end) continue;
+        const at::Tensor full = source ? source(fp.name) : unit.params[i];
+        if (full.sizes().vec() != fp.shape) {
+          Fail("ShardedModel", "parameter \"" + fp.name + "\" has shape " + c10::str(full.sizes()) +
+                                   ", expected " + c10::str(c10::IntArrayRef(fp.shape)));
+        }
+        shard.narrow(0, begin - first, end - begin)
+            .copy_(full.reshape(-1).narrow(0, begin - fp.offset, end - begin));
       }
-      at::Tensor shard = flat.narrow(0, rank * layout.shard_numel, layout.shard_numel)
-                             .to(options_.device, options.trainable ? master_dtype_ : options_.compute_dtype,
-                                 /*non_blocking=*/false, /*copy=*/true);
+      shard = shard.to(options_.device);
       if (options_.trainable) {
         unit.master = shard.requires_grad_(true);
         masters_.push_back(unit.master);
@@ -371,8 +383,8 @@ torch::Tensor ShardedModel::Impl::Run(int64_t index, const Block& block, const t
 }
 
 ShardedModel::ShardedModel(std::shared_ptr<CausalLM> model, ProcessGroup& group,
-                           ShardingOptions options)
-    : impl_(std::make_shared<Impl>(std::move(model), group, options)) {
+                           ShardingOptions options, const ParameterSource& source)
+    : impl_(std::make_shared<Impl>(std::move(model), group, options, source)) {
   impl_->model_->SetLayerRunner(impl_);
 }
 

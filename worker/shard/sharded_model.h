@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,12 +72,20 @@ struct UnitLayout {
   int64_t shard_numel = 0;  // S: ceil(numel / W)
 };
 
+// The full value of parameter `name` (any dtype, on the CPU), read when a shard needs it: one
+// tensor at a time, so a rank never holds more than its shards and one whole tensor.
+using ParameterSource = std::function<at::Tensor(const std::string& name)>;
+
 class ShardedModel {
  public:
-  // Takes over `model`, whose parameters hold the full weights, equal on every rank (any
-  // device): each rank copies its shards out and the full parameters are released. Installs
-  // itself as the model's LayerRunner. Collective (in optimizer mode it gathers every unit).
-  ShardedModel(std::shared_ptr<CausalLM> model, ProcessGroup& group, ShardingOptions options);
+  // Takes over `model` and cuts this rank's shards out of the full weights, which are equal on
+  // every rank: `source`'s, or, without one, the model's own parameters (any device). The full
+  // parameters are released (with a source, the model's parameters may be allocated and never
+  // written: untouched memory costs nothing). Installs itself as the model's LayerRunner.
+  // Collective (in optimizer mode it gathers every unit). Throws dpo::Error when a source
+  // tensor's shape differs from the parameter's.
+  ShardedModel(std::shared_ptr<CausalLM> model, ProcessGroup& group, ShardingOptions options,
+               const ParameterSource& source = nullptr);
   ~ShardedModel();
   ShardedModel(const ShardedModel&) = delete;
   ShardedModel& operator=(const ShardedModel&) = delete;

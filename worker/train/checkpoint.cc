@@ -138,10 +138,7 @@ std::string CommitCheckpoint(const std::string& temp_dir, const std::string& out
 LoadedCheckpoint LoadCheckpoint(const std::string& checkpoint_dir, CausalLM& model) {
   CheckpointPaths paths(checkpoint_dir);
   LoadedCheckpoint loaded;
-  {
-    MappedFile state_file(paths.state_file);
-    loaded.state = TrainerState::FromJson(std::string(state_file.view()), paths.state_file);
-  }
+  loaded.state = LoadTrainerState(checkpoint_dir);
   torch::NoGradGuard no_grad;
   CheckpointReader weights(paths.model_dir);
   for (auto& item : model.named_parameters()) {
@@ -155,6 +152,12 @@ LoadedCheckpoint LoadCheckpoint(const std::string& checkpoint_dir, CausalLM& mod
     loaded.optimizer_state[name] = optimizer.Read(name, torch::kFloat, device);
   }
   return loaded;
+}
+
+TrainerState LoadTrainerState(const std::string& checkpoint_dir) {
+  const CheckpointPaths paths(checkpoint_dir);
+  MappedFile state_file(paths.state_file);
+  return TrainerState::FromJson(std::string(state_file.view()), paths.state_file);
 }
 
 std::vector<std::string> ListCheckpoints(const std::string& output_dir) {

@@ -59,6 +59,9 @@ struct LoadedCheckpoint {
   std::map<std::string, at::Tensor> optimizer_state;
 };
 
+// trainer_state.json of a checkpoint. Throws dpo::Error naming the file when it is malformed.
+TrainerState LoadTrainerState(const std::string& checkpoint_dir);
+
 // Restores a checkpoint written by SaveCheckpoint: copies model/ weights into `model` (which
 // must have the same architecture) and returns the trainer and optimizer state. Throws
 // dpo::Error naming the file and the tensor or field that is missing or malformed.

@@ -11,6 +11,7 @@
 #include "common/data/sampler.h"
 #include "common/model/causal_lm.h"
 #include "common/model/model_config.h"
+#include "common/model/checkpoint_io.h"
 #include "common/model/pretrained.h"
 #include "common/util/error.h"
 #include "common/util/hash.h"
@@ -124,29 +125,44 @@ const PreparedDataset* JobSetup::eval_data() const {
   return eval_subset_.empty() ? nullptr : train_.get();
 }
 
-std::shared_ptr<CausalLM> JobSetup::BuildPolicy(c10::Device device) const {
-  const auto dtype = spec_.model.dtype == ModelSection::Dtype::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
-  std::shared_ptr<CausalLM> model;
-  if (spec_.model.path) {
-    model = LoadPretrained(*spec_.model.path, dtype, device);
-  } else {
-    model = RandomInit(ModelConfig::FromJsonFile(spec_.model.random->config),
-                       static_cast<uint64_t>(spec_.model.random->seed), dtype, device);
-  }
-  model->SetActivationCheckpointing(spec_.train.gradient_checkpointing);
-  model->train();
-  return model;
+namespace {
+
+BuiltModel LoadModel(const std::string& dir, torch::ScalarType dtype, c10::Device device,
+                     bool for_sharding) {
+  if (!for_sharding) return {LoadPretrained(dir, dtype, device), nullptr};
+  UnloadedPretrained opened = OpenPretrained(dir, dtype);
+  return {opened.model, [weights = opened.weights, dtype](const std::string& name) {
+            return weights->Read(name, dtype);
+          }};
 }
 
-std::shared_ptr<CausalLM> JobSetup::BuildReference(c10::Device device) const {
-  if (spec_.reference.mode == ReferenceSection::Mode::kNone) return nullptr;
+}  // namespace
+
+BuiltModel JobSetup::BuildPolicy(c10::Device device, bool for_sharding,
+                                 const std::optional<std::string>& weights_dir) const {
   const auto dtype = spec_.model.dtype == ModelSection::Dtype::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
-  std::shared_ptr<CausalLM> model =
-      spec_.reference.path ? LoadPretrained(*spec_.reference.path, dtype, device) : BuildPolicy(device);
-  model->SetActivationCheckpointing(false);
-  for (auto& p : model->parameters()) p.set_requires_grad(false);
-  model->eval();
-  return model;
+  BuiltModel built;
+  if (weights_dir || spec_.model.path) {
+    built = LoadModel(weights_dir ? *weights_dir : *spec_.model.path, dtype, device, for_sharding);
+  } else {
+    built.model = RandomInit(ModelConfig::FromJsonFile(spec_.model.random->config),
+                             static_cast<uint64_t>(spec_.model.random->seed), dtype, device);
+  }
+  built.model->SetActivationCheckpointing(spec_.train.gradient_checkpointing);
+  built.model->train();
+  return built;
+}
+
+BuiltModel JobSetup::BuildReference(c10::Device device, bool for_sharding) const {
+  if (spec_.reference.mode == ReferenceSection::Mode::kNone) return {};
+  const auto dtype = spec_.model.dtype == ModelSection::Dtype::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
+  BuiltModel built = spec_.reference.path
+                         ? LoadModel(*spec_.reference.path, dtype, device, for_sharding)
+                         : BuildPolicy(device, for_sharding);
+  built.model->SetActivationCheckpointing(false);
+  for (auto& p : built.model->parameters()) p.set_requires_grad(false);
+  built.model->eval();
+  return built;
 }
 
 uint64_t JobSetup::ReferenceIdentity() const {

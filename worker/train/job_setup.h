@@ -18,6 +18,7 @@
 #include "common/loss/sequence_logps.h"
 #include "common/tokenizer/tokenizer.h"
 #include "worker/optim/lr_schedule.h"
+#include "worker/shard/sharded_model.h"
 #include "worker/train/pair_batch.h"
 
 namespace dpo {
@@ -29,6 +30,15 @@ struct TrainerState;
 
 // Maps the spec's dpo section to the loss's options (reference.mode none = reference-free).
 DpoLossOptions LossOptionsFromSpec(const JobSpec& spec);
+
+// A model and where its weights come from. Built for sharding and loaded from a directory, its
+// parameters are allocated on the CPU but never filled, and `source` reads each tensor when the
+// ShardedModel cuts its slices out: no rank holds the whole model. Otherwise the parameters hold
+// the weights and `source` is empty.
+struct BuiltModel {
+  std::shared_ptr<CausalLM> model;
+  ParameterSource source;
+};
 
 struct EvalBatches {
   std::vector<PairBatch> batches;
@@ -51,12 +61,14 @@ class JobSetup {
   const std::string& tokenizer_dir() const { return tokenizer_dir_; }
   std::string MetricsPath() const;
 
-  // The policy: model.path loaded, or model.random initialised; trainable, on `device` (the
-  // CPU when a ShardedModel takes it over: device() gets only its shards).
-  std::shared_ptr<CausalLM> BuildPolicy(c10::Device device) const;
+  // The policy: `weights_dir` (a checkpoint's model/) or model.path loaded, or model.random
+  // initialised; trainable, on `device`. Unfilled (see BuiltModel) when `for_sharding` and
+  // loaded from a directory.
+  BuiltModel BuildPolicy(c10::Device device, bool for_sharding,
+                         const std::optional<std::string>& weights_dir = std::nullopt) const;
   // The frozen reference (eval mode, no grads) for modes model and precomputed: reference.path,
-  // or else the initial policy, on `device`. nullptr for mode none.
-  std::shared_ptr<CausalLM> BuildReference(c10::Device device) const;
+  // or else the initial policy, on `device`. Null model for mode none.
+  BuiltModel BuildReference(c10::Device device, bool for_sharding) const;
   // What the reference's log-probs depend on: a hash of its config.json and weight files (of
   // the random config and seed for a random model). Reads every weight file: compute it once.
   uint64_t ReferenceIdentity() const;

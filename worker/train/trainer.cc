@@ -126,16 +126,26 @@ class Trainer {
     const auto& train = spec_.train;
     const bool sharded = train.sharding != TrainSection::Sharding::kNone;
     const bool full = train.sharding == TrainSection::Sharding::kFull;
-    // A model a ShardedModel takes over is built on the CPU: the device gets only its shards.
+    // A model a ShardedModel takes over is built on the CPU, unfilled when its weights are in a
+    // directory: each rank reads only its shards' slices, and the device gets only the shards.
     const c10::Device cpu(c10::kCPU);
-    std::shared_ptr<CausalLM> reference = setup_.BuildReference(full ? cpu : setup_.device());
-    if (full && reference) reference_shards_ = MakeSharded(reference, /*trainable=*/false);
-    policy_ = setup_.BuildPolicy(sharded ? cpu : setup_.device());
+    BuiltModel reference = setup_.BuildReference(full ? cpu : setup_.device(), full);
+    if (full && reference.model) {
+      reference_shards_ = MakeSharded(reference.model, /*trainable=*/false, reference.source);
+    }
+    const auto resume = setup_.ResumeCheckpoint();
+    // A sharded run reads a resumed policy's weights from the checkpoint, slice by slice; a
+    // replicated one copies them in below.
+    const BuiltModel policy =
+        setup_.BuildPolicy(sharded ? cpu : setup_.device(), sharded,
+                           sharded && resume ? std::optional(CheckpointPaths(*resume).model_dir)
+                                             : std::nullopt);
+    policy_ = policy.model;
     TrainerState state;
     state.job_spec_yaml = ToYaml(spec_);
-    const auto resume = setup_.ResumeCheckpoint();
     if (resume) {
-      state = LoadCheckpoint(*resume, *policy_).state;  // weights now, optimizer state below
+      // Weights now (replicated), optimizer state below.
+      state = sharded ? LoadTrainerState(*resume) : LoadCheckpoint(*resume, *policy_).state;
       SetRngStateHex(state.rng_state_hex);
     } else if (spec_.model.random && group_.rank() == 0) {
       // A random-initialised policy exists nowhere else: keep it, as the reference for scoring
@@ -146,14 +156,14 @@ class Trainer {
     }
     if (setup_.reference_mode() == ReferenceSection::Mode::kPrecomputed) {
       const uint64_t identity = setup_.ReferenceIdentity();
-      train_cache_ = setup_.Precompute(reference.get(), identity, setup_.train_data(), "train");
+      train_cache_ = setup_.Precompute(reference.model.get(), identity, setup_.train_data(), "train");
       if (setup_.eval_data() != nullptr && !setup_.eval_is_train_split()) {
-        eval_cache_ = setup_.Precompute(reference.get(), identity, *setup_.eval_data(), "eval");
+        eval_cache_ = setup_.Precompute(reference.model.get(), identity, *setup_.eval_data(), "eval");
       }
       reference_shards_.reset();
-      reference.reset();  // training holds no reference model
+      reference.model.reset();  // training holds no reference model
     }
-    reference_ = reference;
+    reference_ = reference.model;
 
     // What the optimizer steps: the whole parameters, or this rank's master shard of each unit.
     std::vector<at::Tensor> params;
@@ -167,7 +177,7 @@ class Trainer {
     }
     std::optional<GradientReducer> reducer;
     if (sharded) {
-      policy_shards_ = MakeSharded(policy_, /*trainable=*/true);
+      policy_shards_ = MakeSharded(policy_, /*trainable=*/true, policy.source);
       params = policy_shards_->master_shards();
       names.clear();
       for (const UnitLayout& unit : policy_shards_->layouts()) names.push_back(unit.name);
@@ -368,7 +378,8 @@ class Trainer {
     return dir;
   }
 
-  std::unique_ptr<ShardedModel> MakeSharded(std::shared_ptr<CausalLM> model, bool trainable) {
+  std::unique_ptr<ShardedModel> MakeSharded(std::shared_ptr<CausalLM> model, bool trainable,
+                                            const ParameterSource& source) {
     ShardingOptions options;
     options.reshard_after_use = spec_.train.sharding == TrainSection::Sharding::kFull;
     options.trainable = trainable;
@@ -377,7 +388,7 @@ class Trainer {
     options.reduce_dtype =
         spec_.train.reduce_dtype == TrainSection::ReduceDtype::kBFloat16 ? at::kBFloat16 : at::kFloat;
     options.device = setup_.device();
-    return std::make_unique<ShardedModel>(std::move(model), group_, options);
+    return std::make_unique<ShardedModel>(std::move(model), group_, options, source);
   }
 
   // Bytes of the policy's training state on this rank: what the optimizer steps, its gradients
