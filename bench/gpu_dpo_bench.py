@@ -175,6 +175,7 @@ train:
   save_steps: 1000000
   bf16: true
   gradient_checkpointing: {str(args.checkpointing).lower()}
+  sharding: {args.sharding}
 reference: {{mode: model}}
 output: {{dir: "{out / 'run'}"}}
 """)
@@ -201,6 +202,8 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--checkpointing", action="store_true")
+    parser.add_argument("--sharding", default="none", choices=["none", "optimizer", "full"],
+                        help="ours with train.sharding (one rank: the gather/free path on a GPU)")
     parser.add_argument("--lean-batch", type=int, default=None,
                         help="pairs per batch of the lean step (default: --batch); issue 4's lean "
                              "step ran out of memory at 16 on an H100 and was measured at 8")
@@ -242,6 +245,7 @@ def main():
     if "pairs/s" in results.get("lean_pytorch", {}):
         results["speedup_pairs_per_s"] = results["ours"]["pairs/s"] / results["lean_pytorch"]["pairs/s"]
     results["setup"] = {"shape": args.shape, "params": params, "batch": args.batch,
+                        "sharding": args.sharding,
                         "max_length": args.max_length, "steps_timed": args.steps, "device": args.device}
     print(json.dumps(results, indent=2))
 

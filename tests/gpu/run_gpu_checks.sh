@@ -10,6 +10,9 @@
 #   3. runs bench/gpu_dpo_bench.py: Qwen2.5-0.5B shape, bf16, max_length 1024, ours at 16 pairs
 #      per batch against the lean PyTorch step at 8 (where issue 4 measured it; it ran out of
 #      memory at 16), and writes the JSON to $OUT/gpu_dpo_bench.json when $OUT is set.
+#   4. the same benchmark with train.sharding: full on one rank (each layer gathered into bf16
+#      and freed around its use, the reference sharded too: the sharded path on NCCL), ours only,
+#      to $OUT/gpu_dpo_bench_full.json.
 # Exits non-zero if the build fails or any check fails. Not part of ctest (no GPU in CI); the
 # CPU half of step 2 runs there as PrecisionCheckTest in model_test.
 set -euo pipefail
@@ -43,3 +46,8 @@ result=${OUT:-$build}/gpu_dpo_bench.json
 DPO_BINARY_DIR=$build DPO_SHARED_DIR=$root/.gpu-deps/shared \
   "$python" "$root/bench/gpu_dpo_bench.py" --device cuda --batch "${DPO_GPU_BATCH:-16}" \
   --lean-batch "${DPO_GPU_LEAN_BATCH:-8}" | tee "$result"
+
+# Step 4: full sharding on one GPU rank, against the same validation.
+DPO_BINARY_DIR=$build DPO_SHARED_DIR=$root/.gpu-deps/shared \
+  "$python" "$root/bench/gpu_dpo_bench.py" --device cuda --batch "${DPO_GPU_BATCH:-16}" \
+  --sharding full --skip-lean | tee "${OUT:-$build}/gpu_dpo_bench_full.json"
