@@ -197,6 +197,8 @@ class Trainer {
                                            static_cast<long long>(state.global_step));
     }
 
+    int64_t optimizer_bytes = 0;  // AdamW's moments and step counters: fixed in size
+    for (const auto& [name, t] : optimizer.StateDict()) optimizer_bytes += static_cast<int64_t>(t.storage().nbytes());
     const int64_t total_steps = setup_.TotalSteps();
     const LrSchedule schedule = setup_.Schedule(total_steps);
     MetricsLog log(group_.rank() == 0 ? setup_.MetricsPath() : "",
@@ -249,8 +251,8 @@ class Trainer {
         continue;  // the step is not counted: the same step number is tried with the next data
       }
       optimizer.Step(lr);
-      window.model_state_bytes = ModelStateBytes(optimizer, params, /*peak=*/false);
-      window.model_state_peak_bytes = ModelStateBytes(optimizer, params, /*peak=*/true);
+      window.model_state_bytes = optimizer_bytes + PolicyStateBytes(params, /*peak=*/false);
+      window.model_state_peak_bytes = optimizer_bytes + PolicyStateBytes(params, /*peak=*/true);
       optimizer.ZeroGrad();
       if (policy_shards_) policy_shards_->AfterStep();
       state.consecutive_bad_steps = 0;
@@ -391,15 +393,14 @@ class Trainer {
     return std::make_unique<ShardedModel>(std::move(model), group_, options, source);
   }
 
-  // Bytes of the policy's training state on this rank: what the optimizer steps, its gradients
-  // and AdamW's moments, plus a sharded model's gathered weights and buffers (from storages):
-  // now, or (`peak`) the most a sharded model's part reached since the last call.
-  int64_t ModelStateBytes(const AdamW& optimizer, const std::vector<at::Tensor>& params, bool peak) const {
-    int64_t bytes = 0;
-    for (const auto& [name, t] : optimizer.StateDict()) bytes += static_cast<int64_t>(t.storage().nbytes());
+  // Bytes of the policy's parameters and gradients on this rank, from the tensors' storages: the
+  // optimizer's parameters, or a sharded model's masters, gathered units and buffers, now or
+  // (`peak`) the most they reached since the last call.
+  int64_t PolicyStateBytes(const std::vector<at::Tensor>& params, bool peak) const {
     if (policy_shards_) {
-      return bytes + (peak ? policy_shards_->TakePeakResidentBytes() : policy_shards_->ResidentBytes());
+      return peak ? policy_shards_->TakePeakResidentBytes() : policy_shards_->ResidentBytes();
     }
+    int64_t bytes = 0;
     for (const at::Tensor& p : params) {
       bytes += static_cast<int64_t>(p.storage().nbytes());
       if (p.grad().defined()) bytes += static_cast<int64_t>(p.grad().storage().nbytes());
