@@ -1,6 +1,6 @@
 """Exactness of dpo-tokenize against HF `tokenizers` (the reference), computed in the same run.
 
-For llama3, qwen3 and mistral: every text of /work/shared/tokenizers/vectors/<name>.jsonl and
+For llama3, qwen3 and mistral: every text of ../shared/tokenizers/vectors/<name>.jsonl and
 every chosen and rejected text of HH-RLHF harmless-base test must encode to exactly HF's ids
 (tolerance: none), with and without special tokens; decoding those ids must give exactly HF's
 decode (with and without skip_special_tokens), hence decode(encode(x)) == x wherever HF
@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path("/work/shared")
+from shared_data import SHARED_DIR as SHARED, needs_shared
+
 TOKENIZERS = ["llama3", "qwen3", "mistral"]
 BINARY = Path(os.environ.get("DPO_BINARY_DIR", "build")) / "bin" / "dpo-tokenize"
 
-pytestmark = pytest.mark.skipif(not (SHARED / "tokenizers").is_dir(), reason="needs /work/shared")
+pytestmark = needs_shared(SHARED / "tokenizers")
 
 
 def _texts(name):

@@ -2,17 +2,19 @@
 the same tiny random Llama on the same 40 HH-RLHF pairs with identical hyperparameters, fp32 on
 the CPU, for 10 steps. Per-step loss, rewards/chosen, rewards/rejected and grad_norm must agree
 within 1e-4 relative (absolute floor 1e-6 for values near 0: rewards start at exactly 0)."""
+import json
 import math
 
 import pytest
 
+from shared_data import needs_shared
 from trl_runs import (EXAMPLE_TOKENIZER, HH_RLHF, RunConfig, explicit_pairs, fits,
                       make_tiny_llama, run_ours, run_trl, write_jsonl)
 
 RTOL = 1e-4
 ATOL = 1e-6
 
-pytestmark = pytest.mark.skipif(not HH_RLHF.exists(), reason="../shared HH-RLHF data is absent")
+pytestmark = needs_shared(HH_RLHF)
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +54,12 @@ def test_per_step_metrics_match_trl(trl_reference, tmp_path, padding_free):
     # The run must actually train: the loss moves away from log(2) and rewards separate.
     assert abs(float(trl_logs[-1]["loss"]) - math.log(2)) > 1e-3
     print("worst relative error per metric:", worst)
+
+
+def test_the_prompt_ends_at_the_last_shared_assistant_turn(tmp_path):
+    # The helper once stopped its search one character early and cut every pair a turn too soon.
+    source = tmp_path / "pairs.jsonl"
+    shared = "\n\nHuman: hi\n\nAssistant: yes\n\nHuman: more\n\nAssistant:"
+    source.write_text(json.dumps({"chosen": shared + " ok sure", "rejected": shared + " no"}) + "\n")
+    (pair,) = explicit_pairs(1, source=source)
+    assert pair == {"prompt": shared, "chosen": " ok sure", "rejected": " no"}

@@ -17,9 +17,8 @@ from pathlib import Path
 
 SOURCE_DIR = Path(os.environ.get("DPO_SOURCE_DIR", Path(__file__).resolve().parents[2]))
 BINARY_DIR = Path(os.environ.get("DPO_BINARY_DIR", SOURCE_DIR / "build"))
-SHARED_DIR = Path(os.environ.get("DPO_SHARED_DIR", SOURCE_DIR.parent / "shared"))
-HH_RLHF = SHARED_DIR / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 EXAMPLE_TOKENIZER = SOURCE_DIR / "examples" / "tokenizer"
+from shared_data import HH_RLHF, SHARED_DIR  # noqa: E402,F401  (re-exported)
 ASSISTANT = "\n\nAssistant:"
 
 
@@ -48,7 +47,9 @@ def explicit_pairs(count: int, source: Path = HH_RLHF, keep=lambda pair: True) -
             shared = 0
             while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
                 shared += 1
-            cut = chosen.rfind(ASSISTANT, 0, shared - len(ASSISTANT) + 1)
+            # The last "\n\nAssistant:" lying wholly inside the shared prefix (rfind's end bound
+            # is where the match must end by).
+            cut = chosen.rfind(ASSISTANT, 0, shared)
             if cut < 0:
                 continue
             cut += len(ASSISTANT)
