@@ -84,13 +84,14 @@ def _assert_weights_moved(out: Path) -> None:
 
 # Each variant switches on several of the conditions the sharded modes must hold under, so
 # every one is covered: gradient accumulation, activation checkpointing, padding-free and
-# padded batches, the reference as a live model and precomputed.
+# padded batches, the reference as a live model and precomputed, and weight decay (which skips
+# biases and norm weights: slices of the flat shards).
 VARIANTS = {
     "accumulation+checkpointing+packed+live-reference": {
         "train.gradient_accumulation_steps": "2", "train.gradient_checkpointing": "true",
         "data.padding_free": "true", "reference.mode": "model"},
-    "padded+precomputed-reference": {
-        "data.padding_free": "false", "reference.mode": "precomputed"},
+    "padded+precomputed-reference+weight-decay": {
+        "data.padding_free": "false", "reference.mode": "precomputed", "train.weight_decay": "0.1"},
 }
 
 

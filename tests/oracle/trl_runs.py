@@ -33,6 +33,7 @@ class RunConfig:
     hidden_size: int = 64
     layers: int = 2
     seed: int = 0
+    weight_decay: float = 0.0
 
 
 def explicit_pairs(count: int, source: Path = HH_RLHF, keep=lambda pair: True) -> list[dict]:
@@ -114,7 +115,7 @@ def run_trl(model_dir: Path, tokenizer_dir: Path, pairs: list[dict], cfg: RunCon
     args = DPOConfig(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_size, max_steps=cfg.steps,
         learning_rate=cfg.learning_rate, lr_scheduler_type="linear", warmup_steps=0,
-        max_grad_norm=1.0, beta=cfg.beta, loss_type=["sigmoid"], max_length=cfg.max_length,
+        max_grad_norm=1.0, weight_decay=cfg.weight_decay, beta=cfg.beta, loss_type=["sigmoid"], max_length=cfg.max_length,
         truncation_mode="keep_start", logging_steps=1, save_strategy="no", report_to="none",
         use_cpu=True, bf16=False, seed=cfg.seed, train_sampling_strategy="sequential",
         dataloader_num_workers=0, gradient_checkpointing=False, pad_to_multiple_of=None,
@@ -146,6 +147,7 @@ train:
   lr_scheduler_type: linear
   warmup_steps: 0
   max_grad_norm: 1.0
+  weight_decay: {cfg.weight_decay}
   logging_steps: 1
   save_steps: 100000
   bf16: false

@@ -1,6 +1,8 @@
 #include "worker/optim/adamw.h"
 
+#include <cctype>
 #include <cmath>
+#include <regex>
 
 #include <torch/torch.h>
 
@@ -8,9 +10,29 @@
 
 namespace dpo {
 
-AdamW::AdamW(std::vector<at::Tensor> params, std::vector<std::string> names, AdamWOptions options)
+bool HfDecaysParameter(const std::string& name) {
+  static const std::regex excluded("bias|layernorm|rmsnorm|(?:^|\\.)norm(?:$|\\.)|_norm(?:$|\\.)");
+  std::string lower = name;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return !std::regex_search(lower, excluded);
+}
+
+AdamW::AdamW(std::vector<at::Tensor> params, std::vector<std::string> names, AdamWOptions options,
+             const std::vector<std::vector<ParamSlice>>& slices)
     : params_(std::move(params)), names_(std::move(names)), options_(options) {
   if (params_.size() != names_.size()) Fail("AdamW", "params and names differ in length");
+  if (!slices.empty() && slices.size() != params_.size()) Fail("AdamW", "params and slices differ in length");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::vector<ParamSlice> whole{{names_[i], 0, params_[i].numel()}};
+    for (const ParamSlice& s : slices.empty() ? whole : slices[i]) {
+      if (options_.exclude_biases_and_norms_from_decay && !HfDecaysParameter(s.name)) continue;
+      if (!decayed_.empty() && decayed_.back().tensor == i && decayed_.back().end == s.begin) {
+        decayed_.back().end = s.end;
+      } else {
+        decayed_.push_back({i, s.begin, s.end});
+      }
+    }
+  }
   torch::NoGradGuard no_grad;
   for (const at::Tensor& p : params_) {
     exp_avg_.push_back(torch::zeros_like(p, at::MemoryFormat::Preserve));
@@ -31,9 +53,17 @@ void AdamW::Step(double lr) {
     steps.push_back(step_[i]);
   }
   if (params.empty()) return;
+  // Decoupled weight decay, p *= 1 - lr·wd before the Adam update as torch's AdamW applies it,
+  // on the decayed ranges of the tensors that have a gradient.
+  if (options_.weight_decay != 0) {
+    for (const DecayRange& r : decayed_) {
+      if (!params_[r.tensor].grad().defined()) continue;
+      params_[r.tensor].view(-1).narrow(0, r.begin, r.end - r.begin).mul_(1 - lr * options_.weight_decay);
+    }
+  }
   at::_foreach_add_(steps, 1);
   at::_fused_adamw_(params, grads, exp_avg, exp_avg_sq, /*max_exp_avg_sqs=*/{}, steps, lr,
-                    options_.beta1, options_.beta2, options_.weight_decay, options_.eps,
+                    options_.beta1, options_.beta2, /*weight_decay=*/0.0, options_.eps,
                     /*amsgrad=*/false, /*maximize=*/false);
 }
 

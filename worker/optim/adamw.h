@@ -19,12 +19,26 @@ struct AdamWOptions {
   double beta2 = 0.999;        // Default: torch/HF
   double eps = 1e-8;           // Default: torch/HF
   double weight_decay = 0.0;   // Default: HF TrainingArguments (0)
+  // Leave biases and normalization weights out of weight decay, as HF's Trainer does
+  // (Trainer.get_decay_parameter_names: names with "bias", "layernorm", "rmsnorm", a ".norm."
+  // or "_norm" part). Default: true, so a run with weight_decay > 0 equals TRL's.
+  bool exclude_biases_and_norms_from_decay = true;
+};
+
+// Which model parameter elements [begin, end) of a stepped tensor hold: a sharded run steps
+// flat shards, each holding slices of several parameters.
+struct ParamSlice {
+  std::string name;
+  int64_t begin = 0, end = 0;
 };
 
 class AdamW {
  public:
   // `names` label the state tensors for checkpoints; they must be unique and parallel `params`.
-  AdamW(std::vector<at::Tensor> params, std::vector<std::string> names, AdamWOptions options);
+  // `slices[i]` says which parameters tensor i holds, for weight decay by parameter name.
+  // Default (empty): tensor i is the whole parameter names[i].
+  AdamW(std::vector<at::Tensor> params, std::vector<std::string> names, AdamWOptions options,
+        const std::vector<std::vector<ParamSlice>>& slices = {});
 
   // One update with learning rate `lr`. Parameters without a gradient are left unchanged.
   void Step(double lr);
@@ -50,6 +64,15 @@ class AdamW {
   std::vector<at::Tensor> exp_avg_;
   std::vector<at::Tensor> exp_avg_sq_;
   std::vector<at::Tensor> step_;  // fp32 scalars on the parameter's device, as torch keeps them
+  // Element ranges that weight decay applies to: (tensor, begin, end), adjacent ones merged.
+  struct DecayRange {
+    size_t tensor;
+    int64_t begin, end;
+  };
+  std::vector<DecayRange> decayed_;
 };
+
+// Whether HF's Trainer decays a parameter of this name (see AdamWOptions).
+bool HfDecaysParameter(const std::string& name);
 
 }  // namespace dpo

@@ -33,6 +33,33 @@ TEST(AdamWTest, MatchesTorchOptimAdamWOverSteps) {
   EXPECT_FALSE(torch::allclose(a, init_a, 0, 1e-3));  // it did move
 }
 
+// HF's Trainer leaves biases and norm weights out of weight decay (get_decay_parameter_names);
+// with zero gradients the Adam update is 0, so only the decay moves a weight.
+TEST(AdamWTest, WeightDecaySkipsBiasesAndNormsByNameAndBySlice) {
+  EXPECT_TRUE(HfDecaysParameter("model.embed_tokens.weight"));
+  EXPECT_TRUE(HfDecaysParameter("lm_head.weight"));
+  EXPECT_TRUE(HfDecaysParameter("model.layers.0.mlp.up_proj.weight"));
+  EXPECT_FALSE(HfDecaysParameter("model.layers.0.self_attn.q_proj.bias"));
+  EXPECT_FALSE(HfDecaysParameter("model.layers.0.input_layernorm.weight"));
+  EXPECT_FALSE(HfDecaysParameter("model.layers.3.self_attn.k_norm.weight"));
+  EXPECT_FALSE(HfDecaysParameter("model.norm.weight"));
+
+  at::Tensor weight = torch::ones({2}, torch::requires_grad());
+  at::Tensor norm = torch::ones({2}, torch::requires_grad());
+  // A flat shard: elements 0..2 a bias, 2..5 a projection weight.
+  at::Tensor flat = torch::ones({5}, torch::requires_grad());
+  AdamW opt({weight, norm, flat}, {"model.layers.0.mlp.up_proj.weight", "model.norm.weight", "unit"},
+            {.weight_decay = 0.5},
+            {{{"model.layers.0.mlp.up_proj.weight", 0, 2}},
+             {{"model.norm.weight", 0, 2}},
+             {{"model.layers.0.self_attn.q_proj.bias", 0, 2}, {"model.layers.0.self_attn.q_proj.weight", 2, 5}}});
+  for (at::Tensor* t : {&weight, &norm, &flat}) t->mutable_grad() = torch::zeros_like(*t);
+  opt.Step(0.1);
+  EXPECT_TRUE(torch::allclose(weight, torch::full({2}, 0.95)));
+  EXPECT_TRUE(torch::equal(norm, torch::ones({2})));
+  EXPECT_TRUE(torch::allclose(flat, torch::tensor({1.0f, 1.0f, 0.95f, 0.95f, 0.95f})));
+}
+
 TEST(AdamWTest, ClipGradNormReturnsPreClipNormAndScales) {
   at::Tensor a = torch::zeros({2}, torch::requires_grad());
   at::Tensor b = torch::zeros({1}, torch::requires_grad());

@@ -46,6 +46,17 @@ struct TimedWork {
 
 }  // namespace
 
+std::vector<ShardPiece> ShardPieces(const UnitLayout& unit, int64_t rank) {
+  const int64_t first = rank * unit.shard_numel;
+  const int64_t last = std::min(first + unit.shard_numel, unit.numel);
+  std::vector<ShardPiece> pieces;
+  for (const FlatParam& p : unit.params) {
+    const int64_t begin = std::max(first, p.offset), end = std::min(last, p.offset + p.numel);
+    if (begin < end) pieces.push_back({&p, begin - first, begin - p.offset, end - begin});
+  }
+  return pieces;
+}
+
 class ShardedModel::Impl : public LayerRunner,
                            public std::enable_shared_from_this<ShardedModel::Impl> {
  public:
@@ -92,24 +103,20 @@ class ShardedModel::Impl : public LayerRunner,
     for (Unit& unit : units_) {
       UnitLayout& layout = unit.layout;
       layout.shard_numel = (layout.numel + world - 1) / world;
-      // This rank's slice [first, last) of the flat parameters, zero past the end (padding),
-      // copied from each parameter it overlaps: one whole tensor is read at a time.
-      const int64_t first = rank * layout.shard_numel;
-      const int64_t last = std::min(first + layout.shard_numel, layout.numel);
+      // This rank's slice of the flat parameters, zero past the end (padding), copied from
+      // each parameter it overlaps: one whole tensor is read at a time.
       at::Tensor shard = torch::zeros(
           {layout.shard_numel},
           at::TensorOptions().dtype(options.trainable ? master_dtype_ : options_.compute_dtype));
-      for (size_t i = 0; i < unit.params.size(); ++i) {
-        const FlatParam& fp = layout.params[i];
-        const int64_t begin = std::max(first, fp.offset), end = std::min(last, fp.offset + fp.numel);
-        if (begin >= end) continue;
-        const at::Tensor full = source ? source(fp.name) : unit.params[i];
+      for (const ShardPiece& piece : ShardPieces(layout, rank)) {
+        const FlatParam& fp = *piece.param;
+        const at::Tensor full = source ? source(fp.name) : unit.params[&fp - layout.params.data()];
         if (full.sizes().vec() != fp.shape) {
           Fail("ShardedModel", "parameter \"" + fp.name + "\" has shape " + c10::str(full.sizes()) +
                                    ", expected " + c10::str(c10::IntArrayRef(fp.shape)));
         }
-        shard.narrow(0, begin - first, end - begin)
-            .copy_(full.reshape(-1).narrow(0, begin - fp.offset, end - begin));
+        shard.narrow(0, piece.shard_begin, piece.length)
+            .copy_(full.reshape(-1).narrow(0, piece.param_begin, piece.length));
       }
       shard = shard.to(options_.device);
       if (options_.trainable) {

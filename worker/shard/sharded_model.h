@@ -72,6 +72,15 @@ struct UnitLayout {
   int64_t shard_numel = 0;  // S: ceil(numel / W)
 };
 
+// One parameter's part of a rank's shard: elements [param_begin, param_begin + length) of the
+// flattened parameter sit at [shard_begin, shard_begin + length) of the shard.
+struct ShardPiece {
+  const FlatParam* param;
+  int64_t shard_begin = 0, param_begin = 0, length = 0;
+};
+// The pieces of rank `rank`'s shard of `unit`, in order; the padding past the last is none.
+std::vector<ShardPiece> ShardPieces(const UnitLayout& unit, int64_t rank);
+
 // The full value of parameter `name` (any dtype, on the CPU), read when a shard needs it: one
 // tensor at a time, so a rank never holds more than its shards and one whole tensor.
 using ParameterSource = std::function<at::Tensor(const std::string& name)>;

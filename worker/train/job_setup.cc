@@ -64,6 +64,7 @@ DpoLossOptions LossOptionsFromSpec(const JobSpec& spec) {
   options.ld_alpha = spec.dpo.ld_alpha;
   options.use_weighting = spec.dpo.use_weighting;
   options.discopop_tau = spec.dpo.discopop_tau;
+  options.simpo_gamma = spec.dpo.simpo_gamma;
   options.reference_free = spec.reference.mode == ReferenceSection::Mode::kNone;
   options.Validate();
   return options;

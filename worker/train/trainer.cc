@@ -40,6 +40,15 @@ namespace fs = std::filesystem;
 namespace dpo {
 namespace {
 
+// The parameters rank `rank`'s shard of `unit` holds, as element ranges of the shard.
+std::vector<ParamSlice> ShardSlices(const UnitLayout& unit, int64_t rank) {
+  std::vector<ParamSlice> slices;
+  for (const ShardPiece& piece : ShardPieces(unit, rank)) {
+    slices.push_back({piece.param->name, piece.shard_begin, piece.shard_begin + piece.length});
+  }
+  return slices;
+}
+
 // bf16 autocast for the forward and backward of one micro-batch (RAII).
 class AutocastScope {
  public:
@@ -176,18 +185,23 @@ class Trainer {
       params.push_back(item.value());
     }
     std::optional<GradientReducer> reducer;
+    std::vector<std::vector<ParamSlice>> slices;  // which parameters each master shard holds
     if (sharded) {
       policy_shards_ = MakeSharded(policy_, /*trainable=*/true, policy.source);
       params = policy_shards_->master_shards();
       names.clear();
-      for (const UnitLayout& unit : policy_shards_->layouts()) names.push_back(unit.name);
+      for (const UnitLayout& unit : policy_shards_->layouts()) {
+        names.push_back(unit.name);
+        slices.push_back(ShardSlices(unit, group_.rank()));
+      }
     } else {
       reducer.emplace(params, group_);
     }
     AdamW optimizer(params, names,
                     {.lr = train.learning_rate, .beta1 = train.adam_beta1,
                      .beta2 = train.adam_beta2, .eps = train.adam_epsilon,
-                     .weight_decay = train.weight_decay});
+                     .weight_decay = train.weight_decay},
+                    slices);
     if (resume) {
       const OptimizerStateReader reader(*resume);
       optimizer.LoadStateDict(
