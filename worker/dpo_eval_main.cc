@@ -4,7 +4,10 @@
 // does for DPO models: reward = beta * (log pi(y|x) - log pi_ref(y|x)) per completion. Writes one
 // JSON line per pair and prints a summary (accuracy = share of pairs whose chosen reward is
 // higher, mean margin) as one JSON object on stdout. Without --reference the reward is
-// reference-free (beta * log pi). Exit status 0 on success, else 1 with a one-line reason.
+// reference-free (beta * log pi). Exit status 0 on success, else 1 with a one-line reason: among
+// them a data file with no pairs, a tokenizer with ids past the model's vocab_size, non-finite
+// weights, and a non-finite score (never written as null).
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -16,6 +19,7 @@
 
 #include "common/data/prepared_dataset.h"
 #include "common/model/causal_lm.h"
+#include "common/model/model_config.h"
 #include "common/model/pretrained.h"
 #include "common/tensor/device.h"
 #include "common/tokenizer/tokenizer.h"
@@ -89,6 +93,11 @@ int Run(const Args& args) {
   const c10::Device device = dpo::ParseDevice(args.device, "--device");
   const c10::ScalarType dtype = dpo::ParseDtype(args.dtype, "--dtype");
   auto tokenizer = dpo::Tokenizer::Load(args.tokenizer);
+  for (const std::string& dir : {args.policy, args.reference}) {
+    if (dir.empty()) continue;
+    const std::string config = (fs::path(dir) / "config.json").string();
+    dpo::CheckVocabularyFits(*tokenizer, args.tokenizer, dpo::ModelConfig::FromJsonFile(config).vocab_size, config);
+  }
   dpo::CollateOptions collate;
   collate.pad_id = tokenizer->pad_id().value_or(tokenizer->eos_id().value_or(0));
   collate.max_length = static_cast<size_t>(args.max_length);
@@ -99,6 +108,7 @@ int Run(const Args& args) {
   const std::string prepared = args.output + ".prepared";
   dpo::PrepareResult result = dpo::PrepareDataset(*tokenizer, args.data, prepared, prepare);
   std::fprintf(stderr, "%s\n", result.report.Summary().c_str());
+  dpo::RequirePairs(result, args.data);
   dpo::PreparedDataset dataset(prepared);
 
   auto policy = dpo::LoadPretrained(args.policy, dtype, device);
@@ -129,6 +139,15 @@ int Run(const Args& args) {
                             .to(torch::kCPU, torch::kFloat64);
     auto v = values.accessor<double, 2>();
     for (int64_t b = 0; b < batch.pairs; ++b) {
+      // A score JSON cannot hold (it would be written as null) means the model is broken.
+      if (!std::isfinite(v[0][b]) || !std::isfinite(v[1][b]) || !std::isfinite(v[2][b]) ||
+          !std::isfinite(v[3][b])) {
+        dpo::Fail(args.data + ": pair " + std::to_string(start + b),
+                  "non-finite log-probability (policy chosen/rejected " + std::to_string(v[0][b]) + "/" +
+                      std::to_string(v[1][b]) + ", reference " + std::to_string(v[2][b]) + "/" +
+                      std::to_string(v[3][b]) + "); the model's outputs overflow",
+                  dpo::ErrorCode::kBadModel);
+      }
       const double reward_chosen = args.beta * (v[0][b] - v[2][b]);
       const double reward_rejected = args.beta * (v[1][b] - v[3][b]);
       nlohmann::json line = {{"index", start + b},

@@ -1,13 +1,20 @@
 // dpo-worker --job JOB.yaml
 // Runs one DPO training job: one process, or one rank per GPU/CPU process under mpirun.
-// Exit status 0 on success; otherwise 1 with a one-line reason on stderr.
+// Exit status 0 on success; 75 when SIGTERM stopped it after a checkpoint; 76 when a collective
+// timed out; otherwise 1 with a one-line reason on stderr. <output.dir>/status.json says the
+// same, typed (docs/worker_status.md); rank 0 holds <output.dir>/.lock for the run.
 //
 // dpo-worker --plan JOB.yaml --ranks N [--gpu-memory GiB]
 // Prints the memory one rank would need in each train.sharding mode (common/config/
 // memory_plan.h) and exits: no collectives, no weights, only the model's config.json.
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include <torch/torch.h>
@@ -17,6 +24,9 @@
 #include "common/model/safetensors.h"
 #include "common/util/error.h"
 #include "worker/comm/process_group.h"
+#include "worker/train/checkpoint.h"
+#include "worker/train/output_lock.h"
+#include "worker/train/run_status.h"
 #include "worker/train/trainer.h"
 
 namespace {
@@ -41,6 +51,31 @@ std::string OneLine(const std::exception& e) {
     if (c == '\n') c = ' ';
   }
   return text;
+}
+
+// Set by SIGTERM (mpirun forwards it to every rank; Slurm's --signal sends it before the time
+// limit); training stops at the next step boundary that all ranks agree on.
+volatile std::sig_atomic_t g_stop_requested = 0;
+
+void RequestStop(int) { g_stop_requested = 1; }
+
+// The handler below keeps a rank alive after SIGTERM until a step boundary, but a launcher tearing
+// a failed job down (mpirun: SIGTERM, then SIGKILL, then it exits) must never leave a rank
+// behind blocked in a collective: a rank of a multi-rank job dies with the process that
+// started it (mpirun, orted, slurmstepd).
+void DieWithLauncher(const dpo::MpiSession& mpi) {
+  if (mpi.world_size() == 1) return;  // a lone worker may outlive whoever started it
+  const pid_t launcher = ::getppid();
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != launcher) std::_Exit(1);  // it died before the line above
+}
+
+void InstallStopHandler() {
+  struct sigaction action {};
+  action.sa_handler = RequestStop;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
 }
 
 // model.device resolved: auto is CUDA when a GPU is visible.
@@ -111,33 +146,87 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stderr);
     return 2;
   }
+  std::optional<dpo::JobSpec> spec;
   try {
     if (!plan_path.empty()) {
       PrintPlan(plan_path, *ranks, *gpu_memory, plan_json);
       return 0;
     }
-    const dpo::JobSpec spec = dpo::LoadJobSpec(job_path);
-    const bool cuda = RunsOnCuda(spec);
-    const int device_index = cuda ? mpi.local_rank() % std::max<int>(1, torch::cuda::device_count()) : 0;
-    std::unique_ptr<dpo::ProcessGroup> group =
-        cuda ? dpo::MakeNcclProcessGroup(device_index) : dpo::MakeMpiProcessGroup();
-    if (group->rank() == 0) {
-      std::filesystem::create_directories(spec.output.dir);
-      dpo::WriteFileAtomically((std::filesystem::path(spec.output.dir) / "job.yaml").string(),
-                               dpo::ToYaml(spec));
+    spec.emplace(dpo::LoadJobSpec(job_path));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dpo-worker: error: %s\n", OneLine(e).c_str());
+    // No status.json: without a valid spec there is no output directory to write it in.
+    if (mpi.world_size() > 1) dpo::AbortAllRanks(1);
+    return 1;
+  }
+  DieWithLauncher(mpi);
+  InstallStopHandler();
+  const std::string& output_dir = spec->output.dir;
+  dpo::RunStatusFile status(output_dir, mpi.rank());
+  std::optional<dpo::OutputDirLock> lock;
+  try {
+    if (mpi.rank() == 0) {
+      std::filesystem::create_directories(output_dir);
+      lock.emplace(output_dir);
+      // Saves killed midway (this directory's previous worker) left these; nobody else writes here.
+      if (const int removed = dpo::RemoveCheckpointTemps(output_dir)) {
+        std::fprintf(stderr, "removed %d unfinished checkpoint save(s) from %s\n", removed,
+                     output_dir.c_str());
+      }
+      dpo::WriteFileAtomically((std::filesystem::path(output_dir) / "job.yaml").string(),
+                               dpo::ToYaml(*spec));
+      status.Progress(0, 0, {});
     }
-    const dpo::TrainSummary summary = dpo::RunTraining(spec, *group, mpi.local_rank());
+    // The other ranks touch nothing in the directory (heartbeats, status) before rank 0 holds it.
+    mpi.Barrier();
+    const bool cuda = RunsOnCuda(*spec);
+    const int device_index = cuda ? mpi.local_rank() % std::max<int>(1, torch::cuda::device_count()) : 0;
+    dpo::CollectiveTimeoutOptions timeout;
+    timeout.seconds = spec->train.collective_timeout_seconds;
+    timeout.heartbeat_dir = output_dir;
+    timeout.on_failure = [&status](dpo::ErrorCode code, const std::string& reason, int suspect) {
+      status.Finish(dpo::RunState::kFailed, code, reason,
+                    suspect >= 0 ? std::optional(suspect) : std::nullopt);
+    };
+    std::unique_ptr<dpo::ProcessGroup> group =
+        cuda ? dpo::MakeNcclProcessGroup(device_index, timeout) : dpo::MakeMpiProcessGroup(timeout);
+    dpo::TrainHooks hooks;
+    hooks.on_progress = [&status](int64_t step, int64_t total,
+                                  const std::map<std::string, double>& metrics) {
+      status.Progress(step, total, metrics);
+    };
+    hooks.stop_requested = [] { return g_stop_requested != 0; };
+    const dpo::TrainSummary summary = dpo::RunTraining(*spec, *group, mpi.local_rank(), hooks);
+    if (summary.interrupted) {
+      const std::string reason = "stopped by SIGTERM after step " + std::to_string(summary.steps) +
+                                 "; checkpoint " + summary.last_checkpoint;
+      if (group->rank() == 0) {
+        status.Finish(dpo::RunState::kInterrupted, dpo::ErrorCode::kInterrupted, reason, std::nullopt);
+        std::fprintf(stderr, "dpo-worker: %s\n", reason.c_str());
+      }
+      return dpo::InfoOf(dpo::ErrorCode::kInterrupted).exit_code;
+    }
     if (group->rank() == 0) {
+      status.Finish(dpo::RunState::kSucceeded, std::nullopt, "", std::nullopt);
       std::fprintf(stderr, "done: %lld steps (%lld skipped), last loss %.6f, checkpoint %s\n",
                    static_cast<long long>(summary.steps), static_cast<long long>(summary.skipped_steps),
                    summary.last_loss, summary.last_checkpoint.c_str());
     }
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "dpo-worker: error: %s\n", OneLine(e).c_str());
+    const std::string reason = OneLine(e);
+    const auto* error = dynamic_cast<const dpo::Error*>(&e);
+    const dpo::ErrorCode code = error != nullptr ? error->code() : dpo::ErrorCode::kInternal;
+    std::fprintf(stderr, "dpo-worker: error: %s\n", reason.c_str());
     std::fflush(stderr);
+    // This rank's own reason, before MPI_Abort ends the others. A worker refused the lock must
+    // not touch the status of the worker that holds it.
+    if (code != dpo::ErrorCode::kOutputLocked) {
+      status.Finish(dpo::RunState::kFailed, code, reason, mpi.rank());
+    }
     // A failing rank must not leave the others waiting in a collective.
-    if (mpi.world_size() > 1) dpo::AbortAllRanks(1);
-    return 1;
+    if (mpi.world_size() > 1) dpo::AbortAllRanks(dpo::InfoOf(code).exit_code);
+    return dpo::InfoOf(code).exit_code;
   }
 }
+

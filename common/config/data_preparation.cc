@@ -38,6 +38,7 @@ PrepareResult PrepareForSpec(const Tokenizer& tokenizer, const DataSection& data
   options.tokenize = TokenizeOptionsFromSpec(data);
   options.on_error = data.on_error == DataSection::OnError::kSkip ? OnError::kSkip : OnError::kFail;
   options.num_threads = static_cast<size_t>(data.num_workers.value_or(0));
+  options.max_line_bytes = static_cast<size_t>(data.max_line_bytes);
   return PrepareDataset(tokenizer, source, PreparedPath(data, source), options);
 }
 

@@ -97,7 +97,8 @@ const std::vector<SectionKeys>& Schema() {
       {"data",
        {"train", "eval", "eval_fraction", "chat_template", "max_length",
         "max_prompt_length", "max_completion_length", "truncation_mode", "on_error",
-        "prepared_dir", "shuffle_seed", "train_sampling_strategy", "num_workers", "padding_free"}},
+        "prepared_dir", "shuffle_seed", "train_sampling_strategy", "num_workers", "padding_free",
+        "max_line_bytes"}},
       {"dpo",
        {"beta", "loss_type", "loss_weights", "label_smoothing", "f_divergence_type",
         "f_alpha_divergence_coef", "ld_alpha", "use_weighting", "discopop_tau", "simpo_gamma"}},
@@ -107,7 +108,7 @@ const std::vector<SectionKeys>& Schema() {
         "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_steps", "num_train_epochs",
         "max_steps", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "bf16",
         "gradient_checkpointing", "logprob_chunk_size", "max_consecutive_bad_steps", "sharding",
-        "reduce_dtype"}},
+        "reduce_dtype", "collective_timeout_seconds"}},
       {"reference", {"mode", "path", "precompute_batch_size"}},
       {"output", {"dir", "resume_from_checkpoint", "metrics_file"}},
   };
@@ -364,6 +365,7 @@ class Parser {
     s.Enum("train_sampling_strategy", &d.train_sampling_strategy, kSamplings);
     PositiveInt(s, "num_workers", &d.num_workers);
     s.Bool("padding_free", &d.padding_free);
+    PositiveInt(s, "max_line_bytes", &d.max_line_bytes);
     s.Finish();
     if (d.eval && d.eval_fraction > 0) {
       r_.Problem("data.eval_fraction", "must be 0 when data.eval is set (one eval source only)");
@@ -468,6 +470,7 @@ class Parser {
     PositiveInt(s, "max_consecutive_bad_steps", &t.max_consecutive_bad_steps);
     s.Enum("sharding", &t.sharding, kShardings);
     s.Enum("reduce_dtype", &t.reduce_dtype, kReduceDtypes);
+    Checked(s, "collective_timeout_seconds", &t.collective_timeout_seconds, positive, "must be > 0");
     s.Finish();
   }
 
@@ -651,7 +654,7 @@ JobSpecError::JobSpecError(std::vector<std::string> problems)
         std::string text;
         for (const std::string& p : problems) text += (text.empty() ? "" : "\n") + p;
         return text;
-      }()),
+      }(), ErrorCode::kInvalidSpec),
       problems_(std::move(problems)) {}
 
 JobSpec ParseJobSpec(const std::string& yaml_text, const std::string& source_name,

@@ -90,6 +90,9 @@ struct DataSection {
   // Same numbers as padded batches up to float rounding. Default: true; TRL defaults to false
   // because its padding-free path needs flash-attention.
   bool padding_free = true;
+  // Longest line read from a data file, in bytes: a longer one fails with file:line before the
+  // rest of it is read, so memory stays bounded whatever the file holds. Default: 16 MiB.
+  int64_t max_line_bytes = int64_t{16} << 20;
 
   bool operator==(const DataSection&) const = default;
 };
@@ -165,6 +168,10 @@ struct TrainSection {
   int64_t logprob_chunk_size = 512;
   // Non-finite loss or gradient steps are skipped; this many in a row fail the job. Default: 10.
   int64_t max_consecutive_bad_steps = 10;
+  // Longest a rank waits in one collective before the job fails with collective_timeout, naming
+  // the rank it waited for (docs/worker_status.md); multi-rank runs only. Default: 1800 s, as
+  // PyTorch c10d's NCCL default: a slow step or checkpoint must never trip it.
+  double collective_timeout_seconds = 1800.0;
   // none: every rank holds the whole policy, its gradients and AdamW state (DDP). optimizer
   // (ZeRO-1/2): each rank keeps the fp32 master weights and AdamW moments of its 1/W slice;
   // gradients are reduce-scattered. full (ZeRO-3 / FSDP FULL_SHARD): parameters are sharded

@@ -76,6 +76,7 @@ train:
   gradient_checkpointing: true
   logprob_chunk_size: 256
   max_consecutive_bad_steps: 3
+  collective_timeout_seconds: 90
 reference:
   mode: precomputed
   path: ref
@@ -140,6 +141,7 @@ TEST(JobSpecTest, MinimalSpecTakesTheDocumentedDefaults) {
   EXPECT_EQ(s.train.per_device_train_batch_size, 8);
   EXPECT_EQ(s.train.logging_steps, 10);
   EXPECT_EQ(s.train.max_steps, -1);
+  EXPECT_EQ(s.train.collective_timeout_seconds, 1800.0);  // c10d NCCL default
   EXPECT_EQ(s.data.shuffle_seed, 42);  // = train.seed
   EXPECT_EQ(s.reference.mode, ReferenceSection::Mode::kModel);
   EXPECT_EQ(s.output.metrics_file, "metrics.jsonl");
@@ -157,6 +159,7 @@ TEST(JobSpecTest, FullSpecParsesAndRoundTrips) {
   EXPECT_EQ(s.data.prepared_dir, "/base/cache");
   EXPECT_EQ(s.data.train_sampling_strategy, DataSection::Sampling::kGroupByLength);
   EXPECT_EQ(s.data.num_workers, 3);
+  EXPECT_EQ(s.train.collective_timeout_seconds, 90.0);
   EXPECT_EQ(s.dpo.loss_type.size(), 3u);
   EXPECT_EQ(s.dpo.loss_type[1], DpoSection::LossType::kBcoPair);
   EXPECT_EQ(s.dpo.loss_weights, (std::vector<double>{0.8, 0.2, 1.0}));
@@ -276,6 +279,8 @@ TEST(JobSpecTest, OutOfRangeValues) {
   EXPECT_TRUE(HasProblem(WithMinimal("train: {warmup_steps: 2.5}\n"),
                          "train.warmup_steps: must be a ratio in [0, 1) or a whole number"));
   EXPECT_TRUE(HasProblem(WithMinimal("train: {max_steps: 0}\n"), "train.max_steps: must be > 0"));
+  EXPECT_TRUE(HasProblem(WithMinimal("train: {collective_timeout_seconds: 0}\n"),
+                         "train.collective_timeout_seconds: must be > 0"));
   EXPECT_TRUE(HasProblem(WithMinimal("dpo: {beta: -1}\n"), "dpo.beta: must be > 0"));
   EXPECT_TRUE(HasProblem(WithMinimal("dpo: {ld_alpha: 1.5}\n"), "dpo.ld_alpha: must be in [0, 1]"));
   EXPECT_TRUE(HasProblem(MinimalWith("data", "eval_fraction: 1"),

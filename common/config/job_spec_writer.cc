@@ -92,6 +92,7 @@ std::string ToYaml(const JobSpec& spec) {
   w.Key("train_sampling_strategy", std::string(ToString(d.train_sampling_strategy)));
   w.Key("num_workers", Opt(d.num_workers, Int));
   w.Key("padding_free", Bool(d.padding_free));
+  w.Key("max_line_bytes", Int(d.max_line_bytes));
 
   const DpoSection& p = spec.dpo;
   w.Section("dpo");
@@ -140,6 +141,7 @@ std::string ToYaml(const JobSpec& spec) {
   w.Key("max_consecutive_bad_steps", Int(t.max_consecutive_bad_steps));
   w.Key("sharding", std::string(ToString(t.sharding)));
   w.Key("reduce_dtype", std::string(ToString(t.reduce_dtype)));
+  w.Key("collective_timeout_seconds", Num(t.collective_timeout_seconds));
 
   const ReferenceSection& r = spec.reference;
   w.Section("reference");

@@ -26,6 +26,7 @@ constexpr const char* kUsage =
     "  --chat-template NAME       chatml | qwen3 | llama3 | mistral (default: from the tokenizer)\n"
     "  --on-error P               fail | skip (default fail)\n"
     "  --threads N                worker threads (default 0 = every core)\n"
+    "  --max-line-bytes N         longest accepted line (default 16777216)\n"
     "  --batch-size B             also report the padding fraction of B-pair batches\n"
     "  --seed S                   shuffle seed for that report (default 42)\n";
 
@@ -78,6 +79,7 @@ int Main(int argc, char** argv) {
     else if (flag == "--chat-template") options.tokenize.chat_template = value;
     else if (flag == "--on-error") options.on_error = ParseOnError(value);
     else if (flag == "--threads") options.num_threads = ToSize(flag, value);
+    else if (flag == "--max-line-bytes") options.max_line_bytes = ToSize(flag, value);
     else if (flag == "--batch-size") batch_size = ToSize(flag, value);
     else if (flag == "--seed") seed = ToSize(flag, value);
     else Fail(flag, std::string("unknown option\n") + kUsage);
@@ -87,6 +89,7 @@ int Main(int argc, char** argv) {
   }
   auto tokenizer = Tokenizer::Load(tokenizer_path);
   PrepareResult result = PrepareDataset(*tokenizer, data_path, out_path, options);
+  RequirePairs(result, data_path);
   const DataReport& r = result.report;
   std::printf("%s: %s\n", out_path.c_str(), result.reused ? "up to date (reused)" : "prepared");
   std::printf("%s\n", r.Summary().c_str());

@@ -5,18 +5,24 @@
 #include <cerrno>
 #include <cstring>
 
+#include <unistd.h>
+
 #include "common/util/error.h"
+#include "common/util/mapped_file.h"
 
 namespace dpo {
 namespace {
 constexpr unsigned kChunk = 1 << 16;
 }
 
-LineReader::LineReader(const std::string& path) : path_(path) {
-  errno = 0;
-  gzFile gz = gzopen(path.c_str(), "rb");
+LineReader::LineReader(const std::string& path, size_t max_line_bytes)
+    : path_(path), max_line_bytes_(max_line_bytes) {
+  if (max_line_bytes == 0) Fail(path, "max_line_bytes must be > 0");
+  int fd = OpenRegularFile(path);
+  gzFile gz = gzdopen(fd, "rb");
   if (gz == nullptr) {
-    Fail(path, std::string("cannot open: ") + (errno ? std::strerror(errno) : "out of memory"));
+    ::close(fd);
+    Fail(path, "cannot open: out of memory");
   }
   gzbuffer(gz, kChunk);
   gz_ = gz;
@@ -50,18 +56,28 @@ bool LineReader::Fill() {
   return n > 0;
 }
 
+void LineReader::CheckLength(size_t bytes) const {
+  if (bytes <= max_line_bytes_) return;
+  Fail(path_ + ":" + std::to_string(line_number_ + 1),
+       "line is longer than " + std::to_string(max_line_bytes_) +
+           " bytes (the max_line_bytes limit); the rest of it is not read",
+       ErrorCode::kBadData);
+}
+
 bool LineReader::Next(std::string* line) {
   size_t scanned = pos_;
   while (true) {
     size_t nl = buffer_.find('\n', scanned);
     if (nl != std::string::npos) {
       size_t end = (nl > pos_ && buffer_[nl - 1] == '\r') ? nl - 1 : nl;
+      CheckLength(end - pos_);
       line->assign(buffer_, pos_, end - pos_);
       pos_ = nl + 1;
       ++line_number_;
       return true;
     }
     scanned = buffer_.size() - pos_;  // relative: Fill() moves the unread part to the front
+    CheckLength(scanned);             // before reading more of a line already too long
     if (!Fill()) break;
   }
   if (pos_ >= buffer_.size()) return false;

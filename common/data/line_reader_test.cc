@@ -1,6 +1,7 @@
 #include "common/data/line_reader.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -50,6 +51,45 @@ TEST(LineReaderTest, TruncatedGzipNamesFileAndLine) {
     std::string what = e.what();
     EXPECT_NE(what.find(gz.path() + ":"), std::string::npos) << what;
     EXPECT_NE(what.find("truncated"), std::string::npos) << what;
+  }
+}
+
+TEST(LineReaderTest, LineOverTheLimitFailsWithFileAndLine) {
+  // Line 2 is 1 MiB, over a 64 KiB limit; plain and gzip fail alike, at line 2.
+  const std::string text = "short\n" + std::string(1 << 20, 'x') + "\nafter\n";
+  ScratchFile plain("long.jsonl"), gz("long.jsonl.gz");
+  plain.Write(text);
+  gz.WriteGzip(text);
+  for (const ScratchFile* file : {&plain, &gz}) {
+    LineReader reader(file->path(), 64 << 10);
+    std::string line;
+    ASSERT_TRUE(reader.Next(&line));
+    EXPECT_EQ(line, "short");
+    try {
+      reader.Next(&line);
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_EQ(what.rfind(file->path() + ":2: line is longer than 65536 bytes", 0), 0u) << what;
+    }
+  }
+  // A line of exactly the limit passes.
+  ScratchFile exact("exact.jsonl");
+  exact.Write(std::string(64 << 10, 'y') + "\n");
+  LineReader reader(exact.path(), 64 << 10);
+  std::string line;
+  ASSERT_TRUE(reader.Next(&line));
+  EXPECT_EQ(line.size(), size_t{64} << 10);
+}
+
+TEST(LineReaderTest, FifoFailsAtOnce) {
+  ScratchFile fifo("data.fifo");
+  ASSERT_EQ(::mkfifo(fifo.path().c_str(), 0600), 0);
+  try {
+    LineReader reader(fifo.path());
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), fifo.path() + ": not a regular file");
   }
 }
 

@@ -17,6 +17,17 @@ std::string TokenText(const Tokenizer& tokenizer, std::optional<TokenId> id) {
   return id ? tokenizer.Decode({*id}, /*skip_special_tokens=*/false) : std::string();
 }
 
+// tokenizer.Encode, with a failure (a regex giving up on pathological text) prefixed by the data
+// line's file:line, so the error names both the tokenizer file and the line.
+std::vector<TokenId> EncodeLine(const Tokenizer& tokenizer, std::string_view text,
+                                bool add_special_tokens, const std::string& context) {
+  try {
+    return tokenizer.Encode(text, add_special_tokens);
+  } catch (const Error& e) {
+    throw Error(context + ": " + e.what(), e.code());
+  }
+}
+
 }  // namespace
 
 TruncationMode ParseTruncationMode(const std::string& name) {
@@ -70,18 +81,18 @@ std::optional<TokenizedPair> PairTokenizer::Tokenize(const PreferenceRecord& rec
     auto render = [&](const std::vector<ChatMessage>& completion) {
       std::vector<ChatMessage> all = record.prompt_messages;
       all.insert(all.end(), completion.begin(), completion.end());
-      return tokenizer_.Encode(chat.Render(all, false, context), false);
+      return EncodeLine(tokenizer_, chat.Render(all, false, context), false, context);
     };
-    prompt = tokenizer_.Encode(chat.Render(record.prompt_messages, true, context), false);
+    prompt = EncodeLine(tokenizer_, chat.Render(record.prompt_messages, true, context), false, context);
     with_chosen = render(record.chosen_messages);
     with_rejected = render(record.rejected_messages);
   } else {
     auto encode = [&](const std::string& completion) {
-      std::vector<TokenId> ids = tokenizer_.Encode(record.prompt + completion, true);
+      std::vector<TokenId> ids = EncodeLine(tokenizer_, record.prompt + completion, true, context);
       if (ids.empty() || ids.back() != eos_) ids.push_back(eos_);
       return ids;
     };
-    prompt = tokenizer_.Encode(record.prompt, true);
+    prompt = EncodeLine(tokenizer_, record.prompt, true, context);
     with_chosen = encode(record.chosen);
     with_rejected = encode(record.rejected);
   }

@@ -61,7 +61,8 @@ class PairTokenizer {
   PairTokenizer(const Tokenizer& tokenizer, TokenizeOptions options);
 
   // Returns nullopt when the pair cannot fit (see above). Thread-safe. Throws RecordError for
-  // a conversation the chat template rejects (context names file:line).
+  // a conversation the chat template rejects (context names file:line), and dpo::Error
+  // "file:line: <tokenizer file>: <field>: ..." when the tokenizer fails on the text.
   std::optional<TokenizedPair> Tokenize(const PreferenceRecord& record, const std::string& context) const;
 
   const TokenizeOptions& options() const { return options_; }

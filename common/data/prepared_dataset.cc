@@ -69,13 +69,15 @@ DataReport ReportFromJson(const nlohmann::json& j) {
   return r;
 }
 
-// The header of an existing prepared file, if `path` holds one.
+// The header of an existing prepared file, if `path` holds one. Something other than a regular
+// file there (a FIFO would block a plain open) fails, naming the path.
 std::optional<FileHeader> ReadHeader(const std::string& path) {
   FileHeader header;
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) return std::nullopt;
-  bool ok = std::fread(&header, sizeof header, 1, f) == 1;
-  std::fclose(f);
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::nullopt;
+  const int fd = OpenRegularFile(path);
+  const bool ok = ::read(fd, &header, sizeof header) == static_cast<ssize_t>(sizeof header);
+  ::close(fd);
   if (!ok || std::memcmp(header.magic, kMagic, 8) != 0) return std::nullopt;
   return header;
 }
@@ -226,7 +228,7 @@ PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data
   uint64_t num_tokens = 0;
   // Rounds of up to `threads` chunks: the workers tokenize round k while this thread reads round
   // k+1; results are appended in chunk order, so pair order is line order.
-  LineReader reader(data_path);
+  LineReader reader(data_path, options.max_line_bytes);
   bool done = false;
   Round current = ReadRound(&reader, threads, chunk, &done);
   while (!current.lines.empty()) {
@@ -286,6 +288,12 @@ PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data
   writer.Commit();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
+}
+
+void RequirePairs(const PrepareResult& result, const std::string& data_path) {
+  if (result.report.pairs == 0) {
+    Fail(data_path, "no preference pairs (" + result.report.Summary() + ")", ErrorCode::kBadData);
+  }
 }
 
 PreparedDataset::PreparedDataset(const std::string& path) : file_(path) {

@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 
+#include "common/data/line_reader.h"
 #include "common/data/pair_tokenizer.h"
 #include "common/data/preference_reader.h"
 #include "common/tokenizer/tokenizer.h"
@@ -32,6 +33,9 @@ struct PrepareOptions {
   size_t num_threads = 0;
   // Lines per work item: large enough to amortise hand-off, small enough to balance. Default 256.
   size_t chunk_lines = 256;
+  // A longer line fails with file:line before the rest of it is read (LineReader). Not part of
+  // the options hash: it changes no prepared pair, only whether preparing fails. Default 16 MiB.
+  size_t max_line_bytes = kDefaultMaxLineBytes;
 };
 
 struct PrepareResult {
@@ -45,6 +49,10 @@ struct PrepareResult {
 // first bad line's RecordError under OnError::kFail.
 PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data_path,
                              const std::string& out_path, const PrepareOptions& options);
+
+// Throws dpo::Error "data_path: no preference pairs (<report>)" when `result` kept none (an empty
+// file, or every line skipped or too long): a tool must not succeed on nothing.
+void RequirePairs(const PrepareResult& result, const std::string& data_path);
 
 class PreparedDataset {
  public:

@@ -6,6 +6,7 @@
 
 #include "common/model/path_util.h"
 #include "common/util/error.h"
+#include "common/util/mapped_file.h"
 
 namespace dpo {
 namespace {
@@ -62,7 +63,7 @@ CheckpointReader::CheckpointReader(const std::string& path) : path_(path) {
     files.push_back(JoinPath(dir, kSingleFile));
   } else if (PathExists(JoinPath(dir, kIndexFile))) {
     const std::string index_path = JoinPath(dir, kIndexFile);
-    weight_map = ParseSafetensorsIndex(ReadWholeFile(index_path), index_path);
+    weight_map = ParseSafetensorsIndex(MappedFile(index_path).view(), index_path);  // never a FIFO
     for (const auto& [name, file] : weight_map) {
       std::string shard = JoinPath(dir, file);
       if (std::find(files.begin(), files.end(), shard) == files.end()) files.push_back(shard);
@@ -105,11 +106,20 @@ std::vector<int64_t> CheckpointReader::Shape(const std::string& name) const {
   return Find(name).tensor->shape;
 }
 
+torch::ScalarType CheckpointReader::StoredDtype(const std::string& name) const {
+  const Location& loc = Find(name);
+  return TorchDtype(*loc.tensor, loc.file->path() + ": tensor '" + name + "'");
+}
+
+const std::string& CheckpointReader::FileOf(const std::string& name) const {
+  return Find(name).file->path();
+}
+
 torch::Tensor CheckpointReader::Read(const std::string& name, torch::ScalarType dtype,
                                      const torch::Device& device) const {
   const Location& loc = Find(name);
   const std::string context = loc.file->path() + ": tensor '" + name + "'";
-  torch::ScalarType stored = TorchDtype(*loc.tensor, context);
+  torch::ScalarType stored = StoredDtype(name);
   if (c10::isFloatingType(stored) != c10::isFloatingType(dtype)) {
     Fail(context, "cannot convert " + loc.tensor->dtype + " to " + c10::toString(dtype));
   }
@@ -117,6 +127,12 @@ torch::Tensor CheckpointReader::Read(const std::string& name, torch::ScalarType 
   // Copy out of the mapping (its data may not be aligned for the element type), then convert.
   torch::Tensor raw = torch::empty(loc.tensor->shape, torch::TensorOptions().dtype(stored));
   std::memcpy(raw.data_ptr(), bytes.data(), bytes.size());
+  // One pass over the stored values, before conversion can hide (or make) an overflow.
+  if (c10::isFloatingType(stored) && !torch::isfinite(raw).all().item<bool>()) {
+    const int64_t bad = (~torch::isfinite(raw)).sum().item<int64_t>();
+    Fail(context, "holds " + std::to_string(bad) + " non-finite value(s) (NaN or infinity)",
+         ErrorCode::kBadModel);
+  }
   return raw.to(device, dtype);
 }
 

@@ -30,8 +30,13 @@ class CheckpointReader {
   bool Contains(const std::string& name) const { return index_.count(name) != 0; }
   // Shape of tensor `name` as stored. Throws dpo::Error if absent.
   std::vector<int64_t> Shape(const std::string& name) const;
+  // Dtype of tensor `name` as stored. Throws dpo::Error if absent or of an unsupported dtype.
+  torch::ScalarType StoredDtype(const std::string& name) const;
+  // The file holding tensor `name`, for error messages. Throws dpo::Error if absent.
+  const std::string& FileOf(const std::string& name) const;
   // Tensor `name` converted to `dtype` on `device`. Floating types F32/F16/BF16/F64 and integer
-  // types I64/I32 convert; others throw. Throws dpo::Error naming the file and tensor if absent.
+  // types I64/I32 convert; others throw. Throws dpo::Error naming the file and tensor if absent,
+  // or if it holds a NaN or infinity: no weight or optimizer state is ever loaded non-finite.
   torch::Tensor Read(const std::string& name, torch::ScalarType dtype,
                      const torch::Device& device = torch::kCPU) const;
 

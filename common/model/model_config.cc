@@ -1,11 +1,11 @@
 #include "common/model/model_config.h"
 
-#include <fstream>
-#include <sstream>
+#include <cstdio>
 
 #include <nlohmann/json.hpp>
 
 #include "common/util/error.h"
+#include "common/util/mapped_file.h"
 
 namespace dpo {
 namespace {
@@ -93,6 +93,75 @@ void ParseRope(const json& root, std::string_view source, ModelConfig& c) {
       IntOr(*params, "original_max_position_embeddings", ctx, c.max_position_embeddings);
 }
 
+// The most parameters a config may imply: 10^13 is 40 TB of fp32 weights, beyond any cluster
+// this service runs on, so a larger count is a typo or an attack, refused before allocation.
+constexpr double kMaxParameters = 1e13;
+
+// int64 arithmetic that records overflow instead of wrapping (config.json sizes may be absurd).
+struct CheckedInt {
+  int64_t value = 0;
+  bool overflow = false;
+  CheckedInt(int64_t v = 0, bool o = false) : value(v), overflow(o) {}
+  friend CheckedInt operator+(CheckedInt a, CheckedInt b) {
+    int64_t r = 0;
+    bool o = __builtin_add_overflow(a.value, b.value, &r);
+    return {r, a.overflow || b.overflow || o};
+  }
+  friend CheckedInt operator*(CheckedInt a, CheckedInt b) {
+    int64_t r = 0;
+    bool o = __builtin_mul_overflow(a.value, b.value, &r);
+    return {r, a.overflow || b.overflow || o};
+  }
+};
+
+// The parameter count of `c` in number type T: exact in CheckedInt, never overflowing in double.
+template <typename T>
+T CountParameters(const ModelConfig& c) {
+  const T h = c.hidden_size, i = c.intermediate_size, head_dim = c.head_dim;
+  const T q = T(c.num_attention_heads) * head_dim, kv = T(c.num_key_value_heads) * head_dim;
+  T layer = h * q * 2 + h * kv * 2 + h * i * 3 + h * 2;
+  if (c.qkv_bias) layer = layer + q + kv * 2;
+  if (c.o_bias) layer = layer + h;
+  if (c.mlp_bias) layer = layer + i * 2 + h;
+  if (c.qk_norm) layer = layer + head_dim * 2;
+  const T embed = T(c.vocab_size) * h;
+  T total = embed + h + T(c.num_hidden_layers) * layer;
+  if (!c.tie_word_embeddings) total = total + embed;
+  return total;
+}
+
+// Refuses a config implying more than kMaxParameters, naming the size field most to blame: the
+// one whose reduction to 1 shrinks the count most.
+void CheckParameterCount(const ModelConfig& c, std::string_view source) {
+  const double count = CountParameters<double>(c);
+  if (count <= kMaxParameters) return;
+  int64_t ModelConfig::*const fields[] = {
+      &ModelConfig::vocab_size,          &ModelConfig::hidden_size,
+      &ModelConfig::intermediate_size,   &ModelConfig::num_hidden_layers,
+      &ModelConfig::num_attention_heads, &ModelConfig::num_key_value_heads,
+      &ModelConfig::head_dim};
+  const char* names[] = {"vocab_size",          "hidden_size",         "intermediate_size",
+                         "num_hidden_layers",   "num_attention_heads", "num_key_value_heads",
+                         "head_dim"};
+  size_t blamed = 0;
+  double smallest = count;
+  for (size_t f = 0; f < std::size(fields); ++f) {
+    ModelConfig reduced = c;
+    reduced.*fields[f] = 1;
+    const double rest = CountParameters<double>(reduced);
+    if (rest < smallest) {
+      smallest = rest;
+      blamed = f;
+    }
+  }
+  char figures[128];
+  std::snprintf(figures, sizeof figures, "about %.3g parameters, more than the limit of %.0e",
+                count, kMaxParameters);
+  Fail(Context(source, names[blamed]),
+       std::to_string(c.*fields[blamed]) + " is too large: the config implies " + figures,
+       ErrorCode::kBadModel);
+}
+
 const char* ArchitectureOf(const std::string& model_type) {
   if (model_type == "llama") return "LlamaForCausalLM";
   if (model_type == "mistral") return "MistralForCausalLM";
@@ -158,11 +227,8 @@ ModelConfig ModelConfig::FromJson(std::string_view text, std::string_view source
 }
 
 ModelConfig ModelConfig::FromJsonFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) Fail(path, "cannot open config file");
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return FromJson(buffer.str(), path);
+  const MappedFile file(path);  // refuses a FIFO or device without blocking
+  return FromJson(file.view(), path);
 }
 
 void ModelConfig::Validate(std::string_view source) const {
@@ -210,11 +276,7 @@ void ModelConfig::Validate(std::string_view source) const {
     }
     positive(rope_original_max_position_embeddings, "original_max_position_embeddings");
   }
-  try {
-    NumParameters();
-  } catch (const Error&) {
-    Fail(Context(source, "hidden_size"), "sizes are too large: the parameter count overflows");
-  }
+  CheckParameterCount(*this, source);
   // What each model_type can express in config.json (so ToJson round-trips).
   bool ok = true;
   if (model_type == "llama") ok = qkv_bias == o_bias && !qk_norm;
@@ -274,31 +336,9 @@ std::string ModelConfig::ToJson(std::string_view dtype) const {
 }
 
 int64_t ModelConfig::NumParameters() const {
-  // Checked arithmetic: config.json is outside input and its sizes may be absurd.
-  bool overflow = false;
-  auto mul = [&](int64_t a, int64_t b) {
-    int64_t r = 0;
-    overflow |= __builtin_mul_overflow(a, b, &r);
-    return r;
-  };
-  auto add = [&](int64_t a, int64_t b) {
-    int64_t r = 0;
-    overflow |= __builtin_add_overflow(a, b, &r);
-    return r;
-  };
-  const int64_t h = hidden_size, i = intermediate_size;
-  const int64_t q = mul(num_attention_heads, head_dim), kv = mul(num_key_value_heads, head_dim);
-  int64_t layer =
-      add(add(mul(mul(h, q), 2), mul(mul(h, kv), 2)), add(mul(mul(h, i), 3), mul(h, 2)));
-  if (qkv_bias) layer = add(layer, add(q, mul(kv, 2)));
-  if (o_bias) layer = add(layer, h);
-  if (mlp_bias) layer = add(layer, add(mul(i, 2), h));
-  if (qk_norm) layer = add(layer, mul(head_dim, 2));
-  const int64_t embed = mul(vocab_size, h);
-  int64_t total = add(add(embed, h), mul(num_hidden_layers, layer));
-  if (!tie_word_embeddings) total = add(total, embed);
-  if (overflow) Fail("model config", "parameter count overflows int64 (sizes too large)");
-  return total;
+  const CheckedInt total = CountParameters<CheckedInt>(*this);
+  if (total.overflow) Fail("model config", "parameter count overflows int64 (sizes too large)");
+  return total.value;
 }
 
 }  // namespace dpo

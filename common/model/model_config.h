@@ -61,15 +61,17 @@ struct ModelConfig {
   static ModelConfig FromJson(std::string_view text, std::string_view source_name);
   static ModelConfig FromJsonFile(const std::string& path);
 
-  // Checks the invariants (positive sizes, divisibility, supported rope type). FromJson calls it;
-  // call it after building a config in code. Throws dpo::Error naming `source_name` and the field.
+  // Checks the invariants (positive sizes, divisibility, supported rope type, at most 10^13
+  // parameters, so no absurd config reaches an allocator). FromJson calls it; call it after
+  // building a config in code. Throws dpo::Error naming `source_name` and the field (for too many
+  // parameters, the size field whose reduction shrinks the count most).
   void Validate(std::string_view source_name) const;
 
   // config.json text that transformers loads. `dtype` ("float32", "bfloat16", "float16") is
   // written as the checkpoint's dtype when non-empty.
   std::string ToJson(std::string_view dtype = "") const;
 
-  // Throws dpo::Error when the count overflows int64 (Validate rejects such configs).
+  // Throws dpo::Error when the count overflows int64 (Validate rejects such configs first).
   int64_t NumParameters() const;
 };
 

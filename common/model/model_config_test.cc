@@ -138,9 +138,40 @@ TEST(ModelConfigTest, RejectsBadFields) {
   j = LlamaJson();
   j["intermediate_size"] = int64_t{1} << 40;
   j["num_hidden_layers"] = int64_t{1} << 20;
-  ExpectError(j, {"too large"});
+  ExpectError(j, {"'intermediate_size'", "too large"});
   EXPECT_THROW(ModelConfig::FromJson("{bad", "x"), Error);
   EXPECT_THROW(ModelConfig::FromJsonFile("/nonexistent/config.json"), Error);
+}
+
+TEST(ModelConfigTest, RefusesParameterCountsThatCouldNeverFitNamingTheField) {
+  json j = LlamaJson();
+  j["num_hidden_layers"] = 1000000000;  // 5e13 parameters: over the 1e13 limit
+  ExpectError(j, {"'num_hidden_layers'", "1000000000 is too large", "parameters"});
+  j = LlamaJson();
+  j["hidden_size"] = int64_t{1} << 40;  // hidden_size^2 overflows int64: still named, no overflow
+  j["head_dim"] = 16;
+  ExpectError(j, {"'hidden_size'", "too large"});
+  j = LlamaJson();
+  j["vocab_size"] = int64_t{1} << 50;
+  ExpectError(j, {"'vocab_size'", "too large"});
+  // Validate refuses a config built in code too (CausalLM calls it before allocating).
+  ModelConfig c = ModelConfig::FromJson(LlamaJson().dump(), "cfg");
+  c.num_hidden_layers = int64_t{1} << 40;
+  try {
+    c.Validate("built in code");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("built in code: field 'num_hidden_layers'"), std::string::npos) << e.what();
+  }
+  // Just under the limit passes (a 70B-class count is far below it).
+  j = LlamaJson();
+  j["vocab_size"] = 128256;
+  j["hidden_size"] = 8192;
+  j["intermediate_size"] = 28672;
+  j["num_hidden_layers"] = 80;
+  j["num_attention_heads"] = 64;
+  j["num_key_value_heads"] = 8;
+  EXPECT_GT(ModelConfig::FromJson(j.dump(), "cfg").NumParameters(), int64_t{70} * 1000 * 1000 * 1000);
 }
 
 }  // namespace

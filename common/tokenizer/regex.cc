@@ -52,7 +52,7 @@ std::string HfCompatiblePattern(std::string_view p) {
   return out;
 }
 
-Regex::Regex(const std::string& pattern, const std::string& context) {
+Regex::Regex(const std::string& pattern, const std::string& context) : context_(context) {
   std::string compiled = HfCompatiblePattern(pattern);
   int err = 0;
   PCRE2_SIZE offset = 0;
@@ -80,7 +80,8 @@ bool Regex::Find(std::string_view text, size_t pos, size_t* start, size_t* end) 
   if (rc < 0) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(rc, msg, sizeof(msg));
-    Fail("regex match", reinterpret_cast<const char*>(msg));
+    Fail(context_, std::string("regex match failed: ") + reinterpret_cast<const char*>(msg),
+         ErrorCode::kBadData);
   }
   PCRE2_SIZE* ov = pcre2_get_ovector_pointer(s.data);
   *start = ov[0];

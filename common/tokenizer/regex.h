@@ -15,6 +15,8 @@ namespace dpo::tok {
 class Regex {
  public:
   // Compiles `pattern`. Throws dpo::Error naming `context` and the PCRE2 message on failure.
+  // `context` (the tokenizer file and field) also names the regex when a match fails (PCRE2's
+  // match or depth limit on pathological text); the caller adds which text it was.
   Regex(const std::string& pattern, const std::string& context);
   ~Regex();
   Regex(const Regex&) = delete;
@@ -41,6 +43,7 @@ class Regex {
  private:
   // First match at or after `pos`; false when there is none.
   bool Find(std::string_view text, size_t pos, size_t* start, size_t* end) const;
+  std::string context_;
   void* code_ = nullptr;  // pcre2_code*
 };
 

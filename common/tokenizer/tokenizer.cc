@@ -294,6 +294,17 @@ std::unique_ptr<Tokenizer> Tokenizer::FromJson(std::string_view tokenizer_json,
   }
 }
 
+void CheckVocabularyFits(const Tokenizer& tokenizer, std::string_view tokenizer_name,
+                         int64_t model_vocab_size, std::string_view model_name) {
+  const size_t needed = tokenizer.vocab_size();
+  if (model_vocab_size >= 0 && static_cast<uint64_t>(model_vocab_size) >= needed) return;
+  Fail(model_name, "vocab_size " + std::to_string(model_vocab_size) +
+                       " is smaller than the tokenizer's " + std::string(tokenizer_name) +
+                       ", whose largest token id is " + std::to_string(needed - 1) +
+                       " (the model needs vocab_size >= " + std::to_string(needed) + ")",
+       ErrorCode::kInvalidSpec);
+}
+
 std::unique_ptr<Tokenizer> Tokenizer::Load(const std::string& path) {
   namespace fs = std::filesystem;
   std::string file = path;

@@ -32,7 +32,8 @@ class Tokenizer {
   // (add_bos_token / add_eos_token, or the post-processor's template); otherwise adds nothing.
   // Invalid UTF-8 (HF only accepts str) is first repaired: each maximal ill-formed subpart
   // becomes U+FFFD, as Python's bytes.decode(errors="replace") does, so
-  // Encode(b) == HF.encode(b.decode("utf-8", "replace")).
+  // Encode(b) == HF.encode(b.decode("utf-8", "replace")). Throws dpo::Error naming the file and
+  // regex when a regex gives up on pathological text (PCRE2's match limit).
   virtual std::vector<TokenId> Encode(std::string_view text, bool add_special_tokens) const = 0;
   // Decodes ids to text. skip_special_tokens drops ids of special added tokens.
   virtual std::string Decode(const std::vector<TokenId>& ids, bool skip_special_tokens) const = 0;
@@ -48,5 +49,11 @@ class Tokenizer {
   // Stable hash of the tokenizer's files; a prepared dataset records it.
   virtual uint64_t content_hash() const = 0;
 };
+
+// Refuses a model whose embedding has fewer rows (`model_vocab_size`) than the tokenizer has ids
+// (vocab_size(): one past its largest id, added tokens included): such an id would index past
+// the embedding in the middle of training. Throws dpo::Error naming both files and both sizes.
+void CheckVocabularyFits(const Tokenizer& tokenizer, std::string_view tokenizer_name,
+                         int64_t model_vocab_size, std::string_view model_name);
 
 }  // namespace dpo

@@ -223,5 +223,36 @@ TEST(TokenizerTest, MalformedFilesNameFileAndField) {
   EXPECT_THROW(Tokenizer::Load("/nonexistent/tokenizer.json"), Error);
 }
 
+TEST(TokenizerTest, RegexMatchLimitNamesFileAndField) {
+  // Nested quantifiers backtrack exponentially on a's not followed by b: PCRE2 gives up at its
+  // match limit, and the error says which tokenizer file and regex (the data layer adds the line).
+  json j = ByteLevelJson();
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(a+)+b";
+  auto tokenizer = Tokenizer::FromJson(j.dump(), "", "dir/tokenizer.json");
+  try {
+    tokenizer->Encode(std::string(40, 'a') + "!b", false);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.rfind("dir/tokenizer.json: pre_tokenizer.pretokenizers[0].pattern: regex match failed: ", 0), 0u)
+        << what;
+    EXPECT_NE(what.find("limit"), std::string::npos) << what;
+  }
+}
+
+TEST(TokenizerTest, VocabularyCheckNamesBothFilesAndSizes) {
+  auto tokenizer = Tokenizer::FromJson(ByteLevelJson().dump(), "", "tok.json");
+  ASSERT_EQ(tokenizer->vocab_size(), 267u);  // largest id 266, an added token
+  CheckVocabularyFits(*tokenizer, "tok.json", 267, "model/config.json");
+  try {
+    CheckVocabularyFits(*tokenizer, "tok.json", 266, "model/config.json");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "model/config.json: vocab_size 266 is smaller than the tokenizer's tok.json, whose "
+              "largest token id is 266 (the model needs vocab_size >= 267)");
+  }
+}
+
 }  // namespace
 }  // namespace dpo

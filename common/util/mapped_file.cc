@@ -13,8 +13,8 @@
 
 namespace dpo {
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+int OpenRegularFile(const std::string& path, size_t* size) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) Fail(path, std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -24,9 +24,16 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    Fail(path, "not a regular file");
+    Fail(path, "not a regular file", ErrorCode::kInvalidSpec);
   }
-  size_ = static_cast<size_t>(st.st_size);
+  // Plain blocking reads from here on (O_NONBLOCK has no effect on regular files anyway).
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  if (size != nullptr) *size = static_cast<size_t>(st.st_size);
+  return fd;
+}
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  int fd = OpenRegularFile(path, &size_);
   if (size_ > 0) {
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {

@@ -7,10 +7,18 @@
 
 namespace dpo {
 
+// Opens `path` read-only (close-on-exec) and returns the descriptor. Refuses anything that is not
+// a regular file (a FIFO, a device, a directory) with dpo::Error "path: not a regular file",
+// without blocking: the open is non-blocking, so a FIFO with no writer cannot hang the caller,
+// and the check is on the opened descriptor, so a path swapped in between cannot slip through.
+// Every reader of a user-named input file opens it through here. Sets *size (when given) to the
+// file's size.
+int OpenRegularFile(const std::string& path, size_t* size = nullptr);
+
 class MappedFile {
  public:
-  // Maps `path` read-only. Throws dpo::Error naming the path when it cannot be opened or mapped.
-  // An empty file maps to an empty view.
+  // Maps `path` read-only. Throws dpo::Error naming the path when it cannot be opened or mapped,
+  // or is not a regular file (OpenRegularFile). An empty file maps to an empty view.
   explicit MappedFile(const std::string& path);
   ~MappedFile();
   MappedFile(MappedFile&& other) noexcept;

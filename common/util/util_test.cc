@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -23,6 +25,22 @@ TEST(MappedFileTest, MapsContentsAndNamesMissingFile) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/dir/x.bin"), std::string::npos);
   }
   std::filesystem::remove(path);
+}
+
+TEST(MappedFileTest, RefusesFifoAndDirectoryWithoutBlocking) {
+  // A FIFO with no writer would block a plain open() forever; it must fail at once instead.
+  auto fifo = std::filesystem::temp_directory_path() / ("dpo_util_test_fifo_" + std::to_string(::getpid()));
+  std::filesystem::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string path : {fifo.string(), std::filesystem::temp_directory_path().string()}) {
+    try {
+      MappedFile file(path);
+      FAIL() << "expected an error for " << path;
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), path + ": not a regular file");
+    }
+  }
+  std::filesystem::remove(fifo);
 }
 
 TEST(HasherTest, KnownFnv1aValueAndOrderSensitivity) {

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "common/util/error.h"
+#include "worker/comm/collective_watchdog.h"
 #include "worker/comm/process_group.h"
 
 namespace dpo {
@@ -49,30 +50,39 @@ at::Tensor SumTarget(const at::Tensor& result) {
 // One nonblocking MPI collective in flight, the completion path of every collective here. MPI
 // reads `source` and writes `wire` until the request completes, so the work holds both; Wait
 // then copies `wire` into `result` when it is an fp32 stand-in. Destruction waits for the
-// request, so MPI never touches a freed buffer.
+// request, so MPI never touches a freed buffer. Every wait is watched by the group's watchdog.
 class MpiWork final : public CollectiveWork {
  public:
   // A collective that needed no communication (one rank): already complete.
   MpiWork() = default;
-  // `start` is the MPI_I* call: int(MPI_Request*).
+  // `what` names the MPI_I* call (a literal); `start` makes it: int(MPI_Request*).
   template <typename Start>
-  MpiWork(const char* what, at::Tensor source, at::Tensor wire, at::Tensor result, Start start)
-      : source_(std::move(source)), wire_(std::move(wire)), result_(std::move(result)) {
+  MpiWork(const char* what, CollectiveWatchdog& watchdog, at::Tensor source, at::Tensor wire,
+          at::Tensor result, Start start)
+      : what_(what), watchdog_(&watchdog), source_(std::move(source)), wire_(std::move(wire)),
+        result_(std::move(result)) {
     CheckMpi(start(&request_), what);
   }
   ~MpiWork() override {
-    if (request_ != MPI_REQUEST_NULL) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+    if (request_ == MPI_REQUEST_NULL) return;
+    const auto watch = watchdog_->Start(what_);
+    MPI_Wait(&request_, MPI_STATUS_IGNORE);
   }
   MpiWork(const MpiWork&) = delete;
   MpiWork& operator=(const MpiWork&) = delete;
 
   void Wait() override {
     if (request_ == MPI_REQUEST_NULL) return;
-    CheckMpi(MPI_Wait(&request_, MPI_STATUS_IGNORE), "Wait");
+    {
+      const auto watch = watchdog_->Start(what_);
+      CheckMpi(MPI_Wait(&request_, MPI_STATUS_IGNORE), "Wait");
+    }
     if (!wire_.is_same(result_)) result_.copy_(wire_);
   }
 
  private:
+  const char* what_ = "";
+  CollectiveWatchdog* watchdog_ = nullptr;
   at::Tensor source_, wire_, result_;
   MPI_Request request_ = MPI_REQUEST_NULL;
 };
@@ -101,10 +111,9 @@ namespace {
 
 class MpiProcessGroup final : public ProcessGroup {
  public:
-  MpiProcessGroup() {
-    CheckMpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "Comm_rank");
-    CheckMpi(MPI_Comm_size(MPI_COMM_WORLD, &world_size_), "Comm_size");
-  }
+  explicit MpiProcessGroup(CollectiveTimeoutOptions timeout)
+      : rank_(CommRank()), world_size_(CommSize()),
+        watchdog_(rank_, world_size_, std::move(timeout)) {}
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
 
@@ -112,10 +121,11 @@ class MpiProcessGroup final : public ProcessGroup {
     CheckTensor(tensor, "AllReduceSum");
     if (world_size_ == 1) return std::make_unique<MpiWork>();
     at::Tensor wire = SumSource(tensor);  // summed in place
-    return std::make_unique<MpiWork>("Iallreduce", wire, wire, tensor, [&](MPI_Request* request) {
-      return MPI_Iallreduce(MPI_IN_PLACE, wire.data_ptr(), static_cast<int>(wire.numel()),
-                            MpiType(wire.scalar_type()), MPI_SUM, MPI_COMM_WORLD, request);
-    });
+    return std::make_unique<MpiWork>(
+        "MPI Iallreduce", watchdog_, wire, wire, tensor, [&](MPI_Request* request) {
+          return MPI_Iallreduce(MPI_IN_PLACE, wire.data_ptr(), static_cast<int>(wire.numel()),
+                                MpiType(wire.scalar_type()), MPI_SUM, MPI_COMM_WORLD, request);
+        });
   }
 
   std::unique_ptr<CollectiveWork> AllGatherAsync(const at::Tensor& input,
@@ -126,7 +136,7 @@ class MpiProcessGroup final : public ProcessGroup {
     if (world_size_ == 1) return Copied(input, output);
     // All-gather moves bytes, so any dtype goes as raw bytes.
     return std::make_unique<MpiWork>(
-        "Iallgather", input, output, output, [&](MPI_Request* request) {
+        "MPI Iallgather", watchdog_, input, output, output, [&](MPI_Request* request) {
           const int bytes = static_cast<int>(input.nbytes());
           return MPI_Iallgather(input.data_ptr(), bytes, MPI_BYTE, output.data_ptr(), bytes,
                                 MPI_BYTE, MPI_COMM_WORLD, request);
@@ -139,7 +149,7 @@ class MpiProcessGroup final : public ProcessGroup {
     if (world_size_ == 1) return Copied(input, output);
     at::Tensor source = SumSource(input), wire = SumTarget(output);
     return std::make_unique<MpiWork>(
-        "Ireduce_scatter_block", source, wire, output, [&](MPI_Request* request) {
+        "MPI Ireduce_scatter_block", watchdog_, source, wire, output, [&](MPI_Request* request) {
           return MPI_Ireduce_scatter_block(source.data_ptr(), wire.data_ptr(),
                                            static_cast<int>(wire.numel()),
                                            MpiType(wire.scalar_type()), MPI_SUM, MPI_COMM_WORLD,
@@ -151,6 +161,7 @@ class MpiProcessGroup final : public ProcessGroup {
     if (world_size_ == 1) return;
     CheckTensor(tensor, "Broadcast");
     // Broadcast moves bytes, so any dtype goes as raw bytes.
+    const auto watch = watchdog_.Start("MPI Bcast");
     CheckMpi(MPI_Bcast(tensor.data_ptr(), static_cast<int>(tensor.nbytes()), MPI_BYTE, root,
                        MPI_COMM_WORLD),
              "Bcast");
@@ -159,12 +170,16 @@ class MpiProcessGroup final : public ProcessGroup {
   double AllReduceScalar(double value) override {
     double sum = value;
     if (world_size_ > 1) {
+      const auto watch = watchdog_.Start("MPI Allreduce");
       CheckMpi(MPI_Allreduce(&value, &sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "Allreduce");
     }
     return sum;
   }
 
-  void Barrier() override { CheckMpi(MPI_Barrier(MPI_COMM_WORLD), "Barrier"); }
+  void Barrier() override {
+    const auto watch = watchdog_.Start("MPI Barrier");
+    CheckMpi(MPI_Barrier(MPI_COMM_WORLD), "Barrier");
+  }
 
  private:
   static void CheckTensor(const at::Tensor& tensor, const char* op) {
@@ -184,8 +199,19 @@ class MpiProcessGroup final : public ProcessGroup {
     output.view(-1).copy_(input.view(-1));
     return std::make_unique<MpiWork>();
   }
-  int rank_ = 0;
-  int world_size_ = 1;
+  static int CommRank() {
+    int rank = 0;
+    CheckMpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank), "Comm_rank");
+    return rank;
+  }
+  static int CommSize() {
+    int size = 1;
+    CheckMpi(MPI_Comm_size(MPI_COMM_WORLD, &size), "Comm_size");
+    return size;
+  }
+  const int rank_;
+  const int world_size_;
+  CollectiveWatchdog watchdog_;
 };
 
 }  // namespace
@@ -203,6 +229,10 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK")) local_rank_ = std::atoi(local);
 }
 
+void MpiSession::Barrier() const {
+  if (world_size_ > 1) CheckMpi(MPI_Barrier(MPI_COMM_WORLD), "Barrier");
+}
+
 MpiSession::~MpiSession() {
   if (owns_init_) MPI_Finalize();
 }
@@ -212,6 +242,8 @@ void AbortAllRanks(int code) {
   std::_Exit(code);
 }
 
-std::unique_ptr<ProcessGroup> MakeMpiProcessGroup() { return std::make_unique<MpiProcessGroup>(); }
+std::unique_ptr<ProcessGroup> MakeMpiProcessGroup(CollectiveTimeoutOptions timeout) {
+  return std::make_unique<MpiProcessGroup>(std::move(timeout));
+}
 
 }  // namespace dpo

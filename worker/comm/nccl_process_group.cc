@@ -3,6 +3,8 @@
 #include <nccl.h>
 
 #include <initializer_list>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include <ATen/cuda/CUDAEvent.h>
@@ -36,20 +38,23 @@ ncclDataType_t NcclType(at::ScalarType type) {
 }
 
 // A collective queued on the communication stream; Wait() makes the caller's current stream
-// wait for it (no host sync).
+// wait for it (no host sync). The watchdog polls `done` too (shared: it may outlive the work).
 struct NcclWork final : CollectiveWork {
-  explicit NcclWork(c10::DeviceIndex device) : device(device) {}
-  void Wait() override { done.block(c10::cuda::getCurrentCUDAStream(device)); }
+  explicit NcclWork(c10::DeviceIndex device)
+      : device(device), done(std::make_shared<at::cuda::CUDAEvent>()) {}
+  void Wait() override { done->block(c10::cuda::getCurrentCUDAStream(device)); }
   c10::DeviceIndex device;
-  at::cuda::CUDAEvent done;
+  std::shared_ptr<at::cuda::CUDAEvent> done;
 };
 
 // Owns one ncclComm_t (RAII). All-reduces, all-gathers and reduce-scatters run on a communication
 // stream, after the work queued on the current stream, so they overlap compute; broadcasts run
-// on the current stream.
+// on the current stream. The watchdog follows every collective until its event completes and
+// polls ncclCommGetAsyncError; on a timeout or an error it calls ncclCommAbort (from its own
+// thread, as NCCL allows) and ends the process.
 class NcclProcessGroup final : public ProcessGroup {
  public:
-  explicit NcclProcessGroup(int device_index)
+  NcclProcessGroup(int device_index, CollectiveTimeoutOptions timeout)
       : device_index_(device_index),
         comm_stream_(c10::cuda::getStreamFromPool(/*isHighPriority=*/true,
                                                   static_cast<c10::DeviceIndex>(device_index))) {
@@ -60,8 +65,12 @@ class NcclProcessGroup final : public ProcessGroup {
     MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_index_));
     CheckNccl(ncclCommInitRank(&comm_, world_size_, id, rank_), "CommInitRank");
+    watchdog_.emplace(rank_, world_size_, std::move(timeout),
+                      CollectiveWatchdog::Backend{.async_error = [this] { return AsyncError(); },
+                                                  .abort = [this] { ncclCommAbort(comm_); }});
   }
   ~NcclProcessGroup() override {
+    watchdog_.reset();  // stops polling the communicator before it is destroyed
     if (comm_ != nullptr) ncclCommDestroy(comm_);
   }
   NcclProcessGroup(const NcclProcessGroup&) = delete;
@@ -103,15 +112,20 @@ class NcclProcessGroup final : public ProcessGroup {
     CheckNccl(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.nbytes(), ncclUint8,
                             root, comm_, stream.stream()),
               "Broadcast");
+    WatchUntilDone("NCCL Broadcast", stream);
   }
 
   double AllReduceScalar(double value) override {
     double sum = value;
-    if (world_size_ > 1) MPI_Allreduce(&value, &sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    if (world_size_ > 1) {
+      const auto watch = watchdog_->Start("MPI Allreduce");
+      MPI_Allreduce(&value, &sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    }
     return sum;
   }
 
   void Barrier() override {
+    const auto watch = watchdog_->Start("Barrier (stream sync, MPI_Barrier)");
     c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device_index_)).synchronize();
     MPI_Barrier(MPI_COMM_WORLD);
   }
@@ -147,20 +161,35 @@ class NcclProcessGroup final : public ProcessGroup {
     }
     CheckNccl(launch(comm_stream_.stream()), what);
     auto work = std::make_unique<NcclWork>(device);
-    work->done.record(comm_stream_);
+    work->done->record(comm_stream_);
+    watchdog_->StartUntil(what, [done = work->done] { return done->query(); });
     return work;
+  }
+  // Has the watchdog follow the collective just queued on `stream` until it completes.
+  void WatchUntilDone(const char* what, const c10::cuda::CUDAStream& stream) {
+    auto done = std::make_shared<at::cuda::CUDAEvent>();
+    done->record(stream);
+    watchdog_->StartUntil(what, [done] { return done->query(); });
+  }
+  // The communicator's asynchronous error (a peer lost, a network failure), or "".
+  std::string AsyncError() const {
+    ncclResult_t result = ncclSuccess;
+    if (ncclCommGetAsyncError(comm_, &result) != ncclSuccess || result == ncclSuccess) return "";
+    return std::string("NCCL communicator failed: ") + ncclGetErrorString(result);
   }
   int device_index_;
   int rank_ = 0;
   int world_size_ = 1;
   ncclComm_t comm_ = nullptr;
   c10::cuda::CUDAStream comm_stream_;
+  std::optional<CollectiveWatchdog> watchdog_;  // set once comm_ exists
 };
 
 }  // namespace
 
-std::unique_ptr<ProcessGroup> MakeNcclProcessGroup(int device_index) {
-  return std::make_unique<NcclProcessGroup>(device_index);
+std::unique_ptr<ProcessGroup> MakeNcclProcessGroup(int device_index,
+                                                   CollectiveTimeoutOptions timeout) {
+  return std::make_unique<NcclProcessGroup>(device_index, std::move(timeout));
 }
 
 }  // namespace dpo

@@ -4,7 +4,7 @@
 
 namespace dpo {
 
-std::unique_ptr<ProcessGroup> MakeNcclProcessGroup(int) {
+std::unique_ptr<ProcessGroup> MakeNcclProcessGroup(int, CollectiveTimeoutOptions) {
   Fail("NCCL", "this build has no CUDA/NCCL support; run on the CPU (device: cpu)");
 }
 

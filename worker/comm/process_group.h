@@ -5,15 +5,21 @@
 //
 // CPU tensors go over MPI; CUDA tensors over NCCL, whose communicator is bootstrapped through
 // MPI (rank 0's ncclUniqueId is broadcast with MPI_Bcast).
+//
+// Every collective wait is bounded (CollectiveTimeoutOptions): a rank that stops answering makes
+// the others fail with collective_timeout instead of waiting forever.
 #pragma once
 
 #include <memory>
 
 #include <ATen/core/Tensor.h>
 
+#include "worker/comm/collective_watchdog.h"
+
 namespace dpo {
 
-// A collective in flight. Destruction waits for it, so its buffer is never freed under it.
+// A collective in flight. Destruction waits for it, so its buffer is never freed under it. It
+// must not outlive the group that started it (its waits are watched by the group's watchdog).
 class CollectiveWork {
  public:
   virtual ~CollectiveWork() = default;
@@ -69,6 +75,8 @@ class MpiSession {
   int world_size() const { return world_size_; }
   // Rank within this node (OMPI_COMM_WORLD_LOCAL_RANK), for picking a GPU.
   int local_rank() const { return local_rank_; }
+  // MPI_Barrier over MPI_COMM_WORLD, before any process group exists (no timeout).
+  void Barrier() const;
 
  private:
   bool owns_init_ = false;
@@ -82,11 +90,14 @@ class MpiSession {
 [[noreturn]] void AbortAllRanks(int code);
 
 // MPI over MPI_COMM_WORLD; CPU tensors of float, double, bfloat16 (as 16-bit sums are
-// not supported, bf16/f16 are reduced through an fp32 copy), int32 or int64.
-std::unique_ptr<ProcessGroup> MakeMpiProcessGroup();
+// not supported, bf16/f16 are reduced through an fp32 copy), int32 or int64. Every wait is
+// bounded by `timeout` (collective_watchdog.h).
+std::unique_ptr<ProcessGroup> MakeMpiProcessGroup(CollectiveTimeoutOptions timeout = {});
 
 // NCCL over CUDA tensors on `device_index`; needs an MpiSession. Throws dpo::Error when the
-// build has no NCCL.
-std::unique_ptr<ProcessGroup> MakeNcclProcessGroup(int device_index);
+// build has no NCCL. Every collective is bounded by `timeout`, and the communicator is polled
+// for asynchronous errors; either aborts it (ncclCommAbort) and ends the process.
+std::unique_ptr<ProcessGroup> MakeNcclProcessGroup(int device_index,
+                                                   CollectiveTimeoutOptions timeout = {});
 
 }  // namespace dpo

@@ -124,22 +124,40 @@ std::string SaveShardedCheckpoint(const std::string& output_dir, ShardedModel& s
 class OptimizerStateReader::Source {
  public:
   virtual ~Source() = default;
-  // Elements [begin, end) of `kind` of parameter `name`, flattened, fp32 on the CPU.
-  virtual at::Tensor Read(const std::string& kind, const std::string& name, int64_t begin,
-                          int64_t end) const = 0;
+  // Elements [begin, end) of `kind` of parameter `name`, flattened, fp32 on the CPU. `numel` is
+  // the parameter's element count in the model being resumed: a checkpoint that holds another
+  // count for it is refused (dpo::Error naming the file and tensor), never cut or padded to fit.
+  virtual at::Tensor Read(const std::string& kind, const std::string& name, int64_t numel,
+                          int64_t begin, int64_t end) const = 0;
   // AdamW's step count of parameter `name`, a 0-dim fp32 tensor.
   virtual at::Tensor Step(const std::string& name) const = 0;
 };
 
 namespace {
 
+void CheckNumel(const std::string& file, const std::string& tensor, int64_t stored, int64_t expected,
+                const std::string& expected_by) {
+  if (stored == expected) return;
+  Fail(file, "tensor '" + tensor + "' holds " + std::to_string(stored) + " elements, but " + expected_by +
+                 " has " + std::to_string(expected) + "; refusing to resume from it",
+       ErrorCode::kBadModel);
+}
+
+int64_t Numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
 // optimizer.safetensors of a replicated run: whole tensors keyed by parameter name.
 class ReplicatedSource final : public OptimizerStateReader::Source {
  public:
   explicit ReplicatedSource(const std::string& path) : reader_(path) {}
-  at::Tensor Read(const std::string& kind, const std::string& name, int64_t begin,
+  at::Tensor Read(const std::string& kind, const std::string& name, int64_t numel, int64_t begin,
                   int64_t end) const override {
-    return reader_.Read(kind + "." + name, torch::kFloat).reshape(-1).narrow(0, begin, end - begin);
+    const std::string key = kind + "." + name;
+    CheckNumel(reader_.FileOf(key), key, Numel(reader_.Shape(key)), numel, "the parameter");
+    return reader_.Read(key, torch::kFloat).reshape(-1).narrow(0, begin, end - begin);
   }
   at::Tensor Step(const std::string& name) const override {
     return reader_.Read("step." + name, torch::kFloat);
@@ -153,14 +171,16 @@ class ReplicatedSource final : public OptimizerStateReader::Source {
 class ShardedSource final : public OptimizerStateReader::Source {
  public:
   explicit ShardedSource(const std::string& dir) {
-    const std::string path = JoinPath(dir, kManifest);
+    manifest_ = JoinPath(dir, kManifest);
+    const std::string& path = manifest_;
     try {
       const nlohmann::json manifest = nlohmann::json::parse(ReadWholeFile(path));
       world_ = manifest.at("world_size").get<int64_t>();
       for (const auto& unit : manifest.at("units")) {
         units_.push_back({unit.at("name").get<std::string>(), unit.at("shard_numel").get<int64_t>()});
         for (const auto& p : unit.at("params")) {
-          params_[p.at("name").get<std::string>()] = {units_.size() - 1, p.at("offset").get<int64_t>()};
+          params_[p.at("name").get<std::string>()] = {units_.size() - 1, p.at("offset").get<int64_t>(),
+                                                      Numel(p.at("shape").get<std::vector<int64_t>>())};
         }
       }
     } catch (const nlohmann::json::exception& e) {
@@ -169,12 +189,21 @@ class ShardedSource final : public OptimizerStateReader::Source {
     if (world_ < 1) Fail(path, "world_size must be >= 1");
     for (int64_t r = 0; r < world_; ++r) {
       ranks_.push_back(std::make_unique<CheckpointReader>(JoinPath(dir, RankFile(r, world_))));
+      // Every shard as long as the manifest says, or the flat positions below would be wrong.
+      for (const UnitInfo& unit : units_) {
+        for (const char* kind : kKinds) {
+          const std::string key = std::string(kind) + "." + unit.name;
+          CheckNumel(ranks_.back()->FileOf(key), key, Numel(ranks_.back()->Shape(key)), unit.shard_numel,
+                     path + " (shard_numel)");
+        }
+      }
     }
   }
 
-  at::Tensor Read(const std::string& kind, const std::string& name, int64_t begin,
+  at::Tensor Read(const std::string& kind, const std::string& name, int64_t numel, int64_t begin,
                   int64_t end) const override {
-    const auto& [unit_index, offset] = Find(name);
+    const auto& [unit_index, offset, stored_numel] = Find(name);
+    CheckNumel(manifest_, name, stored_numel, numel, "the parameter");
     const UnitInfo& unit = units_[unit_index];
     at::Tensor out = torch::empty({end - begin}, torch::kFloat);
     // Flat positions [offset + begin, offset + end) of the unit, spread over the ranks' shards.
@@ -189,7 +218,7 @@ class ShardedSource final : public OptimizerStateReader::Source {
   }
 
   at::Tensor Step(const std::string& name) const override {
-    return ranks_.front()->Read("step." + units_[Find(name).first].name, torch::kFloat);
+    return ranks_.front()->Read("step." + units_[Find(name).unit].name, torch::kFloat);
   }
 
  private:
@@ -197,14 +226,19 @@ class ShardedSource final : public OptimizerStateReader::Source {
     std::string name;
     int64_t shard_numel;
   };
-  const std::pair<size_t, int64_t>& Find(const std::string& name) const {
+  struct ParamInfo {
+    size_t unit;
+    int64_t offset, numel;
+  };
+  const ParamInfo& Find(const std::string& name) const {
     auto it = params_.find(name);
     if (it == params_.end()) Fail("optimizer manifest", "no parameter \"" + name + "\"");
     return it->second;
   }
   int64_t world_ = 0;
   std::vector<UnitInfo> units_;
-  std::map<std::string, std::pair<size_t, int64_t>> params_;  // name -> (unit, offset)
+  std::string manifest_;
+  std::map<std::string, ParamInfo> params_;
   std::vector<std::unique_ptr<CheckpointReader>> ranks_;
 };
 
@@ -231,7 +265,7 @@ std::map<std::string, at::Tensor> OptimizerStateReader::ForParameters(
     for (int64_t d : shapes[i]) numel *= d;
     for (const char* kind : kKinds) {
       state[std::string(kind) + "." + names[i]] =
-          source_->Read(kind, names[i], 0, numel).view(shapes[i]).to(device);
+          source_->Read(kind, names[i], numel, 0, numel).view(shapes[i]).to(device);
     }
     state["step." + names[i]] = source_->Step(names[i]).to(device);
   }
@@ -242,16 +276,12 @@ std::map<std::string, at::Tensor> OptimizerStateReader::ForShards(
     const std::vector<UnitLayout>& layouts, int64_t rank, c10::Device device) const {
   std::map<std::string, at::Tensor> state;
   for (const UnitLayout& unit : layouts) {
-    // This rank's flat range [first, last) of the unit, padding excluded (it stays zero).
-    const int64_t first = rank * unit.shard_numel;
-    const int64_t last = std::min(first + unit.shard_numel, unit.numel);
     for (const char* kind : kKinds) {
-      at::Tensor shard = torch::zeros({unit.shard_numel}, torch::kFloat);
-      for (const FlatParam& p : unit.params) {
-        const int64_t begin = std::max(first, p.offset), end = std::min(last, p.offset + p.numel);
-        if (begin >= end) continue;
-        shard.narrow(0, begin - first, end - begin)
-            .copy_(source_->Read(kind, p.name, begin - p.offset, end - p.offset));
+      at::Tensor shard = torch::zeros({unit.shard_numel}, torch::kFloat);  // padding stays zero
+      for (const ShardPiece& piece : ShardPieces(unit, rank)) {
+        shard.narrow(0, piece.shard_begin, piece.length)
+            .copy_(source_->Read(kind, piece.param->name, piece.param->numel, piece.param_begin,
+                                 piece.param_begin + piece.length));
       }
       state[std::string(kind) + "." + unit.name] = shard.to(device);
     }

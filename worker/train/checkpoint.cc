@@ -135,6 +135,16 @@ std::string CommitCheckpoint(const std::string& temp_dir, const std::string& out
   return final_dir.string();
 }
 
+int RemoveCheckpointTemps(const std::string& output_dir) {
+  const std::string prefix = ".tmp-" + std::string(kPrefix);
+  std::vector<fs::path> temps;
+  for (const auto& entry : fs::directory_iterator(output_dir)) {
+    if (entry.path().filename().string().starts_with(prefix)) temps.push_back(entry.path());
+  }
+  for (const fs::path& temp : temps) RemoveTree(temp.string());
+  return static_cast<int>(temps.size());
+}
+
 LoadedCheckpoint LoadCheckpoint(const std::string& checkpoint_dir, CausalLM& model) {
   CheckpointPaths paths(checkpoint_dir);
   LoadedCheckpoint loaded;
@@ -143,7 +153,19 @@ LoadedCheckpoint LoadCheckpoint(const std::string& checkpoint_dir, CausalLM& mod
   CheckpointReader weights(paths.model_dir);
   for (auto& item : model.named_parameters()) {
     at::Tensor& param = item.value();
-    param.copy_(weights.Read(item.key(), param.scalar_type(), param.device()));
+    // Exactly the parameter's shape, and its dtype or fp32 (a sharded run stores its fp32
+    // masters): copy_ would broadcast a [1] tensor into any shape and round any dtype, so a
+    // mismatched checkpoint would resume silently wrong.
+    const std::vector<int64_t> shape = weights.Shape(item.key());
+    const torch::ScalarType stored = weights.StoredDtype(item.key());
+    if (shape != param.sizes().vec() || (stored != param.scalar_type() && stored != torch::kFloat32)) {
+      Fail(weights.FileOf(item.key()),
+           "tensor '" + item.key() + "' is " + c10::toString(stored) + " " + c10::str(c10::IntArrayRef(shape)) +
+               " in the checkpoint, but the model's parameter is " + c10::toString(param.scalar_type()) + " " +
+               c10::str(param.sizes()) + "; refusing to resume from it",
+           ErrorCode::kBadModel);
+    }
+    param.copy_(weights.Read(item.key(), stored, param.device()));
   }
   if (!PathExists(paths.optimizer_file)) return loaded;  // a sharded run's checkpoint
   CheckpointReader optimizer(paths.optimizer_file);

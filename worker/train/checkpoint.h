@@ -52,6 +52,11 @@ std::string SaveCheckpoint(const std::string& output_dir, CausalLM& model,
 std::string CheckpointTempDir(const std::string& output_dir, int64_t step, int64_t writer_id);
 std::string CommitCheckpoint(const std::string& temp_dir, const std::string& output_dir, int64_t step);
 
+// Removes the temp directories (.tmp-checkpoint-*) that saves killed midway left in output_dir,
+// and returns how many. Only for a writer that holds the directory's lock (OutputDirLock), at
+// start, before any save of its own.
+int RemoveCheckpointTemps(const std::string& output_dir);
+
 struct LoadedCheckpoint {
   TrainerState state;
   // On the model's device; empty for a sharded run's checkpoint (see OptimizerStateReader,
@@ -64,7 +69,9 @@ TrainerState LoadTrainerState(const std::string& checkpoint_dir);
 
 // Restores a checkpoint written by SaveCheckpoint: copies model/ weights into `model` (which
 // must have the same architecture) and returns the trainer and optimizer state. Throws
-// dpo::Error naming the file and the tensor or field that is missing or malformed.
+// dpo::Error naming the file and the tensor or field that is missing or malformed, a weight whose
+// shape differs from its parameter's or whose dtype is neither the parameter's nor fp32, and a
+// non-finite weight.
 LoadedCheckpoint LoadCheckpoint(const std::string& checkpoint_dir, CausalLM& model);
 
 // Complete checkpoints under output_dir, oldest (lowest step) first.

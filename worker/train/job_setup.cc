@@ -38,6 +38,15 @@ std::unique_ptr<PreparedDataset> Prepare(const Tokenizer& tokenizer, const std::
   return dataset;
 }
 
+// config.json of each model the job builds: the policy's (its directory's, or model.random's
+// file) and a reference directory's.
+std::vector<std::string> ModelConfigPaths(const JobSpec& spec) {
+  std::vector<std::string> paths = {spec.model.path ? (fs::path(*spec.model.path) / "config.json").string()
+                                                    : spec.model.random->config};
+  if (spec.reference.path) paths.push_back((fs::path(*spec.reference.path) / "config.json").string());
+  return paths;
+}
+
 uint64_t ModelIdentityHash(const std::string& dir) {
   Hasher h;
   std::vector<fs::path> files;
@@ -88,6 +97,10 @@ JobSetup::JobSetup(const JobSpec& spec, ProcessGroup& group, int local_rank)
   tokenizer_dir_ = fs::is_directory(spec.tokenizer.path) ? spec.tokenizer.path
                                                          : fs::path(spec.tokenizer.path).parent_path().string();
   tokenizer_ = Tokenizer::Load(spec.tokenizer.path);
+  // Before any data is prepared: every token id must have a row in each model's embedding.
+  for (const std::string& config : ModelConfigPaths(spec)) {
+    CheckVocabularyFits(*tokenizer_, spec.tokenizer.path, ModelConfig::FromJsonFile(config).vocab_size, config);
+  }
   collate_.pad_id = tokenizer_->pad_id().value_or(tokenizer_->eos_id().value_or(0));
   // Batches cut sequences as the tokenize options say (one mapping from the spec for both).
   const TokenizeOptions tokenize = TokenizeOptionsFromSpec(spec.data);

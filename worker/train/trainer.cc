@@ -128,8 +128,8 @@ void SetRngStateHex(const std::string& hex) {
 
 class Trainer {
  public:
-  Trainer(const JobSpec& spec, ProcessGroup& group, int local_rank)
-      : spec_(spec), group_(group), setup_(spec, group, local_rank) {}
+  Trainer(const JobSpec& spec, ProcessGroup& group, int local_rank, const TrainHooks& hooks)
+      : spec_(spec), group_(group), hooks_(hooks), setup_(spec, group, local_rank) {}
 
   TrainSummary Run() {
     const auto& train = spec_.train;
@@ -214,6 +214,7 @@ class Trainer {
     int64_t optimizer_bytes = 0;  // AdamW's moments and step counters: fixed in size
     for (const auto& [name, t] : optimizer.StateDict()) optimizer_bytes += static_cast<int64_t>(t.storage().nbytes());
     const int64_t total_steps = setup_.TotalSteps();
+    if (hooks_.on_progress) hooks_.on_progress(state.global_step, total_steps, {});
     const LrSchedule schedule = setup_.Schedule(total_steps);
     MetricsLog log(group_.rank() == 0 ? setup_.MetricsPath() : "",
                    group_.rank() == 0 && ::isatty(2));
@@ -260,7 +261,8 @@ class Trainer {
           Fail("training", std::to_string(state.consecutive_bad_steps) +
                                " consecutive steps with a non-finite loss or gradient (step " +
                                std::to_string(state.global_step + 1) +
-                               "); see train.max_consecutive_bad_steps");
+                               "); see train.max_consecutive_bad_steps",
+               ErrorCode::kNonFinite);
         }
         continue;  // the step is not counted: the same step number is tried with the next data
       }
@@ -292,8 +294,12 @@ class Trainer {
           ((train.eval_steps && state.global_step % *train.eval_steps == 0) || last)) {
         Evaluate(log, state);
       }
-      if (state.global_step % train.save_steps == 0 || last) {
-        summary.last_checkpoint = Save(optimizer, state);
+      const bool saved = state.global_step % train.save_steps == 0 || last;
+      if (saved) summary.last_checkpoint = Save(optimizer, state);
+      if (!last && StopAgreed()) {
+        if (!saved) summary.last_checkpoint = Save(optimizer, state);
+        summary.interrupted = true;
+        break;
       }
     }
     log.Finish();
@@ -309,6 +315,12 @@ class Trainer {
       if (key == name) return value;
     }
     return 0.0;
+  }
+
+  // Whether any rank was asked to stop: one all-reduce, so every rank stops at the same step.
+  bool StopAgreed() {
+    if (!hooks_.stop_requested) return false;
+    return group_.AllReduceScalar(hooks_.stop_requested() ? 1.0 : 0.0) > 0;
   }
 
   std::optional<ReferenceLogps> ReferenceFor(const PairBatch& batch,
@@ -347,6 +359,7 @@ class Trainer {
       line["comm_hidden_fraction"] = in_flight > 0 ? 1.0 - waited / in_flight : 1.0;
     }
     log.Write(state.global_step, setup_.EpochProgress(state), "train", line);
+    if (hooks_.on_progress) hooks_.on_progress(state.global_step, setup_.TotalSteps(), line);
   }
 
   void Evaluate(MetricsLog& log, const TrainerState& state) {
@@ -424,6 +437,7 @@ class Trainer {
 
   const JobSpec& spec_;
   ProcessGroup& group_;
+  const TrainHooks& hooks_;
   JobSetup setup_;
   std::shared_ptr<CausalLM> policy_;
   std::shared_ptr<CausalLM> reference_;
@@ -435,8 +449,9 @@ class Trainer {
 
 }  // namespace
 
-TrainSummary RunTraining(const JobSpec& spec, ProcessGroup& group, int local_rank) {
-  return Trainer(spec, group, local_rank).Run();
+TrainSummary RunTraining(const JobSpec& spec, ProcessGroup& group, int local_rank,
+                         const TrainHooks& hooks) {
+  return Trainer(spec, group, local_rank, hooks).Run();
 }
 
 }  // namespace dpo

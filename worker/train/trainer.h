@@ -10,6 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -24,10 +26,23 @@ struct TrainSummary {
   int64_t skipped_steps = 0;   // non-finite steps skipped
   double last_loss = 0;        // mean loss of the last logged window
   std::string last_checkpoint;
+  bool interrupted = false;    // stopped early by TrainHooks::stop_requested, after a checkpoint
+};
+
+struct TrainHooks {
+  // Called on every rank once set-up knows the step (resumed) and total, with no metrics, then
+  // after each logged step with that step's train metrics line. Default: none.
+  std::function<void(int64_t step, int64_t total_steps, const std::map<std::string, double>& metrics)>
+      on_progress;
+  // Polled by every rank at each step boundary; when it is true on any rank (one all-reduce per
+  // step agrees on it), every rank saves a checkpoint of that step and training returns with
+  // `interrupted` set. Default: none (no stopping, no extra collective).
+  std::function<bool()> stop_requested;
 };
 
 // Runs the job. Throws dpo::Error with a one-line reason on failure (bad input, K consecutive
 // non-finite steps, I/O).
-TrainSummary RunTraining(const JobSpec& spec, ProcessGroup& group, int local_rank);
+TrainSummary RunTraining(const JobSpec& spec, ProcessGroup& group, int local_rank,
+                         const TrainHooks& hooks = {});
 
 }  // namespace dpo
