@@ -2,7 +2,8 @@
 # Installs everything the build, the tests and the benchmarks need, on Debian 12.
 # Idempotent: a second run checks what is there and returns in seconds.
 #   Debian packages: toolchain, OpenMPI, gRPC/Protobuf, yaml-cpp, SQLite, civetweb, PCRE2,
-#                    utf8proc, GoogleTest, Google Benchmark, clang (libFuzzer).
+#                    utf8proc, GoogleTest, Google Benchmark, clang (libFuzzer), OpenSSL,
+#                    Prometheus (promtool; the observability test scrapes with it).
 #   .venv/:          torch (our LibTorch) and the pinned oracle packages (scripts/requirements.lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,12 +11,13 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ccache
   libopenmpi-dev openmpi-bin
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev openssl
   libyaml-cpp-dev libsqlite3-dev libcivetweb-dev
   libpcre2-dev libutf8proc-dev nlohmann-json3-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev
   python3-venv curl
+  prometheus
 )
 
 missing=()

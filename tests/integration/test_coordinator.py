@@ -2,75 +2,14 @@
 processes (and mpirun ranks), and real HTTP scrapes of /metrics."""
 import json
 import re
-import signal
 import subprocess
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from worker_runs import BINARY_DIR, EXAMPLES, MPIRUN, SOURCE_DIR, WORKER, spec
+from coordinator_runs import Coordinator, skip_without_coordinator, submit, worker_environment
+from worker_runs import EXAMPLES, MPIRUN, SOURCE_DIR, WORKER, spec
 
-COORDINATOR = BINARY_DIR / "bin" / "dpo-coordinator"
-DPOCTL = BINARY_DIR / "bin" / "dpoctl"
-
-pytestmark = pytest.mark.skipif(not COORDINATOR.exists(),
-                                reason="built without gRPC/SQLite/civetweb (no coordinator)")
-
-
-class Coordinator:
-    """One dpo-coordinator process on free ports, with its database and work folder in `root`."""
-
-    def __init__(self, root, launcher=None, worker=None, extra=()):
-        self.root = root
-        cmd = [str(COORDINATOR), "--listen", "127.0.0.1:0", "--db", str(root / "jobs.db"),
-               "--work-dir", str(root / "jobs"), "--metrics-listen", "127.0.0.1:0"]
-        if launcher:
-            cmd += ["--launcher", " ".join(launcher)]
-        if worker:
-            cmd += ["--worker", str(worker)]
-        cmd += list(extra)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        banner = self.proc.stdout.readline()
-        match = re.search(r"grpc port (\d+), metrics port (\d+)", banner)
-        assert match, f"no banner: {banner!r} {self.proc.stderr.read() if self.proc.poll() is not None else ''}"
-        self.server = f"127.0.0.1:{match[1]}"
-        self.metrics_url = f"http://127.0.0.1:{match[2]}/metrics"
-
-    def ctl(self, *args, check=True):
-        proc = subprocess.run([str(DPOCTL), "--server", self.server, *map(str, args)],
-                              capture_output=True, text=True, timeout=600)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"dpoctl {args} exited {proc.returncode}: {proc.stderr}")
-        return proc
-
-    def job(self, job_id):
-        """dpoctl get, as a dict of its 'key: value' lines."""
-        out = self.ctl("get", job_id).stdout
-        return dict(line.strip().split(": ", 1) for line in out.splitlines() if ": " in line)
-
-    def wait(self, job_id, until, timeout=300):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            job = self.job(job_id)
-            if until(job):
-                return job
-            time.sleep(0.2)
-        raise AssertionError(f"job {job_id} never reached the condition: {job}")
-
-    def scrape(self):
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
-            assert response.status == 200
-            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-            return response.read().decode()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+pytestmark = skip_without_coordinator
 
 
 @pytest.fixture
@@ -78,12 +17,6 @@ def coordinator(tmp_path):
     c = Coordinator(tmp_path)
     yield c
     c.stop()
-
-
-def submit(c, tmp_path, name, **overrides):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(spec(tmp_path / name, **overrides))
-    return int(c.ctl("submit", path).stdout.strip())
 
 
 def test_submitted_job_runs_to_success_and_is_scraped(coordinator, tmp_path):
@@ -211,8 +144,8 @@ def test_running_job_reports_progress_then_is_cancelled(coordinator, tmp_path):
                                                         "train.save_steps": "100000"})
     coordinator.wait(job_id, lambda j: j["state"] == "running" and int(j["step"].split("/")[0]) >= 2)
     text = coordinator.scrape()
-    assert re.search(rf'^dpo_train_loss\{{job="{job_id}",name="[^"]*long.yaml"\}} [0-9.e+-]+$', text, re.M), text
-    assert re.search(rf'^dpo_train_tokens_per_second\{{job="{job_id}"', text, re.M)
+    assert re.search(rf'^dpo_train_loss\{{job_id="{job_id}",name="[^"]*long.yaml"\}} [0-9.e+-]+$', text, re.M), text
+    assert re.search(rf'^dpo_train_tokens_per_second\{{job_id="{job_id}"', text, re.M)
     assert re.search(r'^dpo_jobs\{state="running"\} 1$', text, re.M)
     # Every series the shipped Grafana dashboard plots is one the coordinator serves.
     dashboard = json.loads((SOURCE_DIR / "deploy" / "grafana" / "dpo_training.json").read_text())
@@ -227,13 +160,15 @@ def test_running_job_reports_progress_then_is_cancelled(coordinator, tmp_path):
     assert refused.returncode == 1 and "FAILED_PRECONDITION" in refused.stderr
     coordinator.ctl("cancel", job_id)
     job = coordinator.wait(job_id, lambda j: j["state"] != "running", timeout=60)
-    assert job["state"] == "cancelled" and job["exit_code"] == str(128 + signal.SIGTERM)
+    assert job["state"] == "cancelled" and job["exit_code"] == "75"  # it checkpointed on SIGTERM
     again = coordinator.ctl("cancel", job_id, check=False)
     assert again.returncode == 1 and "FAILED_PRECONDITION" in again.stderr
 
 
 def test_restart_keeps_jobs_and_resumes_the_interrupted_one(tmp_path):
-    first = Coordinator(tmp_path)
+    # Time enough for the group to checkpoint and exit with the coordinator, however loaded the
+    # machine: otherwise it is left running and the next coordinator adopts it (not a relaunch).
+    first = Coordinator(tmp_path, extra=["--stop-grace-ms", "120000"])
     job_id = submit(first, tmp_path, "resumable", **{"train.max_steps": "60", "train.save_steps": "2"})
     first.wait(job_id, lambda j: int(j["step"].split("/")[0]) >= 4)
     first.stop()  # SIGTERM: the worker is stopped with it, the job stays recorded as running
@@ -260,19 +195,6 @@ def test_launcher_runs_each_job_as_an_mpirun_worker_group(tmp_path):
         assert len(train) == 2
     finally:
         c.stop()
-
-
-def worker_environment(root, job_id):
-    """The environment of the running worker of job `job_id`, read from /proc (a real process)."""
-    marker = f"job-{job_id}/job.yaml".encode()
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
-                entries = (proc / "environ").read_bytes().split(b"\0")
-                return dict(e.decode().split("=", 1) for e in entries if b"=" in e)
-        except OSError:
-            continue  # exited meanwhile
-    raise AssertionError(f"no worker process for job {job_id}")
 
 
 def test_slots_run_groups_side_by_side_each_on_its_own_gpus(tmp_path):
