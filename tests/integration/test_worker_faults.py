@@ -120,7 +120,8 @@ def test_leftover_checkpoint_saves_are_removed_at_start(tmp_path):
 
 
 def test_sigterm_to_mpirun_checkpoints_then_resume_loses_no_step(tmp_path):
-    steps = 300
+    # Enough steps (~15 s idle) that the run is still going when mpirun passes SIGTERM on.
+    steps = 2000
     common = {"train.max_steps": str(steps), "train.save_steps": "100000",
               "train.per_device_train_batch_size": "2"}
     # Open MPI 4.1's mpirun passes SIGTERM on after odls_base_sigkill_timeout seconds and sends

@@ -67,9 +67,16 @@ def test_dpo_eval_matches_transformers(tmp_path):
 
 
 def test_dpo_eval_reports_bad_data_with_file_and_line(tmp_path):
+    from transformers import AutoTokenizer
+
+    # A real model directory: dpo-eval checks the model's vocabulary against the tokenizer
+    # before it reads the data.
+    policy = make_tiny_llama(tmp_path / "policy", RunConfig(), len(AutoTokenizer.from_pretrained(EXAMPLE_TOKENIZER)))
+    for f in EXAMPLE_TOKENIZER.iterdir():
+        shutil.copy(f, policy)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": \n')
-    proc = subprocess.run([str(BINARY_DIR / "bin" / "dpo-eval"), "--policy", str(EXAMPLE_TOKENIZER),
+    proc = subprocess.run([str(BINARY_DIR / "bin" / "dpo-eval"), "--policy", str(policy),
                            "--data", str(bad), "--output", str(tmp_path / "o.jsonl")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
