@@ -128,6 +128,10 @@ constexpr const char* kMigrations[] = {
     // 3: the user who submitted each job (authorization, per-user listings and limits).
     "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
     "CREATE INDEX jobs_by_owner ON jobs(owner, id)",
+    // 4: the runner's polls (the next job to prepare or launch, the running ones, the counts
+    // by state) look jobs up by state: without an index each scanned the whole table under the
+    // store's lock, every 200 ms, and every RPC waited behind it (p99 of GetJob).
+    "CREATE INDEX jobs_by_state ON jobs(state, data_prepared, id)",
 };
 
 // Runs SQL without results (several statements allowed).
