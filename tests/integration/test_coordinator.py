@@ -169,14 +169,16 @@ def test_restart_keeps_jobs_and_resumes_the_interrupted_one(tmp_path):
     # Time enough for the group to checkpoint and exit with the coordinator, however loaded the
     # machine: otherwise it is left running and the next coordinator adopts it (not a relaunch).
     first = Coordinator(tmp_path, extra=["--stop-grace-ms", "120000"])
-    job_id = submit(first, tmp_path, "resumable", **{"train.max_steps": "60", "train.save_steps": "2"})
+    # Enough steps that the job is still running when the first coordinator stops (an idle
+    # machine does 60 of them in under a second); SIGTERM makes the worker checkpoint anyway.
+    job_id = submit(first, tmp_path, "resumable", **{"train.max_steps": "1000", "train.save_steps": "100"})
     first.wait(job_id, lambda j: int(j["step"].split("/")[0]) >= 4)
     first.stop()  # SIGTERM: the worker is stopped with it, the job stays recorded as running
     second = Coordinator(tmp_path)
     try:
         assert second.ctl("watch", job_id).returncode == 0
         job = second.job(job_id)
-        assert job["state"] == "succeeded" and job["attempts"] == "2" and job["step"] == "60/60"
+        assert job["state"] == "succeeded" and job["attempts"] == "2" and job["step"] == "1000/1000"
         log = (tmp_path / "jobs" / f"job-{job_id}" / "worker.log").read_text()
         assert "resumed from" in log, log
     finally:
