@@ -2,7 +2,8 @@
 //
 //   prepare_bench [--tokenizer DIR] [--data FILE] [--max-length N] [--batch-size B]
 //
-// Defaults: the qwen3 tokenizer and HH-RLHF harmless-base test split in /work/shared,
+// Defaults: the qwen3 tokenizer and HH-RLHF harmless-base test split in ../shared (run from the
+// repository root, with the shared data beside it),
 // max_length 1024, 8 pairs per batch. Prepares the data with 1 thread and with every core
 // (pairs/s each, order-preserving output checked identical), then reports for one epoch the
 // share of padding tokens in padded batches without and with length grouping, and the tokens
@@ -46,8 +47,8 @@ Padding EpochPadding(const PreparedDataset& data, const CollateOptions& collate,
 }
 
 int Main(int argc, char** argv) {
-  std::string tokenizer_path = "/work/shared/tokenizers/qwen3";
-  std::string data_path = "/work/shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
+  std::string tokenizer_path = "../shared/tokenizers/qwen3";
+  std::string data_path = "../shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
   size_t max_length = 1024, batch = 8;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];

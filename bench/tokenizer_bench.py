@@ -21,8 +21,8 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["RAYON_NUM_THREADS"] = "1"
 from tokenizers import Tokenizer  # noqa: E402  (after the env vars it reads)
 
-SHARED = Path("/work/shared")
 ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("DPO_SHARED_DIR", ROOT.parent / "shared"))
 
 
 def texts():

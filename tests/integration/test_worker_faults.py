@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from worker_runs import EXAMPLES, MPIRUN, WORKER, metrics, run_worker, spec
+from worker_runs import EXAMPLES, metrics, run_worker, worker_command
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
            OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -20,13 +20,7 @@ def status(out: Path) -> dict:
 
 def start_worker(out: Path, ranks: int = 1, env: dict | None = None, **overrides) -> subprocess.Popen:
     """Starts dpo-worker (under mpirun when ranks > 1) in its own session and returns at once."""
-    out.mkdir(parents=True, exist_ok=True)
-    job = out / "job.yaml"
-    job.write_text(spec(out, **overrides))
-    cmd = [str(WORKER), "--job", str(job)]
-    if ranks > 1:
-        cmd = MPIRUN + ["-np", str(ranks)] + cmd
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    return subprocess.Popen(worker_command(out, ranks, **overrides), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=env or ENV, start_new_session=True)
 
 

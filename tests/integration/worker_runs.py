@@ -45,14 +45,19 @@ def spec(out: Path, **overrides) -> str:
     return "".join(f"{s}:\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
 
 
-def run_worker(out: Path, ranks: int = 1, check: bool = True, timeout: int = 900,
-               **overrides) -> subprocess.CompletedProcess:
+def worker_command(out: Path, ranks: int = 1, **overrides) -> list[str]:
+    """Writes out/job.yaml (spec() with `overrides`) and returns the command that runs it, under
+    mpirun when ranks > 1."""
     out.mkdir(parents=True, exist_ok=True)
     job = out / "job.yaml"
     job.write_text(spec(out, **overrides))
     cmd = [str(WORKER), "--job", str(job)]
-    if ranks > 1:
-        cmd = MPIRUN + ["-np", str(ranks)] + cmd
+    return MPIRUN + ["-np", str(ranks)] + cmd if ranks > 1 else cmd
+
+
+def run_worker(out: Path, ranks: int = 1, check: bool = True, timeout: int = 900,
+               **overrides) -> subprocess.CompletedProcess:
+    cmd = worker_command(out, ranks, **overrides)
     env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
