@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -78,14 +77,8 @@ namespace {
 // End to end with a real tokenizer: the completion-masked tokens of each row decode to that
 // side's reply plus EOS, and unmasked ones to the prompt.
 TEST(BatchRealTokenizerTest, CompletionMaskCoversExactlyTheReplies) {
-  // ../shared beside the repository (ctest runs from the source dir, DPO_SOURCE_DIR); a skip
-  // on a machine without it, a failure in CI, as the Python oracle tests do.
-  const char* source = std::getenv("DPO_SOURCE_DIR");
-  const std::string dir = std::string(source ? source : ".") + "/../shared/tokenizers/qwen3";
-  if (!std::filesystem::exists(dir)) {
-    ASSERT_EQ(std::getenv("CI"), nullptr) << dir << " is missing: CI runs with ../shared";
-    GTEST_SKIP() << "no " << dir;
-  }
+  const std::string dir = testing::SharedDataPath("tokenizers/qwen3");
+  if (!testing::SharedDataPresent(dir)) GTEST_SKIP() << "no " << dir;
   auto tokenizer = Tokenizer::Load(dir);
   ScratchFile data("real.jsonl"), out("real.bin");
   data.Write(R"({"chosen":"\n\nHuman: Name a colour.\n\nAssistant: Blue, like the sky.","rejected":"\n\nHuman: Name a colour.\n\nAssistant: No."})" "\n");

@@ -1,8 +1,10 @@
 // Helpers for the data tests: scratch files, plain and gzip.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -12,6 +14,20 @@
 #include "common/tokenizer/tokenizer.h"
 
 namespace dpo::testing {
+
+// `relative` under ../shared beside the repository (ctest sets DPO_SOURCE_DIR to it).
+inline std::string SharedDataPath(const std::string& relative) {
+  const char* source = std::getenv("DPO_SOURCE_DIR");
+  return std::string(source ? source : ".") + "/../shared/" + relative;
+}
+
+// Whether `path` exists. Without it a test skips on a developer's machine, but in CI (CI set) it
+// also fails: CI runs with ../shared, as the Python oracle tests require.
+inline bool SharedDataPresent(const std::string& path) {
+  if (std::filesystem::exists(path)) return true;
+  if (std::getenv("CI") != nullptr) ADD_FAILURE() << path << " is missing: CI runs with ../shared";
+  return false;
+}
 
 // A file under the temp dir, removed when this goes out of scope.
 class ScratchFile {

@@ -138,8 +138,8 @@ TEST(PreferenceReaderTest, FailPolicyStopsAtFirstBadLineSkipPolicyCounts) {
 }
 
 TEST(PreferenceReaderTest, RealHhRlhfFileSplitsLikeTrlOnTheMarker) {
-  const std::string path = "/work/shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "no /work/shared";
+  const std::string path = testing::SharedDataPath("data/hh-rlhf/harmless-base-test.jsonl.gz");
+  if (!testing::SharedDataPresent(path)) GTEST_SKIP() << "no " << path;
   DataReport report;
   auto records = ReadPreferenceFile(path, OnError::kSkip, &report);
   EXPECT_EQ(report.lines, 2312u);

@@ -108,13 +108,12 @@ def worker_environment(root, job_id):
     raise AssertionError(f"no worker process for job {job_id}")
 
 
-def job_service(server, out_dir):
-    """A grpcio stub of dpo.v1.JobService on `server`, generated from proto/ into `out_dir`.
-    Returns (stub, messages module)."""
+def generate_stubs(out_dir):
+    """dpo.v1.JobService's Python modules, generated from proto/ into `out_dir` (which a client
+    process can then put on PYTHONPATH). Returns (messages, services)."""
     import importlib
     import sys
 
-    import grpc
     from grpc_tools import protoc
 
     proto_root = SOURCE_DIR / "proto"
@@ -128,4 +127,13 @@ def job_service(server, out_dir):
         services = importlib.import_module("dpo.v1.job_service_pb2_grpc")
     finally:
         sys.path.remove(str(out_dir))
+    return messages, services
+
+
+def job_service(server, out_dir):
+    """A grpcio stub of dpo.v1.JobService on `server` (generate_stubs into `out_dir`).
+    Returns (stub, messages module)."""
+    import grpc
+
+    messages, services = generate_stubs(out_dir)
     return services.JobServiceStub(grpc.insecure_channel(server)), messages

@@ -1,7 +1,6 @@
 """The job service as a shared cluster would run it (issue 9): users with tokens, jobs that belong
 to them, spec paths confined to roots, requests that cannot wedge or flood it, TLS, health
 checking, WatchJob and the Python client. Real dpo-coordinator and dpoctl processes on loopback."""
-import importlib
 import os
 import re
 import signal
@@ -13,7 +12,8 @@ import time
 import grpc
 import pytest
 
-from coordinator_runs import COORDINATOR, DPOCTL, Coordinator, add_token, skip_without_coordinator
+from coordinator_runs import (COORDINATOR, DPOCTL, Coordinator, add_token, generate_stubs,
+                              skip_without_coordinator)
 from worker_runs import EXAMPLES, SOURCE_DIR, spec
 
 pytestmark = skip_without_coordinator
@@ -326,12 +326,10 @@ def test_listing_is_paged(secured, tmp_path):
 
 @pytest.fixture(scope="module")
 def stubs(tmp_path_factory):
-    """The JobService's Python stubs, generated from the proto with grpcio-tools."""
+    """The JobService's Python stubs, generated from the proto with grpcio-tools: their folder
+    and the (messages, services) modules."""
     out = tmp_path_factory.mktemp("stubs")
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", SOURCE_DIR / "proto",
-                    f"--python_out={out}", f"--grpc_python_out={out}",
-                    SOURCE_DIR / "proto" / "dpo" / "v1" / "job_service.proto"], check=True, timeout=120)
-    return out
+    return out, *generate_stubs(out)
 
 
 def test_every_list_reply_is_bounded(secured, tmp_path, stubs):
@@ -341,12 +339,7 @@ def test_every_list_reply_is_bounded(secured, tmp_path, stubs):
         db.executemany("INSERT INTO jobs (name, state, spec_yaml, output_dir, submitted_ms, owner)"
                        " VALUES (?, 'succeeded', ?, ?, ?, 'alice')",
                        [("n" * 4096, "#" * 65536, "/" + "d" * 4095, now) for _ in range(300)])
-    sys.path.insert(0, str(stubs))
-    try:
-        pb = importlib.import_module("dpo.v1.job_service_pb2")
-        rpc = importlib.import_module("dpo.v1.job_service_pb2_grpc")
-    finally:
-        sys.path.remove(str(stubs))
+    _, pb, rpc = stubs
     metadata = [("authorization", f"Bearer {secured.tokens['alice']}")]
     with grpc.insecure_channel(secured.server) as channel:
         stub = rpc.JobServiceStub(channel)
@@ -375,7 +368,7 @@ def test_python_client_submits_and_watches_a_job(tmp_path, stubs):
         path.write_text(spec(tmp_path / "py", **{"train.max_steps": "2"}))
         proc = subprocess.run([sys.executable, SOURCE_DIR / "examples" / "python_client.py", "--server", c.server,
                                "--token-file", token_file, path], capture_output=True, text=True, timeout=600,
-                              env=dict(os.environ, PYTHONPATH=str(stubs)))
+                              env=dict(os.environ, PYTHONPATH=str(stubs[0])))
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert re.search(r"^job \d+ JOB_STATE_SUCCEEDED step 2/2$", proc.stdout, re.M), proc.stdout
     finally:
