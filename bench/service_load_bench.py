@@ -7,7 +7,11 @@ latency of GetJob, paged ListJobs and SubmitJob (build/bench/service_load_bench 
 The 10,000 jobs are written into the coordinator's SQLite file while it is stopped (finished
 jobs of one user, each with a resolved spec like a real one); submitted jobs queue behind a
 launcher that never starts a worker, so nothing trains while the service is measured. The
-clients use one admin token; the per-user rate and queue limits are off for the run."""
+clients use one admin token; the per-user rate and queue limits are off for the run.
+
+On a machine shared with other work, run it under `chrt -f 10` (as root): the coordinator and the
+clients inherit the real-time policy, so other processes' compilers cannot take the cores in the
+middle of a call; the output says which policy it ran under."""
 import argparse
 import json
 import os
@@ -82,11 +86,13 @@ def main():
                                       "--method", method, "--clients", str(args.clients), "--seconds", str(seconds),
                                       "--jobs", str(args.jobs), "--spec", template, *pacing],
                                      capture_output=True, text=True, timeout=600)
-                assert out.returncode == 0, out.stderr
+                assert out.returncode == 0, (out.returncode, out.stdout, out.stderr)
                 results.append(json.loads(out.stdout))
         finally:
             stop(proc)
-    print(f"{args.clients} TLS clients, {args.jobs} jobs in the table, {os.cpu_count()} cores")
+    policy = {os.SCHED_OTHER: "normal", os.SCHED_FIFO: "real-time FIFO (chrt -f)"}.get(os.sched_getscheduler(0), "other")
+    print(f"{args.clients} TLS clients, {args.jobs} jobs in the table, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} at the end, scheduling {policy}")
     print("| call | load | calls/s | p50 ms | p99 ms |\n|------|------|--------:|-------:|-------:|")
     names = {"get": "GetJob", "list": "ListJobs (pages of 50)", "submit": "SubmitJob"}
     for r in results:
