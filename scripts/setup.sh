@@ -2,7 +2,8 @@
 # Installs everything the build, the tests and the benchmarks need, on Debian 12.
 # Idempotent: a second run checks what is there and returns in seconds.
 #   Debian packages: toolchain, OpenMPI, gRPC/Protobuf, yaml-cpp, SQLite, civetweb, PCRE2,
-#                    utf8proc, GoogleTest, Google Benchmark, clang (libFuzzer), OpenSSL,
+#                    utf8proc, GoogleTest, Google Benchmark, clang (libFuzzer, sanitizers),
+#                    clang-format and clang-tidy (scripts/check_format.sh), OpenSSL,
 #                    Prometheus (promtool; the observability test scrapes with it).
 #   .venv/:          torch (our LibTorch) and the pinned oracle packages (scripts/requirements.lock).
 set -euo pipefail
@@ -15,7 +16,7 @@ APT_PACKAGES=(
   libyaml-cpp-dev libsqlite3-dev libcivetweb-dev
   libpcre2-dev libutf8proc-dev nlohmann-json3-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang-14 libclang-rt-14-dev
+  clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14
   python3-venv curl
   prometheus
 )
