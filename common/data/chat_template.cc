@@ -25,6 +25,28 @@ std::string_view StripChar(std::string_view s, char c, bool left, bool right) {
                         " chat template");
 }
 
+// The default system turn a ChatML template writes as one string literal, e.g. SmolLM2's
+// {{ '<|im_start|>system\nYou are ...<|im_end|>\n' }}: the literal's text with Jinja's escapes
+// (\n, \t, \\, \', \") resolved, or "" when the template has no such literal.
+std::string DefaultSystemTurn(std::string_view jinja) {
+  constexpr std::string_view kOpen = "<|im_start|>system", kClose = "<|im_end|>\n";
+  for (size_t at = jinja.find(kOpen); at != std::string_view::npos; at = jinja.find(kOpen, at + 1)) {
+    if (at == 0 || (jinja[at - 1] != '\'' && jinja[at - 1] != '"')) continue;
+    const char quote = jinja[at - 1];
+    std::string text;
+    for (size_t i = at; i < jinja.size() && jinja[i] != quote; ++i) {
+      if (jinja[i] != '\\' || i + 1 == jinja.size()) {
+        text += jinja[i];
+        continue;
+      }
+      const char escaped = jinja[++i];
+      text += escaped == 'n' ? '\n' : escaped == 't' ? '\t' : escaped;
+    }
+    if (text.size() > kOpen.size() + kClose.size() && text.ends_with(kClose)) return text;
+  }
+  return "";
+}
+
 }  // namespace
 
 ChatTemplate ChatTemplate::FromName(std::string_view name, std::string bos, std::string eos) {
@@ -42,7 +64,8 @@ ChatTemplate ChatTemplate::Detect(std::string_view jinja, std::string bos, std::
     Fail("chat_template", "the tokenizer has no chat_template; name one (chatml, qwen3, llama3, mistral)");
   }
   if (has("<|im_start|>")) {
-    return ChatTemplate(has("<think>") ? Family::kQwen3 : Family::kChatMl, std::move(bos), std::move(eos), false);
+    if (has("<think>")) return ChatTemplate(Family::kQwen3, std::move(bos), std::move(eos), false);
+    return ChatTemplate(Family::kChatMl, std::move(bos), std::move(eos), false, DefaultSystemTurn(jinja));
   }
   if (has("<|start_header_id|>")) {
     return ChatTemplate(Family::kLlama3, std::move(bos), std::move(eos), !has("add_generation_prompt"));
@@ -86,6 +109,7 @@ std::string ChatTemplate::RenderChatMl(const std::vector<ChatMessage>& messages,
     }
   }
   std::string out;
+  if (!messages.empty() && messages[0].role != "system") out = default_system_turn_;
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& m = messages[i];
     if (m.role == "user" || m.role == "system" || (!qwen3 && m.role != "assistant")) {

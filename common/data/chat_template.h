@@ -1,7 +1,9 @@
 // Chat templates implemented natively (no Jinja engine), for the model families we train:
 //
 //   chatml   "<|im_start|>{role}\n{content}<|im_end|>\n" per message; generation prompt
-//            "<|im_start|>assistant\n". No default system message.
+//            "<|im_start|>assistant\n". By name, no default system message; detected from a
+//            template that writes a literal "<|im_start|>system\n...<|im_end|>\n" turn (SmolLM2,
+//            Qwen2.5), that turn goes first when the first message is not a system one.
 //   qwen3    ChatML plus Qwen3's thinking block: an assistant turn after the last user query that
 //            is the last message (or carries reasoning) renders as
 //            "<think>\n{reasoning}\n</think>\n\n{content}"; reasoning written inline as
@@ -45,9 +47,11 @@ class ChatTemplate {
   std::string name() const;
 
  private:
-  ChatTemplate(Family family, std::string bos, std::string eos, bool always_generation_prompt)
+  ChatTemplate(Family family, std::string bos, std::string eos, bool always_generation_prompt,
+               std::string default_system_turn = "")
       : family_(family), bos_(std::move(bos)), eos_(std::move(eos)),
-        always_generation_prompt_(always_generation_prompt) {}
+        always_generation_prompt_(always_generation_prompt),
+        default_system_turn_(std::move(default_system_turn)) {}
   std::string RenderChatMl(const std::vector<ChatMessage>& messages, bool generation,
                            std::string_view context) const;
   std::string RenderLlama3(const std::vector<ChatMessage>& messages, bool generation) const;
@@ -56,6 +60,8 @@ class ChatTemplate {
   Family family_;
   std::string bos_, eos_;
   bool always_generation_prompt_;
+  // chatml only: the rendered system turn put before a conversation that has none; empty: none.
+  std::string default_system_turn_;
 };
 
 }  // namespace dpo

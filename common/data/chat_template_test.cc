@@ -29,6 +29,31 @@ TEST(ChatTemplateTest, ChatMlAndQwen3) {
   }
 }
 
+TEST(ChatTemplateTest, ChatMlDefaultSystemTurnFromTheTemplate) {
+  // SmolLM2's template (real newlines in the literal) and Qwen2.5's spelling (Jinja's \n escape).
+  const std::string smollm =
+      "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+      "{{ '<|im_start|>system\nYou are SmolLM<|im_end|>\n' }}{% endif %}"
+      "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}";
+  const std::string qwen25 =
+      "{%- else %}{{- \"<|im_start|>system\\nYou are Qwen, it's \\\"me\\\".<|im_end|>\\n\" }}"
+      "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}";
+  for (const auto& [jinja, turn] :
+       {std::pair{smollm, std::string("<|im_start|>system\nYou are SmolLM<|im_end|>\n")},
+        std::pair{qwen25, std::string("<|im_start|>system\nYou are Qwen, it's \"me\".<|im_end|>\n")}}) {
+    auto chatml = ChatTemplate::Detect(jinja, "", "<|im_end|>");
+    EXPECT_EQ(chatml.name(), "chatml");
+    EXPECT_EQ(chatml.Render({{"user", "Hi"}}, true, ""),
+              turn + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    EXPECT_EQ(chatml.Render({{"system", "S"}, {"user", "Hi"}}, false, ""),
+              "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+    EXPECT_EQ(chatml.Render({}, true, ""), "<|im_start|>assistant\n");
+  }
+  // A system literal that is only the turn's opening is no default.
+  EXPECT_EQ(ChatTemplate::Detect(qwen25.substr(qwen25.find("{{- '")), "", "").Render({{"user", "a"}}, false, ""),
+            "<|im_start|>user\na<|im_end|>\n");
+}
+
 TEST(ChatTemplateTest, Llama3BaseAndInstruct) {
   auto base = ChatTemplate::Detect("{{ '<|start_header_id|>' }}", "<|begin_of_text|>", "<|end_of_text|>");
   auto instruct = ChatTemplate::Detect("<|start_header_id|>{% if add_generation_prompt %}", "<B>", "<E>");
