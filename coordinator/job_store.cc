@@ -125,9 +125,10 @@ constexpr const char* kMigrations[] = {
     " finished_ms INTEGER NOT NULL DEFAULT 0, exit_code INTEGER NOT NULL DEFAULT 0,"
     " signal INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',"
     " PRIMARY KEY (job_id, number))",
-    // 3: the user who submitted each job (authorization, per-user listings and limits).
-    "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
-    "CREATE INDEX jobs_by_owner ON jobs(owner, id)",
+    // 3: the user who submitted each job (authorization, per-user listings and limits). Two
+    // statements in one step (parenthesized: one element, not a missing comma).
+    ("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
+     "CREATE INDEX jobs_by_owner ON jobs(owner, id)"),
     // 4: the runner's polls (the next job to prepare or launch, the running ones, the counts
     // by state) look jobs up by state: without an index each scanned the whole table under the
     // store's lock, every 200 ms, and every RPC waited behind it (p99 of GetJob).

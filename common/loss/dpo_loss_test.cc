@@ -113,8 +113,12 @@ TEST(DpoMetricSums, AddsThenDivides) {
   b[DpoMetricSums::kPairs] = 1;
   a.Add(b);
   for (const auto& [name, value] : a.Logs()) {
-    if (name == "rewards/chosen") EXPECT_DOUBLE_EQ(value, 1.0);
-    if (name == "entropy") EXPECT_DOUBLE_EQ(value, 0.0);
+    if (name == "rewards/chosen") {
+      EXPECT_DOUBLE_EQ(value, 1.0);
+    }
+    if (name == "entropy") {
+      EXPECT_DOUBLE_EQ(value, 0.0);
+    }
   }
   EXPECT_EQ(a.Logs().size(), 10u);
 }

@@ -18,7 +18,9 @@ TEST(DeviceTest, ParsesNamesAndRejectsOthersWithTheField) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.device"), std::string::npos);
   }
-  if (!torch::cuda::is_available()) EXPECT_THROW(ParseDevice("cuda", "d"), Error);
+  if (!torch::cuda::is_available()) {
+    EXPECT_THROW(ParseDevice("cuda", "d"), Error);
+  }
 }
 
 TEST(DeviceTest, DtypeNamesRoundTrip) {

@@ -101,7 +101,8 @@ int Bench(const dpo::Tokenizer& tok, const Options& o) {
   std::string line;
   size_t number = 0, bytes = 0;
   while (std::getline(std::cin, line)) {
-    texts.push_back(TextField(ParseLine(line, ++number), number));
+    ++number;  // before the call: its arguments are evaluated in no fixed order
+    texts.push_back(TextField(ParseLine(line, number), number));
     bytes += texts.back().size();
   }
   using Clock = std::chrono::steady_clock;

@@ -32,7 +32,7 @@ TEST(MappedFileTest, RefusesFifoAndDirectoryWithoutBlocking) {
   auto fifo = std::filesystem::temp_directory_path() / ("dpo_util_test_fifo_" + std::to_string(::getpid()));
   std::filesystem::remove(fifo);
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  for (const std::string path : {fifo.string(), std::filesystem::temp_directory_path().string()}) {
+  for (const std::string& path : {fifo.string(), std::filesystem::temp_directory_path().string()}) {
     try {
       MappedFile file(path);
       FAIL() << "expected an error for " << path;
