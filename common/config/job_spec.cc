@@ -106,7 +106,7 @@ const std::vector<SectionKeys>& Schema() {
        {"seed", "per_device_train_batch_size", "per_device_eval_batch_size",
         "gradient_accumulation_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2",
         "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_steps", "num_train_epochs",
-        "max_steps", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "bf16",
+        "max_steps", "dataloader_drop_last", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "bf16",
         "gradient_checkpointing", "logprob_chunk_size", "max_consecutive_bad_steps", "sharding",
         "reduce_dtype", "collective_timeout_seconds"}},
       {"reference", {"mode", "path", "precompute_batch_size"}},
@@ -136,6 +136,7 @@ const std::map<std::string, std::string>& Aliases() {
       {"micro_batch_size", "train.per_device_train_batch_size"},
       {"eval_batch_size", "train.per_device_eval_batch_size"},
       {"epochs", "train.num_train_epochs"},
+      {"drop_last", "train.dataloader_drop_last"},
       {"num_epochs", "train.num_train_epochs"},
       {"grad_accum", "train.gradient_accumulation_steps"},
       {"gradient_accumulation", "train.gradient_accumulation_steps"},
@@ -460,6 +461,7 @@ class Parser {
       Require(r_, t.max_steps == -1 || t.max_steps > 0, "train.max_steps",
               "must be > 0, or -1 (from num_train_epochs)");
     }
+    s.Bool("dataloader_drop_last", &t.dataloader_drop_last);
     PositiveInt(s, "logging_steps", &t.logging_steps);
     PositiveInt(s, "eval_steps", &t.eval_steps);
     PositiveInt(s, "save_steps", &t.save_steps);

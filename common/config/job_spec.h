@@ -153,6 +153,11 @@ struct TrainSection {
   double warmup_steps = 0.0;
   double num_train_epochs = 1.0;  // Used when max_steps is -1. Default: 1 (fine-tuning usage).
   int64_t max_steps = -1;         // Optimizer steps; -1 = from num_train_epochs. Default: -1 (HF).
+  // Drop the pairs of an epoch that do not fill a last batch (per rank and step: B x ranks).
+  // false keeps them as HF does: one rank trains a last, partial batch; several ranks complete
+  // the last global batch from the start of the epoch (accelerate's even_batches). The last step
+  // of an epoch accumulates only the micro-batches left. Default: false (HF).
+  bool dataloader_drop_last = false;
   int64_t logging_steps = 10;     // Metrics every N optimizer steps. Default: 10 (TRL).
   // Evaluate every N steps (and at the end). Default: null = only at the end, if there is eval data.
   std::optional<int64_t> eval_steps;

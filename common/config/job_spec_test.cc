@@ -68,6 +68,7 @@ train:
   warmup_steps: 0.1
   num_train_epochs: 2.5
   max_steps: 100
+  dataloader_drop_last: true
   logging_steps: 5
   eval_steps: 50
   save_steps: 25
@@ -141,6 +142,7 @@ TEST(JobSpecTest, MinimalSpecTakesTheDocumentedDefaults) {
   EXPECT_EQ(s.train.per_device_train_batch_size, 8);
   EXPECT_EQ(s.train.logging_steps, 10);
   EXPECT_EQ(s.train.max_steps, -1);
+  EXPECT_FALSE(s.train.dataloader_drop_last);  // HF keeps the last partial batch
   EXPECT_EQ(s.train.collective_timeout_seconds, 1800.0);  // c10d NCCL default
   EXPECT_EQ(s.data.shuffle_seed, 42);  // = train.seed
   EXPECT_EQ(s.reference.mode, ReferenceSection::Mode::kModel);
@@ -167,6 +169,7 @@ TEST(JobSpecTest, FullSpecParsesAndRoundTrips) {
   EXPECT_EQ(s.train.learning_rate, 5e-7);
   EXPECT_EQ(s.train.warmup_steps, 0.1);
   EXPECT_EQ(s.train.num_train_epochs, 2.5);
+  EXPECT_TRUE(s.train.dataloader_drop_last);
   EXPECT_EQ(s.train.bf16, true);
   EXPECT_EQ(s.reference.mode, ReferenceSection::Mode::kPrecomputed);
   EXPECT_EQ(s.reference.path, "/base/ref");

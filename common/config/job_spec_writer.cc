@@ -131,6 +131,7 @@ std::string ToYaml(const JobSpec& spec) {
   w.Key("warmup_steps", Num(t.warmup_steps));
   w.Key("num_train_epochs", Num(t.num_train_epochs));
   w.Key("max_steps", Int(t.max_steps));
+  w.Key("dataloader_drop_last", Bool(t.dataloader_drop_last));
   w.Key("logging_steps", Int(t.logging_steps));
   w.Key("eval_steps", Opt(t.eval_steps, Int));
   w.Key("save_steps", Int(t.save_steps));

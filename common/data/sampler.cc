@@ -67,8 +67,14 @@ std::vector<std::vector<uint32_t>> PlanEpoch(std::span<const uint32_t> pool, con
     for (size_t i = 0; i < num_pairs; ++i) order[i] = pool[permutation[i]];
   }
   const size_t global = o.batch_size * static_cast<size_t>(o.world_size);
-  const size_t num_batches = num_pairs / global;
-  order.resize(num_batches * global);  // drop_last
+  const size_t num_batches = o.drop_last ? num_pairs / global : (num_pairs + global - 1) / global;
+  if (o.drop_last) {
+    order.resize(num_batches * global);
+  } else if (o.world_size > 1) {
+    // accelerate's even_batches: complete the last global batch from the start of the order.
+    order.reserve(num_batches * global);
+    for (size_t i = num_pairs; i < num_batches * global; ++i) order.push_back(order[i - num_pairs]);
+  }  // else one rank: the last batch is cut short below
   if (o.group_by_length) {
     size_t window = global * std::max<size_t>(1, o.mega_batch);
     for (size_t start = 0; start < order.size(); start += window) {
@@ -85,8 +91,10 @@ std::vector<std::vector<uint32_t>> PlanEpoch(std::span<const uint32_t> pool, con
   std::vector<std::vector<uint32_t>> batches;
   batches.reserve(num_batches);
   for (uint32_t b : batch_order) {
-    auto first = order.begin() + b * global + static_cast<size_t>(o.rank) * o.batch_size;
-    batches.emplace_back(first, first + o.batch_size);
+    const size_t first = b * global + static_cast<size_t>(o.rank) * o.batch_size;
+    const size_t last = std::min(order.size(), first + o.batch_size);
+    batches.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(first),
+                         order.begin() + static_cast<std::ptrdiff_t>(last));
   }
   return batches;
 }

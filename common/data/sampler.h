@@ -5,10 +5,15 @@
 //   1. permute all N pairs with Fisher-Yates driven by SplitMix64 seeded from (seed, epoch);
 //      the bounded draws are our own (rejection sampling), so the order is the same with any
 //      compiler or standard library;
-//   2. drop_last: keep the first floor(N / (B * world)) * B * world pairs, so every rank takes
-//      the same number of steps (lockstep collectives) and each kept pair is seen exactly once
-//      per epoch across ranks. The < B*world left over differ each epoch (they follow the
-//      shuffle), so no pair is left out systematically;
+//   2. the pairs left over after the last full global batch of B * world pairs, as HF's Trainer
+//      (transformers 5 + accelerate) treats them:
+//        drop_last:            dropped: each kept pair is seen once per epoch; the < B*world left
+//                              over differ each epoch (they follow the shuffle);
+//        kept, one rank:       they form a last, partial batch (torch's DataLoader);
+//        kept, world > 1:      the order is extended cyclically from its start until it fills
+//                              whole global batches (accelerate's even_batches), so every rank
+//                              takes the same number of full batches (lockstep collectives) and
+//                              the first pairs of the epoch are seen twice;
 //   3. cut into global batches of B * world pairs; with group_by_length, first sort each window
 //      of `mega_batch` global batches by sequence length (longest first), cut, then shuffle the
 //      batch order: batches hold similar lengths (little padding) while their order stays random;
@@ -50,6 +55,9 @@ struct SamplerOptions {
   bool group_by_length = true;
   // Global batches per sorting window: larger = less padding, less randomness. Default 64.
   size_t mega_batch = 64;
+  // Drop the pairs that do not fill a last global batch (see step 2 above). Default false, as
+  // HF's dataloader_drop_last, so that a run trains on what TRL trains on.
+  bool drop_last = false;
 };
 
 // A seeded split of [0, num_pairs) into train and eval pairs (data.eval_fraction): eval holds

@@ -42,6 +42,7 @@ TEST(SamplerTest, ShardsCoverEachKeptPairOnceInLockstep) {
     for (int rank = 0; rank < 4; ++rank) {
       SamplerOptions o;
       o.batch_size = 5, o.rank = rank, o.world_size = 4, o.group_by_length = grouped, o.mega_batch = 3;
+      o.drop_last = true;
       auto batches = PlanEpoch(n, o, 3, length);
       if (rank == 0) steps = batches.size();
       EXPECT_EQ(batches.size(), steps);  // lockstep
@@ -81,12 +82,53 @@ TEST(SamplerTest, WithoutShuffleBatchesFollowFileOrderAcrossRanks) {
   for (int rank = 0; rank < 2; ++rank) {
     SamplerOptions o;
     o.batch_size = 2, o.rank = rank, o.world_size = 2, o.shuffle = false, o.group_by_length = false;
+    o.drop_last = true;
     auto batches = PlanEpoch(9, o, 5, length);
     ASSERT_EQ(batches.size(), 2u);  // 9 pairs, global batch 4: the last pair is dropped
     const uint32_t first = static_cast<uint32_t>(2 * rank);
     EXPECT_EQ(batches[0], (std::vector<uint32_t>{first, first + 1}));
     EXPECT_EQ(batches[1], (std::vector<uint32_t>{first + 4, first + 5}));
   }
+}
+
+TEST(SamplerTest, OneRankKeepsTheLastPartialBatch) {
+  // torch's DataLoader with drop_last=False, as HF's Trainer uses it on one process.
+  auto length = [](uint32_t i) { return static_cast<size_t>(i % 7); };
+  SamplerOptions o;
+  o.batch_size = 4, o.shuffle = false, o.group_by_length = false;
+  auto batches = PlanEpoch(18, o, 0, length);
+  ASSERT_EQ(batches.size(), 5u);
+  EXPECT_EQ(batches[3], (std::vector<uint32_t>{12, 13, 14, 15}));
+  EXPECT_EQ(batches[4], (std::vector<uint32_t>{16, 17}));
+  for (bool grouped : {false, true}) {
+    o.shuffle = true, o.group_by_length = grouped;
+    std::multiset<uint32_t> seen;
+    size_t partial = 0;
+    for (const auto& b : PlanEpoch(18, o, 2, length)) {
+      seen.insert(b.begin(), b.end());
+      if (b.size() != 4) partial += b.size();
+    }
+    EXPECT_EQ(seen.size(), 18u);  // every pair once
+    EXPECT_EQ(std::set<uint32_t>(seen.begin(), seen.end()).size(), 18u);
+    EXPECT_EQ(partial, 2u);
+  }
+}
+
+TEST(SamplerTest, SeveralRanksCompleteTheLastGlobalBatchFromTheStart) {
+  // accelerate's even_batches: 9 pairs, 2 ranks of 2: a third global batch {8, 0, 1, 2}.
+  auto length = [](uint32_t) { return size_t{1}; };
+  const std::vector<std::vector<uint32_t>> last = {{8, 0}, {1, 2}};
+  for (int rank = 0; rank < 2; ++rank) {
+    SamplerOptions o;
+    o.batch_size = 2, o.rank = rank, o.world_size = 2, o.shuffle = false, o.group_by_length = false;
+    auto batches = PlanEpoch(9, o, 0, length);
+    ASSERT_EQ(batches.size(), 3u);
+    EXPECT_EQ(batches[2], last[static_cast<size_t>(rank)]);
+  }
+  // Fewer pairs than one global batch: the order repeats until it fills it.
+  SamplerOptions o;
+  o.batch_size = 4, o.rank = 1, o.world_size = 2, o.shuffle = false, o.group_by_length = false;
+  EXPECT_EQ(PlanEpoch(3, o, 0, length), (std::vector<std::vector<uint32_t>>{{1, 2, 0, 1}}));
 }
 
 TEST(SamplerTest, TrainEvalSplitIsSeededDisjointAndPlansOverItsPool) {

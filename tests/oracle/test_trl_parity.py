@@ -1,6 +1,7 @@
 """TRL parity: our dpo-worker and TRL's DPOTrainer (trl pinned in scripts/requirements.txt) train
 the same tiny random Llama on the same 40 HH-RLHF pairs with identical hyperparameters, fp32 on
-the CPU, for 10 steps. Per-step loss, rewards/chosen, rewards/rejected and grad_norm must agree
+the CPU, for 10 steps; and on 18 pairs at 4 a batch, where each epoch ends in a partial batch
+(with and without gradient accumulation and dataloader_drop_last), resumed mid-epoch too. Per-step loss, rewards/chosen, rewards/rejected and grad_norm must agree
 within 1e-4 relative (absolute floor 1e-6 for values near 0: rewards start at exactly 0)."""
 import json
 import math
@@ -48,6 +49,40 @@ def test_weight_decay_matches_trl(tmp_path):
     _assert_parity(*_reference(tmp_path, RunConfig(weight_decay=0.1)), tmp_path, padding_free=False)
 
 
+# 18 pairs at 4 a batch: every fifth batch holds 2 pairs. HF's dataloader_drop_last defaults to
+# false, so TRL trains them (steps 5 and 10 with one pair per micro-batch; with accumulation 2,
+# the last step of each epoch accumulates the one batch left, its loss divided by 1, not 2).
+# drop_last: 4 steps per epoch, the last 2 pairs never seen.
+@pytest.mark.parametrize("accumulation,drop_last,steps", [(1, False, 10), (2, False, 6), (1, True, 8)],
+                         ids=["partial_batch", "partial_accumulation", "drop_last"])
+def test_a_last_partial_batch_matches_trl(tmp_path, accumulation, drop_last, steps):
+    cfg = RunConfig(pairs=18, steps=steps, gradient_accumulation_steps=accumulation, drop_last=drop_last)
+    _assert_parity(*_reference(tmp_path, cfg), tmp_path, padding_free=True)
+
+
+def test_resume_mid_epoch_and_across_the_partial_batch(tmp_path):
+    # 18 pairs at 4: the batches of each epoch are 4, 4, 4, 4, 2. A straight 10-step run saves
+    # every step; runs resumed from step 3 (mid-epoch, the partial batch still ahead) and from
+    # step 5 (just after it: the data position is the end of epoch 0) must continue exactly as
+    # the straight run did (relative 1e-6: the same operations on the same state), and the
+    # straight run must equal TRL's.
+    cfg = RunConfig(pairs=18, steps=10, save_steps=1)
+    cfg, model_dir, data, trl_logs = _reference(tmp_path, cfg)
+    straight = _assert_parity(cfg, model_dir, data, trl_logs, tmp_path, padding_free=True)
+    by_step = {l["step"]: l for l in straight}
+    for start in (3, 5):
+        checkpoint = tmp_path / "ours" / "run" / f"checkpoint-{start}"
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        assert (state["epoch"], state["batch_in_epoch"]) == ((0, 3) if start == 3 else (0, 5))
+        resumed, _ = run_ours(model_dir, EXAMPLE_TOKENIZER, data, cfg, tmp_path / f"resumed-{start}",
+                              padding_free=True, resume_from=checkpoint)
+        assert [l["step"] for l in resumed] == list(range(start + 1, cfg.steps + 1))
+        for line in resumed:
+            for key in ("loss", "rewards/chosen", "rewards/rejected", "grad_norm", "learning_rate"):
+                assert line[key] == pytest.approx(by_step[line["step"]][key], rel=1e-6, abs=1e-9), (
+                    f"resumed from {start}: step {line['step']} {key}")
+
+
 def _assert_parity(cfg, model_dir, data, trl_logs, tmp_path, padding_free):
     our_logs, _ = run_ours(model_dir, EXAMPLE_TOKENIZER, data, cfg, tmp_path / "ours",
                            padding_free=padding_free)
@@ -62,9 +97,11 @@ def _assert_parity(cfg, model_dir, data, trl_logs, tmp_path, padding_free):
             worst[key] = max(worst.get(key, 0.0), err)
             assert math.isclose(actual, expected, rel_tol=RTOL, abs_tol=ATOL), (
                 f"step {trl['step']} {key}: ours {actual!r} vs TRL {expected!r}")
+        assert ours["epoch"] == pytest.approx(float(trl["epoch"]), abs=1e-4), f"step {trl['step']} epoch"
     # The run must actually train: the loss moves away from log(2) and rewards separate.
     assert abs(float(trl_logs[-1]["loss"]) - math.log(2)) > 1e-3
     print("worst relative error per metric:", worst)
+    return our_logs
 
 
 def test_the_prompt_ends_at_the_last_shared_assistant_turn(tmp_path):

@@ -34,6 +34,9 @@ class RunConfig:
     layers: int = 2
     seed: int = 0
     weight_decay: float = 0.0
+    gradient_accumulation_steps: int = 1
+    drop_last: bool = False  # HF's dataloader_drop_last (its default: the partial batch trains)
+    save_steps: int = 100000
 
 
 def explicit_pairs(count: int, source: Path = HH_RLHF, keep=lambda pair: True) -> list[dict]:
@@ -114,6 +117,8 @@ def run_trl(model_dir: Path, tokenizer_dir: Path, pairs: list[dict], cfg: RunCon
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     args = DPOConfig(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_size, max_steps=cfg.steps,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        dataloader_drop_last=cfg.drop_last,
         learning_rate=cfg.learning_rate, lr_scheduler_type="linear", warmup_steps=0,
         max_grad_norm=1.0, weight_decay=cfg.weight_decay, beta=cfg.beta, loss_type=["sigmoid"], max_length=cfg.max_length,
         truncation_mode="keep_start", logging_steps=1, save_strategy="no", report_to="none",
@@ -128,7 +133,8 @@ def run_trl(model_dir: Path, tokenizer_dir: Path, pairs: list[dict], cfg: RunCon
 
 
 def our_spec(model_dir: Path, tokenizer_dir: Path, data: Path, cfg: RunConfig, out: Path,
-             padding_free: bool) -> str:
+             padding_free: bool, resume_from: Path | None = None) -> str:
+    resume = f'\n  resume_from_checkpoint: "{resume_from}"' if resume_from else ""
     return f"""\
 model: {{path: "{model_dir}", dtype: float32, device: cpu}}
 tokenizer: {{path: "{tokenizer_dir}"}}
@@ -142,6 +148,8 @@ dpo: {{beta: {cfg.beta}, loss_type: sigmoid}}
 train:
   seed: {cfg.seed}
   per_device_train_batch_size: {cfg.batch_size}
+  gradient_accumulation_steps: {cfg.gradient_accumulation_steps}
+  dataloader_drop_last: {str(cfg.drop_last).lower()}
   max_steps: {cfg.steps}
   learning_rate: {cfg.learning_rate}
   lr_scheduler_type: linear
@@ -149,20 +157,23 @@ train:
   max_grad_norm: 1.0
   weight_decay: {cfg.weight_decay}
   logging_steps: 1
-  save_steps: 100000
+  save_steps: {cfg.save_steps}
   bf16: false
 reference: {{mode: model}}
-output: {{dir: "{out}"}}
+output:
+  dir: "{out}"{resume}
 """
 
 
 def run_ours(model_dir: Path, tokenizer_dir: Path, data: Path, cfg: RunConfig, out: Path,
-             threads: int = 1, padding_free: bool = False) -> tuple[list[dict], float]:
+             threads: int = 1, padding_free: bool = False,
+             resume_from: Path | None = None) -> tuple[list[dict], float]:
     """Trains with our dpo-worker; returns its per-step train metrics and the wall seconds.
-    padding_free=False is TRL's own default layout (padded rows), the one parity is checked in."""
+    padding_free=False is TRL's own default layout (padded rows), the one parity is checked in.
+    resume_from: a checkpoint directory the run continues from. Checkpoints land in out/run."""
     out.mkdir(parents=True, exist_ok=True)
     spec = out / "job.yaml"
-    spec.write_text(our_spec(model_dir, tokenizer_dir, data, cfg, out / "run", padding_free))
+    spec.write_text(our_spec(model_dir, tokenizer_dir, data, cfg, out / "run", padding_free, resume_from))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     start = time.perf_counter()
     proc = subprocess.run([str(BINARY_DIR / "bin" / "dpo-worker"), "--job", str(spec)],

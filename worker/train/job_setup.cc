@@ -212,19 +212,31 @@ const std::vector<std::vector<uint32_t>>& JobSetup::PlanFor(int64_t epoch) const
   options.seed = static_cast<uint64_t>(spec_.data.shuffle_seed);
   options.shuffle = spec_.data.train_sampling_strategy != DataSection::Sampling::kSequential;
   options.group_by_length = spec_.data.train_sampling_strategy == DataSection::Sampling::kGroupByLength;
+  options.drop_last = spec_.train.dataloader_drop_last;
   plan_ = PlanEpoch(train_subset_, options, static_cast<uint64_t>(epoch),
                     [&](uint32_t i) { return train_->max_sequence_length(i); });
   planned_epoch_ = epoch;
   return plan_;
 }
 
-PairBatch JobSetup::NextTrainBatch(int64_t& epoch, int64_t& batch_in_epoch) {
+int64_t JobSetup::BeginStep(int64_t& epoch, int64_t& batch_in_epoch) {
   if (batch_in_epoch >= static_cast<int64_t>(PlanFor(epoch).size())) {
     ++epoch;
     batch_in_epoch = 0;
   }
+  const auto batches = static_cast<int64_t>(PlanFor(epoch).size());
+  if (batches == 0) {
+    Fail("train.dataloader_drop_last",
+         std::to_string(train_subset_.size()) + " training pairs fill no batch of " +
+             std::to_string(spec_.train.per_device_train_batch_size) + " pairs on each of " +
+             std::to_string(group_.world_size()) + " ranks; set it false to keep them");
+  }
+  return std::min(spec_.train.gradient_accumulation_steps, batches - batch_in_epoch);
+}
+
+PairBatch JobSetup::NextTrainBatch(int64_t epoch, int64_t& batch_in_epoch) {
   const auto& plan = PlanFor(epoch);
-  return MakePairBatch(*train_, plan[static_cast<size_t>(batch_in_epoch++)], collate_, device_,
+  return MakePairBatch(*train_, plan.at(static_cast<size_t>(batch_in_epoch++)), collate_, device_,
                        spec_.data.padding_free);
 }
 
@@ -243,7 +255,8 @@ EvalBatches JobSetup::MakeEvalBatches() const {
 int64_t JobSetup::TotalSteps() const {
   if (spec_.train.max_steps > 0) return spec_.train.max_steps;
   const int64_t batches = static_cast<int64_t>(PlanFor(0).size());
-  const int64_t per_epoch = std::max<int64_t>(1, batches / spec_.train.gradient_accumulation_steps);
+  const int64_t accumulation = spec_.train.gradient_accumulation_steps;
+  const int64_t per_epoch = std::max<int64_t>(1, (batches + accumulation - 1) / accumulation);
   return static_cast<int64_t>(std::ceil(spec_.train.num_train_epochs * per_epoch));
 }
 

@@ -84,15 +84,21 @@ class JobSetup {
   bool eval_is_train_split() const { return eval_ == nullptr && !eval_subset_.empty(); }
 
   // Optimizer steps of the run: train.max_steps, or num_train_epochs over this rank's
-  // micro-batches per epoch / gradient_accumulation_steps (HF's rule, at least 1 per epoch).
+  // optimizer steps per epoch, ceil(micro-batches per epoch / gradient_accumulation_steps), at
+  // least 1 (HF's rule: a last step with fewer micro-batches counts).
   int64_t TotalSteps() const;
   LrSchedule Schedule(int64_t total_steps) const;
   double EpochProgress(const TrainerState& state) const;
 
-  // The micro-batch at data position (epoch, batch_in_epoch), which then advances (into the
-  // next epoch at the end of one). Deterministic in (seed, epoch): a resumed run continues with
-  // exactly the batches it would have seen.
-  PairBatch NextTrainBatch(int64_t& epoch, int64_t& batch_in_epoch);
+  // Begins an optimizer step at data position (epoch, batch_in_epoch): moves to the next epoch
+  // when this one is used up, and returns the micro-batches the step accumulates:
+  // gradient_accumulation_steps, or the fewer left in the epoch (HF's last step of an epoch).
+  // The same on every rank. Throws dpo::Error when an epoch holds no batch (drop_last with fewer
+  // pairs than one global batch).
+  int64_t BeginStep(int64_t& epoch, int64_t& batch_in_epoch);
+  // The micro-batch at (epoch, batch_in_epoch), which then advances. Deterministic in (seed,
+  // epoch): a resumed run continues with exactly the batches it would have seen.
+  PairBatch NextTrainBatch(int64_t epoch, int64_t& batch_in_epoch);
   // This rank's share of the eval pairs, in batches of per_device_eval_batch_size, then
   // fillers so that every rank runs as many forwards (see PlanRankBatches).
   EvalBatches MakeEvalBatches() const;

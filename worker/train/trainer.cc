@@ -221,10 +221,12 @@ class Trainer {
     TrainSummary summary;
     Window window;
     const bool autocast = setup_.UseAutocast();
-    const int64_t accumulation = train.gradient_accumulation_steps;
 
     while (state.global_step < total_steps) {
       const auto start = std::chrono::steady_clock::now();
+      // gradient_accumulation_steps, or fewer at the end of an epoch; as HF, each micro-batch's
+      // mean loss is divided by the micro-batches this step actually has.
+      const int64_t accumulation = setup_.BeginStep(state.epoch, state.batch_in_epoch);
       double loss_sum = 0;
       DpoMetricSums step_sums;
       for (int64_t micro = 0; micro < accumulation; ++micro) {
