@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The real-model job: DPO on the bundled HH-RLHF sample from SmolLM2-135M-Instruct
+# (examples/smollm2_hh.yaml; set-up converts the model into models/), then dpo-eval scores the
+# training pairs and the held-out pairs with the trained policy against the pretrained model.
+# Each score file holds both sides, so one pass gives "before" (the reference's columns) and
+# "after" (the policy's). Results and their reading: docs/real_model.md.
+#   RANKS=2 scripts/demo_smollm2.sh   runs the training as 2 MPI ranks
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cmake -S . -B build -G Ninja > build.log 2>&1 || { cat build.log; exit 1; }
+cmake --build build --target dpo-worker dpo-eval
+
+model=models/smollm2-135m-instruct
+out=out/smollm2_hh
+rm -rf "$out"
+ranks=${RANKS:-1}
+start=$(date +%s)
+if [ "$ranks" -gt 1 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  mpirun -np "$ranks" --oversubscribe --bind-to none build/bin/dpo-worker --job examples/smollm2_hh.yaml
+else
+  build/bin/dpo-worker --job examples/smollm2_hh.yaml
+fi
+echo "training took $(( $(date +%s) - start )) s; metrics: $out/metrics.jsonl"
+
+policy=$(ls -d "$out"/checkpoint-* | sort -t- -k2 -n | tail -n 1)/model
+for split in sample heldout; do
+  # --max-length as in training, so both sets are scored on the tokens the policy was trained on.
+  build/bin/dpo-eval --policy "$policy" --reference "$model" --data "examples/data/hh_rlhf_$split.jsonl" \
+    --beta 0.1 --max-length 256 --output "$out/scores_$split.jsonl" --device cpu
+done
+.venv/bin/python scripts/summarize_scores.py "$out/scores_sample.jsonl" "$out/scores_heldout.jsonl"
