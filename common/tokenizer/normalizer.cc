@@ -2,10 +2,10 @@
 
 #include <utf8proc.h>
 
-#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "common/tokenizer/regex.h"
+#include "common/tokenizer/unicode_normalize.h"
 #include "common/tokenizer/unicode_util.h"
 #include "common/tokenizer/json_fields.h"
 #include "common/util/error.h"
@@ -18,42 +18,6 @@ bool IsAscii(std::string_view s) {
   for (char c : s)
     if (static_cast<unsigned char>(c) >= 0x80) return false;
   return true;
-}
-
-std::string Utf8procMap(std::string_view s, int options) {
-  utf8proc_uint8_t* out = nullptr;
-  utf8proc_ssize_t n =
-      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), s.size(), &out,
-                   static_cast<utf8proc_option_t>(options | UTF8PROC_STABLE));
-  if (n < 0) Fail("normalizer", utf8proc_errmsg(n));
-  std::string result(reinterpret_cast<char*>(out), n);
-  std::free(out);
-  return result;
-}
-
-// Unicode normalization of `s`, calling utf8proc only on its non-ASCII runs. Cutting before an
-// ASCII character is safe: ASCII is a starter (ccc 0) that is never the second character of a
-// canonical composition, so no normal form reorders or composes across it. Each run goes with
-// the ASCII character before it, which may compose with the run's leading combining mark.
-std::string NormalizeForm(const std::string& s, int options) {
-  std::string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t run = i;
-    while (run < s.size() && static_cast<unsigned char>(s[run]) < 0x80) ++run;
-    if (run == s.size()) {
-      out.append(s, i, run - i);
-      break;
-    }
-    size_t unit = run > i ? run - 1 : run;  // the run's ASCII predecessor joins it
-    out.append(s, i, unit - i);
-    size_t end = run;
-    while (end < s.size() && static_cast<unsigned char>(s[end]) >= 0x80) ++end;
-    out += Utf8procMap(std::string_view(s).substr(unit, end - unit), options);
-    i = end;
-  }
-  return out;
 }
 
 void ReplaceAll(std::string* s, std::string_view from, std::string_view to) {
@@ -124,16 +88,16 @@ std::string Normalizer::Apply(std::string_view text) const {
   for (const Step& step : steps_) {
     switch (step.kind) {
       case Kind::kNfc:
-        if (!IsAscii(s)) s = NormalizeForm(s, UTF8PROC_COMPOSE);
+        if (!IsAscii(s)) s = Normalize(s, NormalForm::kNfc);
         break;
       case Kind::kNfd:
-        if (!IsAscii(s)) s = NormalizeForm(s, UTF8PROC_DECOMPOSE);
+        if (!IsAscii(s)) s = Normalize(s, NormalForm::kNfd);
         break;
       case Kind::kNfkc:
-        if (!IsAscii(s)) s = NormalizeForm(s, UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
+        if (!IsAscii(s)) s = Normalize(s, NormalForm::kNfkc);
         break;
       case Kind::kNfkd:
-        if (!IsAscii(s)) s = NormalizeForm(s, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
+        if (!IsAscii(s)) s = Normalize(s, NormalForm::kNfkd);
         break;
       case Kind::kLowercase: {
         // HF lowercases per code point with Rust's char::to_lowercase: the simple mapping,

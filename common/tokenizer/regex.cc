@@ -3,6 +3,15 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
+#include <bit>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "common/tokenizer/unicode_properties.h"
+#include "common/tokenizer/unicode_util.h"
 #include "common/util/error.h"
 
 namespace dpo::tok {
@@ -28,26 +37,173 @@ MatchScratch& Scratch() {
   return scratch;
 }
 
+// Appends `ranges` as class items (\x{A}-\x{B}). Surrogates are cut out: PCRE2 refuses them in
+// UTF mode, and the text a Regex sees is valid UTF-8, which never holds one.
+void AppendClassItems(const std::vector<CodePointRange>& ranges, std::string* out) {
+  auto item = [out](char32_t first, char32_t last) {
+    char buf[40];
+    if (first == last) {
+      std::snprintf(buf, sizeof(buf), "\\x{%X}", static_cast<unsigned>(first));
+    } else {
+      std::snprintf(buf, sizeof(buf), "\\x{%X}-\\x{%X}", static_cast<unsigned>(first),
+                    static_cast<unsigned>(last));
+    }
+    *out += buf;
+  };
+  for (const CodePointRange& r : ranges) {
+    if (r.first < 0xD800) item(r.first, std::min<char32_t>(r.last, 0xD7FF));
+    if (r.last > 0xDFFF) item(std::max<char32_t>(r.first, 0xE000), r.last);
+  }
+}
+
+// The code points that PCRE2's own tables put in class item `native` (such as \p{L}), probed
+// once per item and process by matching [native]+ over a string of every code point (~4 MB,
+// some milliseconds with JIT).
+const std::vector<CodePointRange>& NativeRanges(const std::string& native) {
+  static std::mutex mutex;
+  static std::map<std::string, std::vector<CodePointRange>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto [it, inserted] = cache.try_emplace(native);
+  if (!inserted) return it->second;
+  std::string text;  // every code point but the surrogates, in order
+  text.reserve(4 * 0x110000);
+  for (char32_t cp = 0; cp <= 0x10FFFF; ++cp)
+    if (cp < 0xD800 || cp > 0xDFFF) AppendUtf8(cp, &text);
+  std::string pattern = "[" + native + "]+";
+  int err = 0;
+  PCRE2_SIZE offset = 0;
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                   PCRE2_UTF | PCRE2_UCP, &err, &offset, nullptr);
+  if (code == nullptr) Fail("regex", "PCRE2 does not know " + native);
+  pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+  pcre2_match_data* data = pcre2_match_data_create(1, nullptr);
+  for (size_t pos = 0; pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(),
+                                   pos, PCRE2_NO_UTF_CHECK, data, nullptr) > 0;) {
+    PCRE2_SIZE* ov = pcre2_get_ovector_pointer(data);
+    size_t start = ov[0], end = ov[1], last = end - 1;
+    while ((static_cast<unsigned char>(text[last]) & 0xC0) == 0x80) --last;
+    char32_t first_cp = NextCodePoint(text, &start), last_cp = NextCodePoint(text, &last);
+    // The string skips the surrogates: a run across them is two ranges.
+    if (first_cp < 0xD800 && last_cp > 0xDFFF) {
+      it->second.push_back({first_cp, 0xD7FF});
+      it->second.push_back({0xE000, last_cp});
+    } else {
+      it->second.push_back({first_cp, last_cp});
+    }
+    pos = end;
+  }
+  pcre2_match_data_free(data);
+  pcre2_code_free(code);
+  return it->second;
+}
+
+// Appends the class `ours` (sorted ranges) as class items: PCRE2's own item `native` plus the
+// code points its tables miss, when they hold none that `ours` lacks (fast: PCRE2 looks a
+// property up in two steps, while explicit ranges are tried one by one); else every range.
+// `negated_native`, when not empty, is the item for the complement of `native` (\P{..}); then
+// the complement of `ours` is written.
+void AppendClass(const std::vector<CodePointRange>& ours, const std::string& native,
+                 const std::string& negated_native, bool negated, std::string* out) {
+  const std::vector<CodePointRange>& theirs = NativeRanges(native);
+  std::vector<CodePointRange> missing = Subtract(ours, theirs), extra = Subtract(theirs, ours);
+  if (!negated && extra.empty()) {
+    *out += native;
+    AppendClassItems(missing, out);
+  } else if (negated && !negated_native.empty() && missing.empty()) {
+    *out += negated_native;  // the complement of theirs, which misses ours' complement's extra
+    AppendClassItems(extra, out);
+  } else {
+    AppendClassItems(negated ? Complement(ours) : ours, out);
+  }
+}
+
+// PCRE2's item for the categories of `mask`: the major class when the mask is one, else one
+// item per category.
+std::string NativeCategoryItem(uint32_t mask, bool negated) {
+  std::string major = std::string(1, ucd::kCategoryNames[std::countr_zero(mask)][0]);
+  if (CategoryMask(major) == mask) return (negated ? "\\P{" : "\\p{") + major + "}";
+  if (negated) return "";  // a union of \P items is not the complement of the union
+  std::string out;
+  for (size_t i = 0; i < static_cast<size_t>(ucd::Category::kCount); ++i)
+    if (mask & (1u << i)) out += std::string("\\p{") + ucd::kCategoryNames[i] + "}";
+  return out;
+}
+
+// A \p / \P escape at p[i] ('\\'): its property name and extent. False for anything else.
+bool ParsePropertyEscape(std::string_view p, size_t i, bool* negated, std::string_view* name,
+                         size_t* length) {
+  if (i + 2 >= p.size() || (p[i + 1] != 'p' && p[i + 1] != 'P')) return false;
+  *negated = p[i + 1] == 'P';
+  if (p[i + 2] != '{') {  // \pL: a one-letter name
+    *name = p.substr(i + 2, 1);
+    *length = 3;
+    return true;
+  }
+  size_t close = p.find('}', i + 3);
+  if (close == std::string_view::npos) return false;
+  *name = p.substr(i + 3, close - i - 3);
+  if (!name->empty() && (*name)[0] == '^') {
+    *negated = !*negated;
+    name->remove_prefix(1);
+  }
+  *length = close + 1 - i;
+  return true;
+}
+
 }  // namespace
 
 std::string HfCompatiblePattern(std::string_view p) {
   std::string out;
-  out.reserve(p.size() + 32);
+  out.reserve(p.size() + 1024);
+  bool in_class = false;
+  // Writes a class as items when inside [...], else as a bracketed class of its own.
+  auto append_class = [&](const std::vector<CodePointRange>& ours, const std::string& native,
+                          const std::string& negated_native, bool negated) {
+    if (!in_class) out += '[';
+    AppendClass(ours, native, negated_native, negated, &out);
+    if (!in_class) out += ']';
+  };
   for (size_t i = 0; i < p.size(); ++i) {
-    if (p[i] == '\\' && i + 1 < p.size()) {
-      char c = p[i + 1];
-      if (c == 's') {
-        out += "\\p{White_Space}";
-      } else if (c == 'S') {
-        out += "\\P{White_Space}";
+    char c = p[i];
+    if (c == '\\' && i + 1 < p.size()) {
+      bool negated;
+      std::string_view name;
+      size_t length;
+      uint32_t mask;
+      if (p[i + 1] == 's' || p[i + 1] == 'S') {
+        static const std::vector<CodePointRange> white_space = WhiteSpaceRanges();
+        append_class(white_space, "\\p{White_Space}", "\\P{White_Space}", p[i + 1] == 'S');
+        ++i;
+      } else if (ParsePropertyEscape(p, i, &negated, &name, &length) &&
+                 (mask = CategoryMask(name)) != 0) {
+        append_class(CategoryRanges(mask), NativeCategoryItem(mask, false),
+                     NativeCategoryItem(mask, true), negated);
+        i += length - 1;
       } else {
-        out += p[i];
         out += c;
+        out += p[++i];
       }
-      ++i;
-    } else {
-      out += p[i];
+      continue;
     }
+    if (!in_class && c == '[') {
+      // A ']' right after '[' or '[^' is a literal member, not the end of the class.
+      in_class = true;
+      out += c;
+      if (i + 1 < p.size() && p[i + 1] == '^') out += p[++i];
+      if (i + 1 < p.size() && p[i + 1] == ']') out += p[++i];
+      continue;
+    }
+    if (in_class && c == '[' && i + 1 < p.size() && p[i + 1] == ':') {
+      // A POSIX class [:name:] inside a class: copied whole, its ']' does not close the class.
+      size_t close = p.find(":]", i + 2);
+      if (close != std::string_view::npos) {
+        out.append(p.substr(i, close + 2 - i));
+        i = close + 1;
+        continue;
+      }
+    }
+    if (in_class && c == ']') in_class = false;
+    out += c;
   }
   return out;
 }

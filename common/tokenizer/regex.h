@@ -1,6 +1,10 @@
 // A compiled Unicode regex (PCRE2 with JIT) that finds matches the way HF tokenizers' engine
 // (Oniguruma) does for the patterns tokenizer.json files use: UTF + UCP, with \s and \S meaning
-// Unicode White_Space (PCRE2's own \s also takes U+180E, Oniguruma's does not).
+// Unicode White_Space (PCRE2's own \s also takes U+180E, Oniguruma's does not), and general
+// category classes (\p{L}, \p{N}, \pL, \P{Lu}, \p{^N}, ...) of Unicode 16.0, HF's version, from
+// unicode_properties.h whatever the machine's PCRE2 knows: both are written into the pattern as
+// explicit code point ranges before it is compiled. Other properties (scripts, \w, \d, \b)
+// still come from PCRE2's own tables.
 //
 // Thread-safety: a Regex is immutable after construction; FindAll may run concurrently (each
 // thread keeps its own match data and JIT stack).
@@ -47,7 +51,8 @@ class Regex {
   void* code_ = nullptr;  // pcre2_code*
 };
 
-// Rewrites \s / \S (also inside classes) to White_Space properties; see the class comment.
+// Rewrites \s / \S and general category escapes (also inside classes) to explicit ranges; see
+// the class comment.
 std::string HfCompatiblePattern(std::string_view pattern);
 
 }  // namespace dpo::tok
