@@ -39,6 +39,8 @@ constexpr const char* kUsage =
     "  --tokenizer      default: the policy directory\n"
     "  --max-length N   tokens per prompt+completion (default 1024, TRL's); 0 = no limit\n"
     "  --batch-size N   pairs per forward pass (default 8)\n"
+    "  --implicit-prompt R  assistant_turn | common_prefix: where {chosen, rejected} text\n"
+    "                   pairs split into prompt and completions (default assistant_turn)\n"
     "  --device D       cpu, cuda, cuda:N or auto (default auto)\n"
     "  --dtype T        float32 or bfloat16 (default float32)\n";
 
@@ -46,6 +48,7 @@ struct Args {
   std::string policy, reference, data, output, tokenizer, device = "auto", dtype = "float32";
   double beta = 0.1;
   int64_t max_length = 1024, batch_size = 8;
+  dpo::ImplicitPrompt implicit_prompt = dpo::ImplicitPrompt::kAssistantTurn;
 };
 
 Args ParseArgs(int argc, char** argv) {
@@ -78,6 +81,7 @@ Args ParseArgs(int argc, char** argv) {
     else if (flag == "--beta") args.beta = number(value);
     else if (flag == "--max-length") args.max_length = static_cast<int64_t>(number(value));
     else if (flag == "--batch-size") args.batch_size = static_cast<int64_t>(number(value));
+    else if (flag == "--implicit-prompt") args.implicit_prompt = dpo::ParseImplicitPrompt(value);
     else dpo::Fail(flag, "unknown flag");
   }
   if (args.policy.empty() || args.data.empty() || args.output.empty()) {
@@ -105,6 +109,7 @@ int Run(const Args& args) {
   // Tokenize into a cache beside the output, reused while data, tokenizer and options agree.
   dpo::PrepareOptions prepare;
   prepare.tokenize.max_length = static_cast<size_t>(args.max_length);
+  prepare.tokenize.implicit_prompt = args.implicit_prompt;
   const std::string prepared = args.output + ".prepared";
   dpo::PrepareResult result = dpo::PrepareDataset(*tokenizer, args.data, prepared, prepare);
   std::fprintf(stderr, "%s\n", result.report.Summary().c_str());

@@ -17,6 +17,9 @@ TokenizeOptions TokenizeOptionsFromSpec(const DataSection& data) {
   options.truncation_mode = data.truncation_mode == DataSection::Truncation::kKeepEnd
                                 ? TruncationMode::kKeepEnd
                                 : TruncationMode::kKeepStart;
+  options.implicit_prompt = data.implicit_prompt == DataSection::ImplicitPrompt::kCommonPrefix
+                                ? ImplicitPrompt::kCommonPrefix
+                                : ImplicitPrompt::kAssistantTurn;
   switch (data.chat_template) {
     case DataSection::ChatTemplate::kAuto: options.chat_template = ""; break;
     default: options.chat_template = std::string(ToString(data.chat_template)); break;

@@ -42,6 +42,9 @@ constexpr EnumName<DataSection::Sampling> kSamplings[] = {
     {DataSection::Sampling::kRandom, "random"},
     {DataSection::Sampling::kGroupByLength, "group_by_length"},
     {DataSection::Sampling::kSequential, "sequential"}};
+constexpr EnumName<DataSection::ImplicitPrompt> kImplicitPrompts[] = {
+    {DataSection::ImplicitPrompt::kAssistantTurn, "assistant_turn"},
+    {DataSection::ImplicitPrompt::kCommonPrefix, "common_prefix"}};
 constexpr EnumName<Loss> kLosses[] = {
     {Loss::kSigmoid, "sigmoid"},        {Loss::kHinge, "hinge"},
     {Loss::kIpo, "ipo"},                {Loss::kExoPair, "exo_pair"},
@@ -95,7 +98,7 @@ const std::vector<SectionKeys>& Schema() {
       {"model.random", {"config", "seed"}},
       {"tokenizer", {"path"}},
       {"data",
-       {"train", "eval", "eval_fraction", "chat_template", "max_length",
+       {"train", "eval", "eval_fraction", "chat_template", "implicit_prompt", "max_length",
         "max_prompt_length", "max_completion_length", "truncation_mode", "on_error",
         "prepared_dir", "shuffle_seed", "train_sampling_strategy", "num_workers", "padding_free",
         "max_line_bytes"}},
@@ -356,6 +359,7 @@ class Parser {
     Checked(s, "eval_fraction", &d.eval_fraction, [](double v) { return v >= 0 && v < 1; },
             "must be in [0, 1)");
     s.Enum("chat_template", &d.chat_template, kChatTemplates);
+    s.Enum("implicit_prompt", &d.implicit_prompt, kImplicitPrompts);
     PositiveInt(s, "max_length", &d.max_length);
     PositiveInt(s, "max_prompt_length", &d.max_prompt_length);
     PositiveInt(s, "max_completion_length", &d.max_completion_length);
@@ -724,6 +728,7 @@ std::string_view ToString(DataSection::ChatTemplate v) { return NameOf(kChatTemp
 std::string_view ToString(DataSection::Truncation v) { return NameOf(kTruncations, v); }
 std::string_view ToString(DataSection::OnError v) { return NameOf(kOnErrors, v); }
 std::string_view ToString(DataSection::Sampling v) { return NameOf(kSamplings, v); }
+std::string_view ToString(DataSection::ImplicitPrompt v) { return NameOf(kImplicitPrompts, v); }
 std::string_view ToString(DpoSection::LossType v) { return NameOf(kLosses, v); }
 std::string_view ToString(DpoSection::FDivergence v) { return NameOf(kFDivergences, v); }
 std::string_view ToString(TrainSection::Scheduler v) { return NameOf(kSchedulers, v); }

@@ -58,6 +58,7 @@ struct DataSection {
   enum class Truncation { kKeepStart, kKeepEnd };
   enum class OnError { kFail, kSkip };
   enum class Sampling { kRandom, kGroupByLength, kSequential };
+  enum class ImplicitPrompt { kAssistantTurn, kCommonPrefix };
 
   std::string train;                 // Required. Preference pairs, .jsonl or .jsonl.gz.
   std::optional<std::string> eval;   // Default: none (see eval_fraction).
@@ -67,7 +68,12 @@ struct DataSection {
   // Chat template for conversational records (every TRL record form is recognised per line, so
   // there is no format key). Default: auto, recognised from the tokenizer's chat_template.
   ChatTemplate chat_template = ChatTemplate::kAuto;
+  // Where an implicit text pair ({chosen, rejected} strings) splits into prompt and completions:
+  // assistant_turn after the last shared "\n\nAssistant:" (whole replies), common_prefix as
+  // TRL's extract_prompt (longest common prefix). Default: assistant_turn (docs/data.md).
+  ImplicitPrompt implicit_prompt = ImplicitPrompt::kAssistantTurn;
   // Tokens per prompt+completion sequence; null = no truncation. Default: 1024 (TRL).
+
   std::optional<int64_t> max_length = 1024;
   // Tokens kept from the prompt (its end). Default: null, no separate limit (TRL 1.16).
   std::optional<int64_t> max_prompt_length;
@@ -261,6 +267,7 @@ std::string_view ToString(DataSection::ChatTemplate v);
 std::string_view ToString(DataSection::Truncation v);
 std::string_view ToString(DataSection::OnError v);
 std::string_view ToString(DataSection::Sampling v);
+std::string_view ToString(DataSection::ImplicitPrompt v);
 std::string_view ToString(DpoSection::LossType v);
 std::string_view ToString(DpoSection::FDivergence v);
 std::string_view ToString(TrainSection::Scheduler v);

@@ -33,6 +33,7 @@ data:
   eval: d/eval.jsonl
   eval_fraction: 0
   chat_template: llama3
+  implicit_prompt: common_prefix
   max_length: 2048
   max_prompt_length: 512
   max_completion_length: 1536
@@ -143,6 +144,7 @@ TEST(JobSpecTest, MinimalSpecTakesTheDocumentedDefaults) {
   EXPECT_EQ(s.train.logging_steps, 10);
   EXPECT_EQ(s.train.max_steps, -1);
   EXPECT_FALSE(s.train.dataloader_drop_last);  // HF keeps the last partial batch
+  EXPECT_EQ(s.data.implicit_prompt, DataSection::ImplicitPrompt::kAssistantTurn);
   EXPECT_EQ(s.train.collective_timeout_seconds, 1800.0);  // c10d NCCL default
   EXPECT_EQ(s.data.shuffle_seed, 42);  // = train.seed
   EXPECT_EQ(s.reference.mode, ReferenceSection::Mode::kModel);
@@ -170,6 +172,7 @@ TEST(JobSpecTest, FullSpecParsesAndRoundTrips) {
   EXPECT_EQ(s.train.warmup_steps, 0.1);
   EXPECT_EQ(s.train.num_train_epochs, 2.5);
   EXPECT_TRUE(s.train.dataloader_drop_last);
+  EXPECT_EQ(s.data.implicit_prompt, DataSection::ImplicitPrompt::kCommonPrefix);
   EXPECT_EQ(s.train.bf16, true);
   EXPECT_EQ(s.reference.mode, ReferenceSection::Mode::kPrecomputed);
   EXPECT_EQ(s.reference.path, "/base/ref");

@@ -82,6 +82,7 @@ std::string ToYaml(const JobSpec& spec) {
   w.Key("eval", Opt(d.eval, Quoted));
   w.Key("eval_fraction", Num(d.eval_fraction));
   w.Key("chat_template", std::string(ToString(d.chat_template)));
+  w.Key("implicit_prompt", std::string(ToString(d.implicit_prompt)));
   w.Key("max_length", Opt(d.max_length, Int));
   w.Key("max_prompt_length", Opt(d.max_prompt_length, Int));
   w.Key("max_completion_length", Opt(d.max_completion_length, Int));

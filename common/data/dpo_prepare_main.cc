@@ -25,6 +25,8 @@ constexpr const char* kUsage =
     "  --truncation-mode M        keep_start | keep_end (default keep_start)\n"
     "  --chat-template NAME       chatml | qwen3 | llama3 | mistral (default: from the tokenizer)\n"
     "  --on-error P               fail | skip (default fail)\n"
+    "  --implicit-prompt R        assistant_turn | common_prefix (TRL's extract_prompt): where\n"
+    "                             {chosen, rejected} text pairs split (default assistant_turn)\n"
     "  --threads N                worker threads (default 0 = every core)\n"
     "  --max-line-bytes N         longest accepted line (default 16777216)\n"
     "  --batch-size B             also report the padding fraction of B-pair batches\n"
@@ -78,6 +80,7 @@ int Main(int argc, char** argv) {
     else if (flag == "--truncation-mode") options.tokenize.truncation_mode = ParseTruncationMode(value);
     else if (flag == "--chat-template") options.tokenize.chat_template = value;
     else if (flag == "--on-error") options.on_error = ParseOnError(value);
+    else if (flag == "--implicit-prompt") options.tokenize.implicit_prompt = ParseImplicitPrompt(value);
     else if (flag == "--threads") options.num_threads = ToSize(flag, value);
     else if (flag == "--max-line-bytes") options.max_line_bytes = ToSize(flag, value);
     else if (flag == "--batch-size") batch_size = ToSize(flag, value);

@@ -47,6 +47,7 @@ std::string TokenizeOptions::ToJson() const {
   j["max_completion_length"] = max_completion_length;
   j["truncation_mode"] = TruncationModeName(truncation_mode);
   j["chat_template"] = chat_template;
+  j["implicit_prompt"] = ImplicitPromptName(implicit_prompt);
   return j.dump();
 }
 

@@ -45,6 +45,11 @@ struct TokenizeOptions {
   // Chat template for conversational data: "" or "auto" recognises it from the tokenizer's
   // chat_template, else chatml | qwen3 | llama3 | mistral. Default: "" (the tokenizer's own).
   std::string chat_template;
+  // How the prompt of an implicit text pair ({chosen, rejected} strings) is found
+  // (preference_record.h). Applied where lines are parsed (PrepareDataset); kept here so that
+  // it is part of the options a prepared file records and hashes. Default: assistant_turn, whole
+  // replies as completions (docs/data.md weighs it against TRL's common_prefix).
+  ImplicitPrompt implicit_prompt = ImplicitPrompt::kAssistantTurn;
 
   // Canonical JSON of these options (the prepared file records it and hashes it).
   std::string ToJson() const;

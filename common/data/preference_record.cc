@@ -59,6 +59,26 @@ const json& Field(const json& object, std::string_view context, const char* name
 
 bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
 
+// A UTF-8 continuation byte: never the first byte of a character.
+bool IsContinuation(char c) { return (static_cast<unsigned char>(c) & 0xc0) == 0x80; }
+
+// TRL 1.16's extract_prompt on strings, in bytes of valid UTF-8 (see the header).
+size_t CommonPrefixPrompt(std::string_view chosen, std::string_view rejected) {
+  const size_t limit = std::min(chosen.size(), rejected.size());
+  size_t lcp = 0;
+  while (lcp < limit && chosen[lcp] == rejected[lcp]) ++lcp;
+  if (lcp == limit) {
+    // No character differs: TRL's loop ends on the shorter text's last character.
+    size_t cut = limit;
+    while (cut > 0 && IsContinuation(chosen[cut - 1])) --cut;
+    return cut > 0 ? cut - 1 : 0;
+  }
+  // The first differing character starts at the last character boundary at or before lcp.
+  while (lcp > 0 && IsContinuation(chosen[lcp])) --lcp;
+  if (lcp > 0 && chosen[lcp - 1] == ' ') --lcp;
+  return lcp;
+}
+
 }  // namespace
 
 const char* RecordErrorName(RecordErrorKind kind) {
@@ -107,7 +127,18 @@ size_t FindInvalidUtf8(std::string_view text) {
   return std::string_view::npos;
 }
 
-size_t ExtractTextPrompt(std::string_view chosen, std::string_view rejected) {
+ImplicitPrompt ParseImplicitPrompt(const std::string& name) {
+  if (name == "assistant_turn") return ImplicitPrompt::kAssistantTurn;
+  if (name == "common_prefix") return ImplicitPrompt::kCommonPrefix;
+  Fail("implicit_prompt", "expected assistant_turn or common_prefix, got \"" + name + "\"");
+}
+
+const char* ImplicitPromptName(ImplicitPrompt rule) {
+  return rule == ImplicitPrompt::kCommonPrefix ? "common_prefix" : "assistant_turn";
+}
+
+size_t ExtractTextPrompt(std::string_view chosen, std::string_view rejected, ImplicitPrompt rule) {
+  if (rule == ImplicitPrompt::kCommonPrefix) return CommonPrefixPrompt(chosen, rejected);
   size_t lcp = 0, limit = std::min(chosen.size(), rejected.size());
   while (lcp < limit && chosen[lcp] == rejected[lcp]) ++lcp;
   std::string_view common = chosen.substr(0, lcp);
@@ -121,7 +152,8 @@ size_t ExtractTextPrompt(std::string_view chosen, std::string_view rejected) {
   return cut;
 }
 
-PreferenceRecord ParsePreferenceLine(std::string_view line, std::string_view context) {
+PreferenceRecord ParsePreferenceLine(std::string_view line, std::string_view context,
+                                     ImplicitPrompt rule) {
   size_t bad = FindInvalidUtf8(line);
   if (bad != std::string_view::npos) {
     Reject(RecordErrorKind::kInvalidUtf8, context, "",
@@ -168,7 +200,7 @@ PreferenceRecord ParsePreferenceLine(std::string_view line, std::string_view con
   if (has_prompt) {
     record.prompt = GetString(*prompt_it, context, "prompt");
   } else {
-    size_t cut = ExtractTextPrompt(record.chosen, record.rejected);
+    size_t cut = ExtractTextPrompt(record.chosen, record.rejected, rule);
     record.prompt = record.chosen.substr(0, cut);
     record.chosen.erase(0, cut);
     record.rejected.erase(0, cut);

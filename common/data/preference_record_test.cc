@@ -57,6 +57,29 @@ TEST(PreferenceRecordTest, ImplicitPlainTextCutsAtWhitespaceNotInsideAWord) {
   EXPECT_EQ(r.rejected, " slept");
 }
 
+TEST(PreferenceRecordTest, CommonPrefixRuleIsTrlsExtractPrompt) {
+  // The Python oracle (tests/oracle/test_implicit_prompt.py) checks HH-RLHF against TRL itself;
+  // these are the edge cases of its loop.
+  constexpr auto kTrl = ImplicitPrompt::kCommonPrefix;
+  EXPECT_EQ(ExtractTextPrompt("The cat sat down", "The cat slept", kTrl), 9u);  // "The cat s"
+  EXPECT_EQ(ExtractTextPrompt("Hi there", "Hi you", kTrl), 2u);                // less the space
+  EXPECT_EQ(ExtractTextPrompt("abc", "xbc", kTrl), 0u);
+  EXPECT_EQ(ExtractTextPrompt("abc", "abcde", kTrl), 2u);  // a prefix: one character short
+  // Characters, not bytes: "é" and "à" share their first byte.
+  EXPECT_EQ(ExtractTextPrompt("x \xc3\xa9t", "x \xc3\xa0", kTrl), 1u);
+  EXPECT_EQ(ExtractTextPrompt("a\xc3\xa9", "a\xc3\xa9" "b", kTrl), 1u);  // "b" apart: \xa9b is one escape
+  const std::string shared = "\n\nHuman: hi\n\nAssistant:";
+  json line = {{"chosen", shared + " I think so."}, {"rejected", shared + " I don't."}};
+  auto r = ParsePreferenceLine(line.dump(), "f:1", kTrl);
+  EXPECT_EQ(r.prompt, shared + " I");
+  EXPECT_EQ(r.chosen, " think so.");
+  EXPECT_EQ(r.rejected, " don't.");
+  EXPECT_EQ(ParsePreferenceLine(line.dump(), "f:1").prompt, shared);  // assistant_turn
+  EXPECT_EQ(ParseImplicitPrompt("common_prefix"), kTrl);
+  EXPECT_STREQ(ImplicitPromptName(ImplicitPrompt::kAssistantTurn), "assistant_turn");
+  EXPECT_THROW(ParseImplicitPrompt("longest"), Error);
+}
+
 TEST(PreferenceRecordTest, ConversationalExplicitAndImplicit) {
   json user = {{"role", "user"}, {"content", "Sky?"}};
   json blue = {{"role", "assistant"}, {"content", "Blue."}};

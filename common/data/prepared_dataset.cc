@@ -96,7 +96,8 @@ void ProcessChunk(const PairTokenizer& tokenizer, const std::string& path, OnErr
       std::string context = path + ":" + std::to_string(numbers[i]);
       ++out->report.lines;
       try {
-        auto pair = tokenizer.Tokenize(ParsePreferenceLine(lines[i], context), context);
+        auto pair = tokenizer.Tokenize(
+            ParsePreferenceLine(lines[i], context, tokenizer.options().implicit_prompt), context);
         if (!pair) {
           ++out->report.dropped;
           continue;

@@ -37,6 +37,8 @@ class RunConfig:
     gradient_accumulation_steps: int = 1
     drop_last: bool = False  # HF's dataloader_drop_last (its default: the partial batch trains)
     save_steps: int = 100000
+    loss_type: str = "sigmoid"
+    implicit_prompt: str = "assistant_turn"  # ours, for {chosen, rejected} rows; TRL: common_prefix
 
 
 def explicit_pairs(count: int, source: Path = HH_RLHF, keep=lambda pair: True) -> list[dict]:
@@ -120,7 +122,7 @@ def run_trl(model_dir: Path, tokenizer_dir: Path, pairs: list[dict], cfg: RunCon
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         dataloader_drop_last=cfg.drop_last,
         learning_rate=cfg.learning_rate, lr_scheduler_type="linear", warmup_steps=0,
-        max_grad_norm=1.0, weight_decay=cfg.weight_decay, beta=cfg.beta, loss_type=["sigmoid"], max_length=cfg.max_length,
+        max_grad_norm=1.0, weight_decay=cfg.weight_decay, beta=cfg.beta, loss_type=[cfg.loss_type], max_length=cfg.max_length,
         truncation_mode="keep_start", logging_steps=1, save_strategy="no", report_to="none",
         use_cpu=True, bf16=False, seed=cfg.seed, train_sampling_strategy="sequential",
         dataloader_num_workers=0, gradient_checkpointing=False, pad_to_multiple_of=None,
@@ -142,9 +144,10 @@ data:
   train: "{data}"
   max_length: {cfg.max_length}
   truncation_mode: keep_start
+  implicit_prompt: {cfg.implicit_prompt}
   train_sampling_strategy: sequential
   padding_free: {str(padding_free).lower()}
-dpo: {{beta: {cfg.beta}, loss_type: sigmoid}}
+dpo: {{beta: {cfg.beta}, loss_type: {cfg.loss_type}}}
 train:
   seed: {cfg.seed}
   per_device_train_batch_size: {cfg.batch_size}
