@@ -2,8 +2,10 @@
 //
 // Scores held-out preference pairs with a trained policy's implicit DPO reward, as RewardBench
 // does for DPO models: reward = beta * (log pi(y|x) - log pi_ref(y|x)) per completion. Writes one
-// JSON line per pair and prints a summary (accuracy = share of pairs whose chosen reward is
-// higher, mean margin) as one JSON object on stdout. Without --reference the reward is
+// JSON line per kept pair ("index": its place among the kept pairs; "line": the 1-based line of
+// the input it came from, which differs once a pair is dropped as too long) and prints a summary
+// (accuracy = share of pairs whose chosen reward is higher, mean margin) as one JSON object on
+// stdout. Without --reference the reward is
 // reference-free (beta * log pi). Exit status 0 on success, else 1 with a one-line reason: among
 // them a data file with no pairs, a tokenizer with ids past the model's vocab_size, non-finite
 // weights, and a non-finite score (never written as null).
@@ -147,7 +149,7 @@ int Run(const Args& args) {
       // A score JSON cannot hold (it would be written as null) means the model is broken.
       if (!std::isfinite(v[0][b]) || !std::isfinite(v[1][b]) || !std::isfinite(v[2][b]) ||
           !std::isfinite(v[3][b])) {
-        dpo::Fail(args.data + ": pair " + std::to_string(start + b),
+        dpo::Fail(args.data + ":" + std::to_string(dataset.source_line(start + b)),
                   "non-finite log-probability (policy chosen/rejected " + std::to_string(v[0][b]) + "/" +
                       std::to_string(v[1][b]) + ", reference " + std::to_string(v[2][b]) + "/" +
                       std::to_string(v[3][b]) + "); the model's outputs overflow",
@@ -156,6 +158,7 @@ int Run(const Args& args) {
       const double reward_chosen = args.beta * (v[0][b] - v[2][b]);
       const double reward_rejected = args.beta * (v[1][b] - v[3][b]);
       nlohmann::json line = {{"index", start + b},
+                             {"line", dataset.source_line(start + b)},
                              {"policy_chosen_logps", v[0][b]},
                              {"policy_rejected_logps", v[1][b]},
                              {"reference_chosen_logps", reference ? nlohmann::json(v[2][b]) : nlohmann::json(nullptr)},

@@ -20,7 +20,8 @@ namespace dpo {
 namespace {
 
 constexpr char kMagic[8] = {'D', 'P', 'O', 'P', 'R', 'E', 'P', '\0'};
-constexpr uint32_t kVersion = 1;
+// 2: each PairEntry records the input line its pair came from (1 had a reserved zero there).
+constexpr uint32_t kVersion = 2;
 
 struct FileHeader {
   char magic[8];
@@ -32,7 +33,8 @@ struct FileHeader {
 };
 struct PairEntry {
   uint64_t offset;
-  uint32_t prompt_len, chosen_len, rejected_len, reserved;
+  uint32_t prompt_len, chosen_len, rejected_len;
+  uint32_t source_line;  // 1-based line of the input file
 };
 static_assert(sizeof(FileHeader) == 88 && sizeof(PairEntry) == 24);
 
@@ -84,6 +86,7 @@ std::optional<FileHeader> ReadHeader(const std::string& path) {
 
 struct ChunkResult {
   std::vector<TokenizedPair> pairs;
+  std::vector<size_t> lines;  // the input line of each pair
   DataReport report;
   std::exception_ptr error;  // the chunk's first fatal error
 };
@@ -103,6 +106,7 @@ void ProcessChunk(const PairTokenizer& tokenizer, const std::string& path, OnErr
           continue;
         }
         out->pairs.push_back(std::move(*pair));
+        out->lines.push_back(numbers[i]);
         ++out->report.pairs;
       } catch (const RecordError& error) {
         if (on_error == OnError::kFail) throw;
@@ -250,9 +254,14 @@ PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data
     for (auto& r : results) {
       if (r.error) std::rethrow_exception(r.error);  // a bad line comes before a later read fault
       result.report.Merge(r.report);
-      for (auto& pair : r.pairs) {
+      for (size_t k = 0; k < r.pairs.size(); ++k) {
+        const TokenizedPair& pair = r.pairs[k];
+        if (r.lines[k] > UINT32_MAX) {
+          Fail(data_path + ":" + std::to_string(r.lines[k]), "more lines than a prepared file can number");
+        }
         PairEntry entry{num_tokens, static_cast<uint32_t>(pair.prompt.size()),
-                        static_cast<uint32_t>(pair.chosen.size()), static_cast<uint32_t>(pair.rejected.size()), 0};
+                        static_cast<uint32_t>(pair.chosen.size()), static_cast<uint32_t>(pair.rejected.size()),
+                        static_cast<uint32_t>(r.lines[k])};
         entries.push_back(entry);
         for (const auto* ids : {&pair.prompt, &pair.chosen, &pair.rejected}) {
           writer.Write(ids->data(), ids->size() * sizeof(TokenId));
@@ -304,7 +313,7 @@ PreparedDataset::PreparedDataset(const std::string& path) : file_(path) {
   if (std::memcmp(header.magic, kMagic, 8) != 0) Fail(path, "not a prepared dataset (bad magic)");
   if (header.version != kVersion) {
     Fail(path, "prepared dataset version " + std::to_string(header.version) + ", expected " +
-                   std::to_string(kVersion) + "; prepare it again");
+                   std::to_string(kVersion) + " (version 2 records each pair's input line); prepare it again");
   }
   uint64_t size = file_.size();
   // Each section inside the file (checked without overflow: counts are bounded first).
@@ -337,6 +346,12 @@ PreparedDataset::Pair PreparedDataset::pair(size_t index) const {
   std::memcpy(&e, entries_ + index * sizeof e, sizeof e);
   const int32_t* p = tokens_ + e.offset;
   return {{p, e.prompt_len}, {p + e.prompt_len, e.chosen_len}, {p + e.prompt_len + e.chosen_len, e.rejected_len}};
+}
+
+size_t PreparedDataset::source_line(size_t index) const {
+  PairEntry e;
+  std::memcpy(&e, entries_ + index * sizeof e, sizeof e);
+  return e.source_line;
 }
 
 size_t PreparedDataset::max_sequence_length(size_t index) const {

@@ -3,7 +3,9 @@
 // Layout (little-endian; every section 8-byte aligned; offsets in the header):
 //   FileHeader                      magic "DPOPREP\0", version, hashes, counts, section offsets
 //   int32 tokens[num_tokens]        per pair: prompt ids, chosen completion, rejected completion
-//   PairEntry[num_pairs]            offset (into tokens) and prompt/chosen/rejected lengths
+//   PairEntry[num_pairs]            offset (into tokens), prompt/chosen/rejected lengths and the
+//                                   1-based input line of the pair (format version 2; version 1
+//                                   files are refused, naming their version, and re-prepared)
 //   metadata JSON (json_bytes)      {"options":{...},"on_error":..,"source":..,"report":{...}}
 // Tokens are written as they are produced, so preparing holds only 24 bytes per pair in memory.
 //
@@ -66,6 +68,9 @@ class PreparedDataset {
   size_t size() const { return num_pairs_; }
   // index < size(); not checked (hot path).
   Pair pair(size_t index) const;
+  // The 1-based line of the input file pair `index` came from: pairs skipped or dropped while
+  // preparing leave gaps, so this is not index + 1. index < size(); not checked.
+  size_t source_line(size_t index) const;
   // Tokens of prompt + the longer completion: the pair's longest sequence before max_length.
   size_t max_sequence_length(size_t index) const;
   uint64_t tokenizer_hash() const { return tokenizer_hash_; }

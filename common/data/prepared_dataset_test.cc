@@ -97,6 +97,28 @@ TEST(PreparedDatasetTest, SkipPolicyIsRecordedAndFailPolicyNamesTheLine) {
   EXPECT_THROW(PrepareDataset(tok, "/nonexistent/x.jsonl", out.path(), options), Error);
 }
 
+TEST(PreparedDatasetTest, EachPairRecordsTheInputLineItCameFrom) {
+  // Line 2 is blank, line 4 malformed (skipped), line 6 too long for max_length (dropped).
+  ScratchFile data("lines.jsonl"), out("lines.bin");
+  const std::string too_long = nlohmann::json{{"prompt", std::string(40, 'q')}, {"chosen", " c"},
+                                              {"rejected", " r"}}.dump() + "\n";
+  data.Write(Lines(1) + "\n" + Lines(1) + "{oops\n" + Lines(1) + too_long + Lines(2));
+  ByteTokenizer tok;
+  PrepareOptions options;
+  options.on_error = OnError::kSkip;
+  options.tokenize.max_length = 16;
+  options.num_threads = 2;
+  options.chunk_lines = 2;  // lines cross chunk and round boundaries
+  auto result = PrepareDataset(tok, data.path(), out.path(), options);
+  EXPECT_EQ(result.report.skipped, 1u);
+  EXPECT_EQ(result.report.dropped, 1u);
+  PreparedDataset ds(out.path());
+  ASSERT_EQ(ds.size(), 5u);
+  std::vector<size_t> lines;
+  for (size_t i = 0; i < ds.size(); ++i) lines.push_back(ds.source_line(i));
+  EXPECT_EQ(lines, (std::vector<size_t>{1, 3, 5, 7, 8}));
+}
+
 TEST(PreparedDatasetTest, TruncatedGzipFailsEvenUnderSkip) {
   ScratchFile data("trunc.jsonl.gz"), out("trunc.bin");
   data.WriteGzip(Lines(20000));
@@ -130,6 +152,31 @@ TEST(PreparedDatasetTest, RejectsCorruptFiles) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("corrupt"), std::string::npos) << e.what();
   }
+}
+
+TEST(PreparedDatasetTest, VersionOneFileIsRefusedByNameAndPreparedAgain) {
+  // Version 1 had no source lines: reading one fails naming both versions, and preparing over
+  // it writes version 2 instead of reusing it.
+  ScratchFile data("v1.jsonl"), out("v1.bin");
+  data.Write(Lines(3));
+  ByteTokenizer tok;
+  PrepareDataset(tok, data.path(), out.path(), {});
+  {
+    std::FILE* f = std::fopen(out.path().c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    const uint32_t old_version = 1;
+    std::fseek(f, 8, SEEK_SET);  // after the magic
+    std::fwrite(&old_version, sizeof old_version, 1, f);
+    std::fclose(f);
+  }
+  try {
+    PreparedDataset ds(out.path());
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("version 1, expected 2"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(PrepareDataset(tok, data.path(), out.path(), {}).reused);
+  EXPECT_EQ(PreparedDataset(out.path()).source_line(2), 3u);
 }
 
 }  // namespace

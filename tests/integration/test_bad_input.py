@@ -181,7 +181,7 @@ def test_dpo_eval_fails_on_non_finite_scores_instead_of_writing_null(trained, tm
     def overflow(tensors):  # finite weights whose logits overflow float32
         tensors["model.norm.weight"].fill_(3e38)
     policy = edited_model(trained, tmp_path / "policy", overflow)
-    stderr = refused(evaluate(tmp_path, policy), f"{HELDOUT}: pair 0", "non-finite log-probability")
+    stderr = refused(evaluate(tmp_path, policy), f"{HELDOUT}:1:", "non-finite log-probability")
     assert "Traceback" not in stderr
     scores = tmp_path / "scores.jsonl"
     assert not scores.exists() or "null" not in scores.read_text()

@@ -55,14 +55,14 @@ def read_prepared(path):
     data = Path(path).read_bytes()
     fields = struct.unpack_from("<8sII3Q2Q4Q", data, 0)
     magic, version = fields[0], fields[1]
-    assert magic == b"DPOPREP\0" and version == 1
+    assert magic == b"DPOPREP\0" and version == 2
     num_pairs, num_tokens = fields[6], fields[7]
     json_offset, json_bytes, pairs_offset, tokens_offset = fields[8:12]
     meta = json.loads(data[json_offset:json_offset + json_bytes])
     tokens = struct.unpack_from(f"<{num_tokens}i", data, tokens_offset)
     pairs = []
     for i in range(num_pairs):
-        offset, p, c, r, _ = struct.unpack_from("<QIIII", data, pairs_offset + 24 * i)
+        offset, p, c, r, _line = struct.unpack_from("<QIIII", data, pairs_offset + 24 * i)
         pairs.append((list(tokens[offset:offset + p]), list(tokens[offset + p:offset + p + c]),
                       list(tokens[offset + p + c:offset + p + c + r])))
     return meta, pairs

@@ -81,3 +81,37 @@ def test_dpo_eval_reports_bad_data_with_file_and_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert f"{bad}:2" in proc.stderr
+
+
+def test_rows_name_the_input_line_when_pairs_are_dropped(tmp_path):
+    # Lines 2 and 5 hold prompts too long for --max-length (dropped, as TRL drops them), line 4
+    # is blank. Each row's "line" must be the line its pair came from ("index" counts the kept
+    # pairs), checked by scoring that line's pair with transformers.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(EXAMPLE_TOKENIZER)
+    policy = make_tiny_llama(tmp_path / "policy", RunConfig(seed=3), len(tokenizer))
+    for f in EXAMPLE_TOKENIZER.iterdir():
+        shutil.copy(f, policy)
+    max_length = 256
+    short = explicit_pairs(4, SOURCE_DIR / "examples" / "data" / "hh_rlhf_sample.jsonl",
+                           keep=lambda p: max(len(tokenizer(p["prompt"] + p[s])["input_ids"])
+                                              for s in ("chosen", "rejected")) < max_length - 1)
+    long = {"prompt": "Human: " + "why " * 400 + "\n\nAssistant:", "chosen": " yes", "rejected": " no"}
+    lines = [short[0], long, short[1], None, long, short[2], short[3]]
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join((json.dumps(p) if p else "") + "\n" for p in lines))
+    out = tmp_path / "scores.jsonl"
+    proc = subprocess.run([str(BINARY_DIR / "bin" / "dpo-eval"), "--policy", str(policy), "--data", str(data),
+                           "--max-length", str(max_length), "--output", str(out), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["dropped_pairs"] == 2
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    assert [r["line"] for r in rows] == [1, 3, 6, 7]
+    model = AutoModelForCausalLM.from_pretrained(policy, torch_dtype=torch.float32).eval()
+    for row in rows:
+        chosen, rejected = hf_logps(model, tokenizer, lines[row["line"] - 1])
+        assert row["policy_chosen_logps"] == pytest.approx(chosen, rel=1e-4)
+        assert row["policy_rejected_logps"] == pytest.approx(rejected, rel=1e-4)
