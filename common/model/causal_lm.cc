@@ -68,11 +68,14 @@ torch::Tensor InverseFrequencies(const ModelConfig& c) {
 
 }  // namespace
 
-// How packed rows attend: per-span attention calls (CPU) or one mask (CUDA). Both empty: plain
-// causal attention over each row.
-struct PackedAttention {
-  std::vector<std::vector<AttentionSpan>> rows;  // the spans of each row, left to right
-  torch::Tensor mask;                            // [B, 1, T, T] bool, true = attend
+// How one decoder layer attends. rows: the spans of each packed row, left to right (empty: every
+// row is one sequence, plain causal). window: the layer's sliding window (0: none). mask: when
+// defined, [B|1, 1, T, T] bool (true = attend) for one attention call over the whole batch;
+// otherwise packed rows attend one call per span.
+struct AttentionLayout {
+  std::vector<std::vector<AttentionSpan>> rows;
+  int64_t window = 0;
+  torch::Tensor mask;
 };
 
 // Checks that `spans` tile the [rows, width] batch and groups them per row.
@@ -100,16 +103,30 @@ static std::vector<std::vector<AttentionSpan>> SpansByRow(const std::vector<Atte
   return by_row;
 }
 
-// The [B, 1, T, T] mask of tiled spans: causal inside a span, plus the span's whole prefix.
+// [queries, prefix + queries] bool, true = attend: query i stands at position prefix + i of its
+// sequence, key j at position j. Causal (j <= prefix + i) and, with a window, the sliding window
+// exactly as transformers' sliding_window_causal_mask_function (kv_idx > q_idx - sliding_window):
+// a query sees itself and the window - 1 positions before it.
+static torch::Tensor CausalMask(int64_t queries, int64_t prefix, int64_t window,
+                                const torch::TensorOptions& options) {
+  torch::Tensor mask =
+      torch::ones({queries, prefix + queries}, options.dtype(torch::kBool)).tril(prefix);
+  return window > 0 ? mask.triu(prefix - window + 1) : mask;
+}
+
+// The [B, 1, T, T] mask of tiled spans: causal inside a span, plus the span's whole prefix; with a
+// window, only keys fewer than `window` positions back in the query's own sequence (prefix + span).
 static torch::Tensor SpanMask(const std::vector<std::vector<AttentionSpan>>& rows, int64_t width,
-                              c10::Device device) {
+                              int64_t window, c10::Device device) {
   const auto b = static_cast<int64_t>(rows.size());
   torch::Tensor span_id = torch::empty({b, width}, torch::kInt64);
   torch::Tensor prefix_begin = torch::empty({b, width}, torch::kInt64);
   torch::Tensor prefix_end = torch::empty({b, width}, torch::kInt64);
+  torch::Tensor sequence_position = torch::empty({b, width}, torch::kInt64);
   auto id = span_id.accessor<int64_t, 2>();
   auto begin = prefix_begin.accessor<int64_t, 2>();
   auto end = prefix_end.accessor<int64_t, 2>();
+  auto position = sequence_position.accessor<int64_t, 2>();
   for (int64_t r = 0; r < b; ++r) {
     int64_t index = 0;
     for (const AttentionSpan& s : rows[static_cast<size_t>(r)]) {
@@ -117,16 +134,23 @@ static torch::Tensor SpanMask(const std::vector<std::vector<AttentionSpan>>& row
         id[r][j] = index;
         begin[r][j] = s.prefix_offset;
         end[r][j] = s.prefix_offset + s.prefix_length;
+        position[r][j] = s.prefix_length + (j - s.offset);
       }
       ++index;
     }
   }
   auto to_device = [&](const torch::Tensor& t) { return t.to(device); };
-  torch::Tensor ids = to_device(span_id), first = to_device(prefix_begin), last = to_device(prefix_end);
+  torch::Tensor ids = to_device(span_id), first = to_device(prefix_begin).unsqueeze(2),
+                last = to_device(prefix_end).unsqueeze(2);
   torch::Tensor key = torch::arange(width, ids.options()).view({1, 1, width});
-  torch::Tensor causal = torch::ones({width, width}, ids.options().dtype(torch::kBool)).tril();
-  torch::Tensor same = (ids.unsqueeze(2) == ids.unsqueeze(1)) & causal;
-  torch::Tensor prefix = (key >= first.unsqueeze(2)) & (key < last.unsqueeze(2));
+  torch::Tensor same =
+      (ids.unsqueeze(2) == ids.unsqueeze(1)) & CausalMask(width, 0, window, ids.options());
+  torch::Tensor prefix = (key >= first) & (key < last);
+  if (window > 0) {
+    // Prefix key j stands at position j - first of the query's sequence.
+    torch::Tensor query_position = to_device(sequence_position).unsqueeze(2);
+    prefix = prefix & (query_position - (key - first) < window);
+  }
   return (same | prefix).unsqueeze(1);
 }
 
@@ -157,10 +181,9 @@ class DecoderLayer : public torch::nn::Module {
                                                std::make_shared<RMSNorm>(h, c.rms_norm_eps, o));
   }
 
-  // x [B, T, H]; cos/sin [B, 1, T, head_dim] in x's dtype. Attention is plain causal over each
-  // row, unless `packing` describes packed sequences (see PackedAttention).
+  // x [B, T, H]; cos/sin [B, 1, T, head_dim] in x's dtype; `layout`: how tokens attend.
   torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const PackedAttention& packing) const {
+                        const AttentionLayout& layout) const {
     const int64_t b = x.size(0), t = x.size(1), d = c_.head_dim;
     torch::Tensor h = (*input_layernorm)(x);
     // q, k and v have biases together or not at all (qkv_bias), so they fuse.
@@ -175,7 +198,7 @@ class DecoderLayer : public torch::nn::Module {
     k = k.transpose(1, 2);
     q = q * cos + RotateHalf(q) * sin;
     k = k * cos + RotateHalf(k) * sin;
-    torch::Tensor a = Attention(q, k, v, packing);
+    torch::Tensor a = Attention(q, k, v, layout);
     a = a.transpose(1, 2).reshape({b, t, c_.num_attention_heads * d});
     torch::Tensor r = x + (*o_proj)(a);
     h = (*post_attention_layernorm)(r);
@@ -184,7 +207,7 @@ class DecoderLayer : public torch::nn::Module {
 
   // q [B, heads, T, d], k/v [B, kv_heads, T, d] -> [B, heads, T, d].
   torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                          const PackedAttention& packing) const {
+                          const AttentionLayout& layout) const {
     const bool gqa = c_.num_key_value_heads != c_.num_attention_heads;
     auto sdpa = [gqa](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                       const std::optional<torch::Tensor>& mask) {
@@ -192,37 +215,38 @@ class DecoderLayer : public torch::nn::Module {
                                               /*is_causal=*/!mask.has_value(),
                                               /*scale=*/std::nullopt, /*enable_gqa=*/gqa);
     };
-    if (packing.mask.defined()) {
+    if (layout.mask.defined()) {
       // CUDA's flash kernel takes no mask and its memory-efficient kernel no GQA: without the
       // expansion a masked GQA call falls back to the math kernel, which holds [B, heads, T, T].
       const int64_t groups = c_.num_attention_heads / c_.num_key_value_heads;
-      if (!gqa) return sdpa(q, k, v, packing.mask);
+      if (!gqa) return sdpa(q, k, v, layout.mask);
       return at::scaled_dot_product_attention(q, k.repeat_interleave(groups, 1),
-                                              v.repeat_interleave(groups, 1), packing.mask,
+                                              v.repeat_interleave(groups, 1), layout.mask,
                                               /*dropout_p=*/0.0, /*is_causal=*/false);
     }
-    if (packing.rows.empty()) return sdpa(q, k, v, std::nullopt);
+    if (layout.rows.empty()) return sdpa(q, k, v, std::nullopt);
     // One attention per span: sum of L^2 work instead of rows x T^2.
     std::vector<torch::Tensor> rows;
-    for (const auto& row : packing.rows) {
+    for (const auto& row : layout.rows) {
       std::vector<torch::Tensor> parts;
       for (const AttentionSpan& s : row) {
         auto piece = [&](const torch::Tensor& t, int64_t offset, int64_t length) {
           return t.narrow(0, s.row, 1).narrow(2, offset, length);
         };
         torch::Tensor query = piece(q, s.offset, s.length);
-        if (s.prefix_length == 0) {
+        const int64_t p = s.prefix_length, window = layout.window;
+        const bool window_cuts = window > 0 && p + s.length > window;
+        if (p == 0 && !window_cuts) {
           parts.push_back(sdpa(query, piece(k, s.offset, s.length), piece(v, s.offset, s.length),
                                std::nullopt));
           continue;
         }
-        // Keys are the prefix, then the span; query i sees the prefix and span tokens 0..i.
+        // Keys are the prefix, then the span: key j stands at position j of the sequence.
         auto keys = [&](const torch::Tensor& t) {
-          return torch::cat({piece(t, s.prefix_offset, s.prefix_length), piece(t, s.offset, s.length)}, 2);
+          if (p == 0) return piece(t, s.offset, s.length);
+          return torch::cat({piece(t, s.prefix_offset, p), piece(t, s.offset, s.length)}, 2);
         };
-        torch::Tensor mask = torch::ones({s.length, s.prefix_length + s.length},
-                                         q.options().dtype(torch::kBool))
-                                 .tril(s.prefix_length);
+        torch::Tensor mask = CausalMask(s.length, p, window, q.options());
         parts.push_back(sdpa(query, keys(k), keys(v), mask));
       }
       rows.push_back(torch::cat(parts, 2));
@@ -268,22 +292,28 @@ torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tens
     Fail("CausalLM::Hidden", "input_ids must be a [B, T] int64 tensor");
   }
   const int64_t b = input_ids.size(0), t = input_ids.size(1);
-  if (config_.sliding_window > 0 && t > config_.sliding_window) {
-    Fail("CausalLM::Hidden", "sequence length " + std::to_string(t) + " exceeds sliding_window " +
-                                 std::to_string(config_.sliding_window) + " (not supported)");
-  }
   torch::Tensor pos =
       position_ids.defined() ? position_ids : torch::arange(t, input_ids.options()).unsqueeze(0);
   if (pos.dim() != 2 || pos.size(1) != t || (pos.size(0) != b && pos.size(0) != 1)) {
     Fail("CausalLM::Hidden", "position_ids must be [B, T] or [1, T]");
   }
-  auto packing = std::make_shared<PackedAttention>();
-  if (!spans.empty()) {
-    packing->rows = SpansByRow(spans, b, t);
-    const bool mask = span_attention_ == SpanAttention::kMask ||
-                      (span_attention_ == SpanAttention::kAuto && input_ids.is_cuda());
-    if (mask) packing->mask = SpanMask(packing->rows, t, input_ids.device());
-  }
+  const std::vector<std::vector<AttentionSpan>> rows =
+      spans.empty() ? std::vector<std::vector<AttentionSpan>>{} : SpansByRow(spans, b, t);
+  const bool span_mask = span_attention_ == SpanAttention::kMask ||
+                         (span_attention_ == SpanAttention::kAuto && input_ids.is_cuda());
+  // One layout per window the layers use (full attention, the sliding window), built on first use.
+  auto make_layout = [&](int64_t window) {
+    auto layout = std::make_shared<AttentionLayout>();
+    layout->rows = rows;
+    layout->window = window;
+    if (!rows.empty() && span_mask) {
+      layout->mask = SpanMask(rows, t, window, input_ids.device());
+    } else if (rows.empty() && window > 0 && t > window) {
+      layout->mask = CausalMask(t, 0, window, input_ids.options()).view({1, 1, t, t});
+    }
+    return std::shared_ptr<const AttentionLayout>(std::move(layout));
+  };
+  std::shared_ptr<const AttentionLayout> full_layout, window_layout;
   if (runner_) runner_->BeginForward();
   torch::Tensor x = torch::embedding(embed_, input_ids);
   // cos/sin as transformers: fp32 outer product, then cast to the activation dtype.
@@ -293,16 +323,19 @@ torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tens
   torch::Tensor cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
   for (size_t i = 0; i < layers_.size(); ++i) {
     const auto& layer = layers_[i];
+    const int64_t window = config_.WindowOf(static_cast<int64_t>(i));
+    auto& layout = window > 0 ? window_layout : full_layout;
+    if (!layout) layout = make_layout(window);
     // Captured by value: a checkpointed backward re-runs this after Hidden has returned.
-    LayerRunner::Block block = [layer, cos, sin, packing](const torch::Tensor& in) {
-      return layer->Forward(in, cos, sin, *packing);
+    LayerRunner::Block block = [layer, cos, sin, layout](const torch::Tensor& in) {
+      return layer->Forward(in, cos, sin, *layout);
     };
     if (runner_) {
       x = runner_->Run(static_cast<int64_t>(i), block, x, checkpointing_);
     } else if (checkpointing_) {
       x = CheckpointedCall(block, x, layer->parameters());
     } else {
-      x = layer->Forward(x, cos, sin, *packing);
+      x = layer->Forward(x, cos, sin, *layout);
     }
   }
   return RMSNorm::Apply(x, norm_, config_.rms_norm_eps);

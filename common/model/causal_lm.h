@@ -5,7 +5,10 @@
 //
 // Attention is at::scaled_dot_product_attention with is_causal=true and no padding mask: batches
 // are right-padded, so every real token only attends to real tokens before it. Packed rows describe
-// their attention with AttentionSpans instead. Dropout is off.
+// their attention with AttentionSpans instead. A sliding window (ModelConfig::sliding_window, on
+// the layers WindowOf names) limits each query to its own sequence's last `window` positions,
+// itself included, as transformers does, in both layouts: in a packed row a sequence's positions
+// count from its start (a span with a prefix continues the prefix's). Dropout is off.
 #pragma once
 
 #include <functional>

@@ -1,5 +1,6 @@
 #include "common/model/causal_lm.h"
 
+#include <algorithm>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -137,13 +138,81 @@ TEST(CausalLMTest, SpansMustTileEveryRow) {
   EXPECT_THROW(model->Hidden(ids, {}, {{1, 0, 6}}), Error);                // no such row
 }
 
-TEST(CausalLMTest, SlidingWindowIsEnforced) {
-  ModelConfig c = TinyConfig("mistral");
-  c.sliding_window = 4;
-  auto model = RandomInit(c, 1);
+// A tiny config of `type` with a sliding window on layers [max_window_layers, layers).
+ModelConfig WindowConfig(const std::string& type, int64_t window, int64_t layers,
+                         int64_t max_window_layers = 0) {
+  ModelConfig c = TinyConfig(type);
+  c.num_hidden_layers = layers;
+  c.sliding_window = window;
+  c.max_window_layers = max_window_layers;
+  return c;
+}
+
+TEST(CausalLMTest, SlidingWindowSeesItselfAndWindowMinusOneBefore) {
+  // One layer, window 4: token i's state is that of tokens i-3..i alone at the same positions
+  // (transformers' kv_idx > q_idx - window). Window 5 or none would let i see i-4.
+  auto model = RandomInit(WindowConfig("mistral", 4, /*layers=*/1), 3);
   torch::NoGradGuard no_grad;
-  EXPECT_NO_THROW(model->Hidden(torch::zeros({1, 4}, torch::kInt64)));
-  EXPECT_THROW(model->Hidden(torch::zeros({1, 5}, torch::kInt64)), Error);
+  torch::manual_seed(2);
+  const int64_t t = 11, window = 4;
+  torch::Tensor ids = torch::randint(0, 97, {1, t}, torch::kInt64);
+  torch::Tensor pos = torch::arange(t, torch::kInt64).unsqueeze(0);
+  torch::Tensor windowed = model->Hidden(ids, pos);
+  for (int64_t i = 0; i < t; ++i) {
+    const int64_t first = std::max<int64_t>(0, i - window + 1);
+    torch::Tensor alone = model->Hidden(ids.narrow(1, first, i - first + 1),
+                                        pos.narrow(1, first, i - first + 1));
+    EXPECT_TRUE(torch::allclose(windowed.select(1, i), alone.select(1, -1), 1e-5, 1e-5)) << i;
+  }
+  for (int64_t other : {5, 0}) {
+    auto wider = RandomInit(WindowConfig("mistral", other, 1), 3);
+    torch::Tensor last = wider->Hidden(ids, pos).select(1, t - 1);
+    EXPECT_FALSE(torch::allclose(last, windowed.select(1, t - 1), 1e-4, 1e-4)) << other;
+  }
+}
+
+TEST(CausalLMTest, SlidingWindowSameInEveryLayout) {
+  // Sequences p+x (12 tokens) and p+y (10) longer than the window 4, so windows cut the prompt p
+  // for y's tokens. Padded rows, packed spans with y attending to x's copy of p (per-span calls
+  // and one mask) must give the same states and prompt gradients. Also with the window on layer
+  // 1 only (Qwen2's max_window_layers), which must differ from both the window everywhere and none.
+  torch::manual_seed(4);
+  torch::Tensor p = torch::randint(0, 97, {1, 6}, torch::kInt64);
+  torch::Tensor x = torch::randint(0, 97, {1, 6}, torch::kInt64);
+  torch::Tensor y = torch::randint(0, 97, {1, 4}, torch::kInt64);
+  torch::Tensor px = torch::cat({p, x}, 1), py = torch::cat({p, y}, 1);
+  torch::Tensor padded = torch::cat({px, torch::cat({py, torch::zeros({1, 2}, torch::kInt64)}, 1)});
+  torch::Tensor row = torch::cat({p, x, y, torch::zeros({1, 3}, torch::kInt64)}, 1);
+  torch::Tensor positions = torch::cat({torch::arange(12), torch::arange(6, 10), torch::arange(3)})
+                                .to(torch::kInt64)
+                                .unsqueeze(0);
+  const std::vector<AttentionSpan> spans = {{0, 0, 12}, {0, 12, 4, 0, 6}, {0, 16, 3}};
+  std::vector<torch::Tensor> y_states;
+  for (int64_t first_window_layer : {0, 1}) {
+    SCOPED_TRACE(first_window_layer);
+    auto model = RandomInit(WindowConfig("qwen2", 4, 2, first_window_layer), 7);
+    torch::Tensor reference = model->Hidden(padded);
+    torch::Tensor y_grad;
+    for (auto mode : {CausalLM::SpanAttention::kPerSpan, CausalLM::SpanAttention::kMask}) {
+      model->SetSpanAttention(mode);
+      model->zero_grad();
+      torch::Tensor packed = model->Hidden(row, positions, spans);
+      EXPECT_TRUE(torch::allclose(packed.narrow(1, 0, 12), reference.narrow(0, 0, 1), 1e-5, 1e-5));
+      torch::Tensor y_reference = reference.narrow(0, 1, 1).narrow(1, 6, 4);
+      EXPECT_TRUE(torch::allclose(packed.narrow(1, 12, 4), y_reference, 1e-5, 1e-5));
+      packed.narrow(1, 12, 4).sum().backward();
+      y_grad = model->named_parameters()["model.embed_tokens.weight"].grad().clone();
+    }
+    model->zero_grad();
+    model->Hidden(py).narrow(1, 6, 4).sum().backward();
+    torch::Tensor py_grad = model->named_parameters()["model.embed_tokens.weight"].grad();
+    EXPECT_TRUE(torch::allclose(y_grad, py_grad, 1e-4, 1e-6));
+    y_states.push_back(reference.narrow(0, 1, 1).narrow(1, 6, 4).detach());
+  }
+  torch::NoGradGuard no_grad;
+  torch::Tensor unwindowed = RandomInit(WindowConfig("qwen2", 0, 2), 7)->Hidden(py).narrow(1, 6, 4);
+  EXPECT_FALSE(torch::allclose(y_states[0], y_states[1], 1e-4, 1e-4));
+  EXPECT_FALSE(torch::allclose(y_states[1], unwindowed, 1e-4, 1e-4));
 }
 
 TEST(CausalLMTest, ActivationCheckpointingGivesSameGradients) {

@@ -3,9 +3,12 @@
 //
 //   dpo-model-check logits --model DIR --ids IN.safetensors --out OUT.safetensors
 //                          [--dtype float32|bfloat16|float16] [--checkpointing]
-//       IN holds "input_ids" [B,T] int64 and optionally "position_ids"; OUT gets "logits"
-//       [B,T,V] and "hidden" [B,T,H] as float32.
+//                          [--span-attention auto|per-span|mask]
+//       IN holds "input_ids" [B,T] int64 and optionally "position_ids" and "spans" [N,5] int64,
+//       one AttentionSpan per line (row, offset, length, prefix_offset, prefix_length) for packed
+//       rows; OUT gets "logits" [B,T,V] and "hidden" [B,T,H] as float32.
 //   dpo-model-check grads --model DIR --ids IN.safetensors --out OUT.safetensors [--checkpointing]
+//                         [--span-attention M]
 //       IN also holds "labels" [B,T] int64 (-100 = ignored). loss = sum of log p(label) over the
 //       other positions; OUT gets "loss" and the gradient of every parameter, by its HF name.
 //   dpo-model-check save --model DIR --out DIR [--dtype D] [--max-shard-bytes N]
@@ -72,15 +75,47 @@ SaveOptions SaveOptionsFrom(const Args& args) {
   return options;
 }
 
-int Logits(const Args& args) {
-  auto model = LoadPretrained(args.Get("--model"), Dtype(args.Get("--dtype", "float32")));
+CausalLM::SpanAttention SpanAttentionMode(const std::string& name) {
+  if (name == "auto") return CausalLM::SpanAttention::kAuto;
+  if (name == "per-span") return CausalLM::SpanAttention::kPerSpan;
+  if (name == "mask") return CausalLM::SpanAttention::kMask;
+  Fail("--span-attention", "expected auto, per-span or mask, got '" + name + "'");
+}
+
+// The model inputs of IN: input_ids, and position_ids and spans when present.
+struct ModelInputs {
+  torch::Tensor ids, positions;
+  std::vector<AttentionSpan> spans;
+};
+
+ModelInputs ReadInputs(const CheckpointReader& file) {
+  ModelInputs in;
+  in.ids = file.Read("input_ids", torch::kInt64);
+  if (file.Contains("position_ids")) in.positions = file.Read("position_ids", torch::kInt64);
+  if (!file.Contains("spans")) return in;
+  torch::Tensor spans = file.Read("spans", torch::kInt64);
+  if (spans.dim() != 2 || spans.size(1) != 5) Fail("spans", "must be [N, 5] int64");
+  auto rows = spans.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < spans.size(0); ++i) {
+    in.spans.push_back({rows[i][0], rows[i][1], rows[i][2], rows[i][3], rows[i][4]});
+  }
+  return in;
+}
+
+// The model of --model in `dtype`, set up as --checkpointing and --span-attention say.
+std::shared_ptr<CausalLM> LoadModel(const Args& args, torch::ScalarType dtype) {
+  auto model = LoadPretrained(args.Get("--model"), dtype);
   model->SetActivationCheckpointing(args.Has("--checkpointing"));
-  CheckpointReader inputs(args.Get("--ids"));
-  torch::Tensor ids = inputs.Read("input_ids", torch::kInt64);
-  torch::Tensor pos;
-  if (inputs.Contains("position_ids")) pos = inputs.Read("position_ids", torch::kInt64);
+  model->SetSpanAttention(SpanAttentionMode(args.Get("--span-attention", "auto")));
+  return model;
+}
+
+int Logits(const Args& args) {
+  auto model = LoadModel(args, Dtype(args.Get("--dtype", "float32")));
+  CheckpointReader file(args.Get("--ids"));
+  ModelInputs in = ReadInputs(file);
   torch::NoGradGuard no_grad;
-  torch::Tensor hidden = model->Hidden(ids, pos);
+  torch::Tensor hidden = model->Hidden(in.ids, in.positions, in.spans);
   torch::Tensor logits = torch::linear(hidden, model->lm_head_weight());
   WriteTensors(args.Get("--out"),
                {{"logits", logits.to(torch::kFloat32)}, {"hidden", hidden.to(torch::kFloat32)}});
@@ -88,13 +123,14 @@ int Logits(const Args& args) {
 }
 
 int Grads(const Args& args) {
-  auto model = LoadPretrained(args.Get("--model"), torch::kFloat32);
-  model->SetActivationCheckpointing(args.Has("--checkpointing"));
-  CheckpointReader inputs(args.Get("--ids"));
-  torch::Tensor ids = inputs.Read("input_ids", torch::kInt64);
-  torch::Tensor labels = inputs.Read("labels", torch::kInt64);
+  auto model = LoadModel(args, torch::kFloat32);
+  CheckpointReader file(args.Get("--ids"));
+  ModelInputs in = ReadInputs(file);
+  torch::Tensor labels = file.Read("labels", torch::kInt64);
   torch::Tensor mask = labels.ne(-100);
-  torch::Tensor logps = torch::log_softmax(model->Logits(ids), -1)
+  torch::Tensor logits =
+      torch::linear(model->Hidden(in.ids, in.positions, in.spans), model->lm_head_weight());
+  torch::Tensor logps = torch::log_softmax(logits, -1)
                             .gather(-1, labels.clamp_min(0).unsqueeze(-1))
                             .squeeze(-1);
   torch::Tensor loss = (logps * mask).sum();

@@ -162,6 +162,40 @@ void CheckParameterCount(const ModelConfig& c, std::string_view source) {
        ErrorCode::kBadModel);
 }
 
+// The window as transformers applies it. Mistral: on every layer, sliding_window (default 4096,
+// null: none). Qwen2/Qwen3: only with use_sliding_window, and only on the layers layer_types marks
+// "sliding_attention", which default to those from max_window_layers (default 28) on.
+void ParseSlidingWindow(const json& root, std::string_view source, ModelConfig& c) {
+  constexpr int64_t kDefaultWindow = 4096;  // MistralConfig / Qwen2Config / Qwen3Config
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
+  const bool enabled =
+      c.model_type == "mistral" || (qwen && BoolOr(root, "use_sliding_window", source, false));
+  const bool null_window = root.contains("sliding_window") && root["sliding_window"].is_null();
+  c.sliding_window =
+      enabled && !null_window ? IntOr(root, "sliding_window", source, kDefaultWindow) : 0;
+  c.max_window_layers = 0;
+  if (!qwen || c.sliding_window == 0) return;
+  c.max_window_layers = IntOr(root, "max_window_layers", source, 28);
+  const json* types = Find(root, "layer_types");
+  if (types == nullptr) return;
+  // Explicit layer_types win over max_window_layers. We model full layers, then windowed ones.
+  if (!types->is_array()) Fail(Context(source, "layer_types"), "expected a list of strings");
+  size_t first_sliding = types->size();
+  for (size_t i = 0; i < types->size(); ++i) {
+    const json& type = (*types)[i];
+    if (type != "sliding_attention" && type != "full_attention") {
+      Fail(Context(source, "layer_types"), "unsupported entry " + type.dump());
+    }
+    if (type == "sliding_attention" && first_sliding == types->size()) first_sliding = i;
+    if (type == "full_attention" && first_sliding < i) {
+      Fail(Context(source, "layer_types"),
+           "full_attention after sliding_attention (layer " + std::to_string(i) +
+               ") is not supported: windowed layers must come last");
+    }
+  }
+  c.max_window_layers = static_cast<int64_t>(first_sliding);
+}
+
 const char* ArchitectureOf(const std::string& model_type) {
   if (model_type == "llama") return "LlamaForCausalLM";
   if (model_type == "mistral") return "MistralForCausalLM";
@@ -214,8 +248,7 @@ ModelConfig ModelConfig::FromJson(std::string_view text, std::string_view source
   }
   c.mlp_bias = c.model_type == "llama" && BoolOr(root, "mlp_bias", src, false);
   c.qk_norm = c.model_type == "qwen3";
-  bool use_window = c.model_type == "mistral" || BoolOr(root, "use_sliding_window", src, false);
-  c.sliding_window = use_window ? IntOr(root, "sliding_window", src, 0) : 0;
+  ParseSlidingWindow(root, src, c);
   ParseRope(root, src, c);
   const char* dtype_field = Find(root, "dtype") != nullptr ? "dtype" : "torch_dtype";
   c.dtype = StringOr(root, dtype_field, src, "");
@@ -260,6 +293,7 @@ void ModelConfig::Validate(std::string_view source) const {
   if (!(rms_norm_eps > 0)) Fail(Context(source, "rms_norm_eps"), "must be positive");
   if (!(initializer_range >= 0)) Fail(Context(source, "initializer_range"), "must be >= 0");
   if (sliding_window < 0) Fail(Context(source, "sliding_window"), "must be >= 0");
+  if (max_window_layers < 0) Fail(Context(source, "max_window_layers"), "must be >= 0");
   if (!(rope_theta > 0)) Fail(Context(source, "rope_theta"), "must be positive");
   if (rope_type != "default" && rope_type != "linear" && rope_type != "llama3") {
     Fail(Context(source, "rope_type"),
@@ -317,6 +351,15 @@ std::string ModelConfig::ToJson(std::string_view dtype) const {
   if (model_type == "llama") root["mlp_bias"] = mlp_bias;
   if (model_type == "mistral")
     root["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json();
+  if (model_type == "qwen2" || model_type == "qwen3") {
+    // layer_types is derived again from max_window_layers, so the two cannot disagree.
+    root.erase("layer_types");
+    root["use_sliding_window"] = sliding_window > 0;
+    if (sliding_window > 0) {
+      root["sliding_window"] = sliding_window;
+      root["max_window_layers"] = max_window_layers;
+    }
+  }
   json rope = {{"rope_type", rope_type}, {"rope_theta", rope_theta}};
   if (rope_type != "default") rope["factor"] = rope_factor;
   if (rope_type == "llama3") {

@@ -36,8 +36,19 @@ struct ModelConfig {
   bool mlp_bias = false;
   // RMSNorm over head_dim on queries and keys before RoPE (qwen3).
   bool qk_norm = false;
-  // Mistral's sliding window; 0 when none. Sequences longer than it are rejected (not modeled).
+  // Sliding-window attention (Mistral; Qwen2/Qwen3 with use_sliding_window): a query attends only
+  // to the keys of its own sequence fewer than sliding_window positions before it, itself included
+  // (transformers' sliding_window_causal_mask_function: kv_idx > q_idx - sliding_window). 0: none.
+  // transformers' default when config.json lacks the key is 4096; an explicit null means none.
   int64_t sliding_window = 0;
+  // The first decoder layer that uses the window; earlier layers attend to their whole sequence
+  // (Qwen2/Qwen3's max_window_layers, or the first "sliding_attention" of layer_types). Default: 0,
+  // every layer (Mistral).
+  int64_t max_window_layers = 0;
+  // The window of decoder layer `layer`: sliding_window, or 0 (none) below max_window_layers.
+  int64_t WindowOf(int64_t layer) const {
+    return layer >= max_window_layers ? sliding_window : 0;
+  }
 
   // RoPE. rope_type is "default", "linear" or "llama3" (Llama 3.1 frequency scaling).
   std::string rope_type = "default";

@@ -76,6 +76,41 @@ TEST(ModelConfigTest, ParsesArchitectureSpecifics) {
   EXPECT_DOUBLE_EQ(ModelConfig::FromJson(v5.dump(), "x").rope_theta, 1e6);
 }
 
+TEST(ModelConfigTest, SlidingWindowAsTransformersAppliesIt) {
+  auto parse = [](const json& j) { return ModelConfig::FromJson(j.dump(), "cfg/config.json"); };
+  json mistral = LlamaJson();
+  mistral["model_type"] = "mistral";
+  EXPECT_EQ(parse(mistral).sliding_window, 4096);  // MistralConfig's default
+  mistral["sliding_window"] = nullptr;
+  EXPECT_EQ(parse(mistral).sliding_window, 0);
+  mistral["sliding_window"] = 64;
+  ModelConfig m = parse(mistral);
+  EXPECT_EQ(m.WindowOf(0), 64);
+  EXPECT_EQ(m.WindowOf(1), 64);
+  EXPECT_EQ(parse(json::parse(m.ToJson())).sliding_window, 64);
+
+  json qwen = LlamaJson();
+  qwen["model_type"] = "qwen2";
+  qwen["sliding_window"] = 32;
+  EXPECT_EQ(parse(qwen).sliding_window, 0);  // needs use_sliding_window
+  qwen["use_sliding_window"] = true;
+  EXPECT_EQ(parse(qwen).WindowOf(1), 0);  // max_window_layers defaults to 28
+  qwen["max_window_layers"] = 1;
+  ModelConfig q = parse(qwen);
+  EXPECT_EQ(q.WindowOf(0), 0);
+  EXPECT_EQ(q.WindowOf(1), 32);
+  ModelConfig again = parse(json::parse(q.ToJson()));
+  EXPECT_EQ(again.sliding_window, 32);
+  EXPECT_EQ(again.max_window_layers, 1);
+  // Explicit layer_types win over max_window_layers.
+  qwen["layer_types"] = {"sliding_attention", "sliding_attention"};
+  EXPECT_EQ(parse(qwen).WindowOf(0), 32);
+  qwen["layer_types"] = {"sliding_attention", "full_attention"};
+  ExpectError(qwen, {"layer_types", "layer 1"});
+  qwen["layer_types"] = {"full_attention", "chunked_attention"};
+  ExpectError(qwen, {"layer_types", "chunked_attention"});
+}
+
 TEST(ModelConfigTest, ToJsonRoundTripsAndKeepsOtherFields) {
   json l3 = LlamaJson();
   l3["rope_scaling"] = {{"type", "llama3"},

@@ -1,5 +1,5 @@
 """dpo-eval against transformers: the per-pair sequence log-probs of a policy and a reference
-(two tiny random Llamas) must equal those computed with transformers' forward in the same run,
+(two tiny random Llamas, or Mistrals with a sliding window shorter than the pairs) must equal those computed with transformers' forward in the same run,
 within 1e-4 relative; rewards, accuracy and margin follow from them exactly."""
 import json
 import shutil
@@ -28,13 +28,33 @@ def hf_logps(model, tokenizer, pair):
     return out
 
 
-def test_dpo_eval_matches_transformers(tmp_path):
+def make_tiny_mistral(directory, seed, vocab_size, sliding_window):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(seed)
+    config = MistralConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=2048, sliding_window=sliding_window)
+    MistralForCausalLM(config).save_pretrained(directory)
+    return directory
+
+
+MODELS = {
+    "llama": lambda directory, seed, vocab: make_tiny_llama(directory, RunConfig(seed=seed), vocab),
+    # A window far shorter than the pairs, and than the packed row of 8 pairs dpo-eval builds
+    # (which "exceeds sliding_window" refused before the window was applied per sequence).
+    "mistral_window16": lambda directory, seed, vocab: make_tiny_mistral(directory, seed, vocab, 16),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_dpo_eval_matches_transformers(arch, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(EXAMPLE_TOKENIZER)
     dirs = {}
     for name, seed in (("policy", 1), ("reference", 2)):
-        dirs[name] = make_tiny_llama(tmp_path / name, RunConfig(seed=seed), len(tokenizer))
+        dirs[name] = MODELS[arch](tmp_path / name, seed, len(tokenizer))
         for f in EXAMPLE_TOKENIZER.iterdir():
             shutil.copy(f, dirs[name])
     pairs = explicit_pairs(12, SOURCE_DIR / "examples" / "data" / "hh_rlhf_sample.jsonl")
@@ -42,8 +62,8 @@ def test_dpo_eval_matches_transformers(tmp_path):
     out = tmp_path / "scores.jsonl"
     proc = subprocess.run([str(BINARY_DIR / "bin" / "dpo-eval"), "--policy", str(dirs["policy"]),
                            "--reference", str(dirs["reference"]), "--data", str(data),
-                           "--beta", str(BETA), "--max-length", "0", "--output", str(out),
-                           "--device", "cpu"], capture_output=True, text=True, timeout=600)
+                           "--beta", str(BETA), "--max-length", "0", "--batch-size", "8",
+                           "--output", str(out), "--device", "cpu"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = [json.loads(l) for l in out.read_text().splitlines()]

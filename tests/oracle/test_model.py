@@ -34,15 +34,22 @@ ARCHS = {
                                              attention_bias=True, tie_word_embeddings=False),
     "llama_gqa_tied": lambda: LlamaConfig(**{**COMMON, "num_attention_heads": 8},
                                           num_key_value_heads=2, tie_word_embeddings=True),
+    # Windows shorter than the sequences (random_ids: 12 tokens). transformers 5 applies
+    # sliding_window in MistralForCausalLM on every layer, and in Qwen2/Qwen3 only with
+    # use_sliding_window on the layers from max_window_layers on (layer_types).
+    "mistral_window5": lambda: MistralConfig(**COMMON, num_key_value_heads=2, sliding_window=5),
+    "qwen2_window5_layer1": lambda: Qwen2Config(**COMMON, num_key_value_heads=2, use_sliding_window=True,
+                                                sliding_window=5, max_window_layers=1),
 }
 
 # Max errors seen, printed at the end of the run (pytest -s) for the report.
 MEASURED = {}
 
 
-def make_hf_model(arch, seed=0):
+def make_hf_model(arch, seed=0, attn_implementation=None):
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(ARCHS[arch](), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(ARCHS[arch](), dtype=torch.float32,
+                                             attn_implementation=attn_implementation)
     # transformers inits biases to 0 and norms to 1; randomize everything so every parameter
     # (biases, q/k norms, norm weights) influences the comparison.
     with torch.no_grad():
@@ -223,6 +230,83 @@ def test_gradients_match_transformers(arch, checkpointing, tmp_path):
         worst = max(worst, err / scale)
     MEASURED[f"{arch}+grads{'+ckpt' if checkpointing else ''}"] = (worst, 0.0)
     print(f"{arch} grads (checkpointing={checkpointing}): worst rel {worst:.3e}")
+
+
+def hf_label_logps(model, ids, first_label):
+    """log p(ids[t+1] | ids[:t+1]) for t >= first_label, from transformers' forward of `ids`."""
+    logps = torch.log_softmax(model(input_ids=ids[None]).logits[0].float(), -1)
+    return logps[first_label:-1].gather(-1, ids[first_label + 1:, None]).sum()
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("arch", ["mistral_window5", "qwen2_window5_layer1"])
+def test_sliding_window_padded_and_packed_match_transformers(arch, attn_implementation, tmp_path):
+    """Sequences 2-4x longer than the window 5: p+x and p+y share a 9-token prompt, z stands
+    alone. Ours, in right-padded rows and in one packed row (y attending to x's copy of p, as
+    padding-free batches lay it out), through both span kernels, against transformers running each
+    sequence alone: logits and gradients within the tolerances above. The window must matter:
+    transformers without it gives other logits."""
+    model = make_hf_model(arch, attn_implementation=attn_implementation)
+    model.save_pretrained(tmp_path / "hf")
+    gen = torch.Generator().manual_seed(3)
+    p, x, y, z = (torch.randint(3, VOCAB, (n,), generator=gen) for n in (9, 8, 6, 17))
+    sequences = {"px": torch.cat([p, x]), "py": torch.cat([p, y]), "z": z}
+    ref = {name: hf_logits(model, seq[None])[0] for name, seq in sequences.items()}
+
+    no_window = {"sliding_window": None}
+    if model.config.model_type != "mistral":  # Qwen2's windowed layers would need a window
+        no_window["layer_types"] = ["full_attention"] * model.config.num_hidden_layers
+    unwindowed = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32,
+                                                      **no_window).eval()
+    drift = (hf_logits(unwindowed, sequences["py"][None])[0] - ref["py"]).abs().max().item()
+    assert drift > 1e-3 * ref["py"].abs().max().item(), "the window changes nothing: test too weak"
+
+    width = len(sequences["px"]) + len(sequences["z"])
+    padded = torch.zeros(3, width, dtype=torch.int64)
+    for row, seq in enumerate(sequences.values()):
+        padded[row, :len(seq)] = seq
+    logits = run_ours(tmp_path / "hf", padded, tmp_path)
+    for row, (name, seq) in enumerate(sequences.items()):
+        compare(f"{arch}+{attn_implementation}+padded+{name}", logits[row, :len(seq)], ref[name])
+
+    # One row: [p x][y][z][2 padding tokens]; y's positions continue p's.
+    row = torch.cat([p, x, y, z, torch.zeros(2, dtype=torch.int64)])[None]
+    positions = torch.cat([torch.arange(17), torch.arange(9, 15), torch.arange(17), torch.arange(2)])[None]
+    spans = torch.tensor([[0, 0, 17, 0, 0], [0, 17, 6, 0, 9], [0, 23, 17, 0, 0], [0, 40, 2, 0, 0]])
+    labels = torch.full_like(row, -100)  # next token within each span: x after p, y after y, z after z
+    for start, length in ((0, 17), (17, 6), (23, 17)):
+        labels[0, start:start + length - 1] = row[0, start + 1:start + length]
+    save_file({"input_ids": row, "position_ids": positions, "spans": spans, "labels": labels},
+              str(tmp_path / "packed.safetensors"))
+    model.train()  # dropout is 0; enables the gradients of the reference loss below
+    model.zero_grad()
+    loss = (hf_label_logps(model, sequences["px"], 0) + hf_label_logps(model, sequences["py"], 9) +
+            hf_label_logps(model, sequences["z"], 0))
+    loss.backward()
+    for kernel in ("per-span", "mask"):
+        name = f"{arch}+{attn_implementation}+packed+{kernel}"
+        out = tmp_path / f"{kernel}.safetensors"
+        subprocess.run([str(BIN), "logits", "--model", str(tmp_path / "hf"), "--ids",
+                        str(tmp_path / "packed.safetensors"), "--out", str(out),
+                        "--span-attention", kernel], check=True)
+        packed = load_file(str(out))["logits"][0]
+        compare(f"{name}+px", packed[:17], ref["px"])
+        compare(f"{name}+py", packed[17:23], ref["py"][9:])
+        compare(f"{name}+z", packed[23:40], ref["z"])
+
+        subprocess.run([str(BIN), "grads", "--model", str(tmp_path / "hf"), "--ids",
+                        str(tmp_path / "packed.safetensors"), "--out", str(out),
+                        "--span-attention", kernel], check=True)
+        grads = load_file(str(out))
+        assert abs(grads["loss"].item() - loss.item()) <= 1e-5 * abs(loss.item())
+        worst = 0.0
+        for pname, param in model.named_parameters():
+            scale = param.grad.abs().max().item()
+            err = (grads[pname] - param.grad).abs().max().item()
+            assert scale > 0, pname
+            assert err <= 1e-4 * scale, f"{name} {pname}: {err} > 1e-4 * {scale}"
+            worst = max(worst, err / scale)
+        MEASURED[f"{name}+grads"] = (worst, 0.0)
 
 
 def test_zz_print_measured():
