@@ -20,6 +20,7 @@
 #include "common/data/prepared_dataset.h"
 #include "common/data/sampler.h"
 #include "common/util/hash.h"
+#include "common/util/path_util.h"
 
 namespace dpo {
 namespace {
@@ -89,7 +90,7 @@ int Main(int argc, char** argv) {
   std::printf("padded batches of %zu pairs (%zu rows): padding fraction random %.4f, length-grouped %.4f\n",
               batch, 2 * batch, random.fraction(), grouped.fraction());
   std::printf("packed layout: %zu tokens vs %zu padded cells (grouped)\n", grouped.real, grouped.cells);
-  std::filesystem::remove_all(dir);
+  dpo::RemoveTree(dir.string());
   return 0;
 }
 

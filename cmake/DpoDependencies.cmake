@@ -1,5 +1,6 @@
 # Finds the project's dependencies and defines:
-#   dpo::core_deps   torch-free libraries (PCRE2, utf8proc, zlib, nlohmann-json, yaml-cpp)
+#   the torch-free libraries (PCRE2, utf8proc, zlib, nlohmann-json, yaml-cpp), which each area
+#   links as it needs them (common/*/CMakeLists.txt)
 #   Torch (torch target), MPI::MPI_CXX, DPO_WITH_CUDA / DPO_WITH_NCCL, DPO_HAVE_SERVICE_DEPS
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
@@ -8,17 +9,9 @@ find_package(ZLIB REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(yaml-cpp REQUIRED)
 find_package(Threads REQUIRED)
-add_library(dpo_core_deps INTERFACE)
-add_library(dpo::core_deps ALIAS dpo_core_deps)
-target_link_libraries(dpo_core_deps INTERFACE PkgConfig::PCRE2 PkgConfig::UTF8PROC ZLIB::ZLIB
-                      nlohmann_json::nlohmann_json yaml-cpp Threads::Threads)
 
-if(DPO_FUZZ_ONLY)
-  return()
-endif()
-
-# A DPO_COORDINATOR_ONLY build (the job service alone) needs neither torch nor MPI.
-if(NOT DPO_COORDINATOR_ONLY)
+# A DPO_TORCH_FREE build (the core and the job service) needs neither torch nor MPI.
+if(NOT DPO_TORCH_FREE)
   # LibTorch comes from the venv's torch wheel (pinned; see scripts/requirements.txt).
   if(NOT Torch_DIR)
     execute_process(COMMAND "${DPO_PYTHON}" -c "import torch;print(torch.utils.cmake_prefix_path)"

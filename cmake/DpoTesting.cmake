@@ -1,7 +1,9 @@
 # dpo_add_test(NAME name SOURCES a_test.cc ... [LIBS libs...] [TORCH] [MPI_RANKS n])
-# One GoogleTest executable per source area, registered with ctest. TORCH reuses dpo_engine's
-# precompiled torch headers, so a test file that includes torch compiles in seconds. MPI_RANKS runs
-# the whole executable as one ctest test under `mpirun -np n` (real ranks, real MPI).
+# One GoogleTest executable per source area, registered with ctest. LIBS names the area's own
+# library (not dpo_core), so the test fails to link when the area calls past its layer. TORCH
+# reuses dpo_tensor's precompiled torch headers, so a test file that includes torch compiles in
+# seconds. MPI_RANKS runs the whole executable as one ctest test under `mpirun -np n` (real
+# ranks, real MPI).
 include(GoogleTest)
 find_package(GTest REQUIRED)
 function(dpo_add_test)
@@ -9,8 +11,8 @@ function(dpo_add_test)
   add_executable(${T_NAME} ${T_SOURCES})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
   if(T_TORCH)
-    target_link_libraries(${T_NAME} PRIVATE dpo_engine)
-    target_precompile_headers(${T_NAME} REUSE_FROM dpo_engine)
+    target_link_libraries(${T_NAME} PRIVATE dpo_tensor)
+    target_precompile_headers(${T_NAME} REUSE_FROM dpo_tensor)
   endif()
   set_target_properties(${T_NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
   if(T_MPI_RANKS)

@@ -19,7 +19,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "common/config/memory_plan.h"
-#include "common/model/path_util.h"
+#include "common/util/path_util.h"
 #include "coordinator/job_runner.h"
 #include "coordinator/job_service.h"
 #include "coordinator/job_store.h"

@@ -20,8 +20,8 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "common/model/path_util.h"
 #include "common/util/error.h"
+#include "common/util/path_util.h"
 #include "dpo/v1/job_service.grpc.pb.h"
 
 namespace {

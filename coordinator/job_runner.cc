@@ -13,9 +13,9 @@
 #include <random>
 
 #include "common/config/job_spec.h"
-#include "common/model/path_util.h"
-#include "common/model/safetensors.h"
+#include "common/util/atomic_file.h"
 #include "common/util/error.h"
+#include "common/util/path_util.h"
 
 extern char** environ;
 

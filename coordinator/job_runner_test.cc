@@ -12,8 +12,8 @@
 
 #include <gtest/gtest.h>
 
-#include "common/model/path_util.h"
-#include "common/model/scratch_dir_test_util.h"
+#include "common/util/path_util.h"
+#include "common/util/scratch_dir_test_util.h"
 
 namespace dpo {
 namespace {

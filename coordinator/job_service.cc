@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "common/config/memory_plan.h"
-#include "common/model/path_util.h"
 #include "common/util/error.h"
+#include "common/util/path_util.h"
 #include "coordinator/metrics_http.h"
 
 namespace dpo {

@@ -3,9 +3,9 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
-#include "common/model/path_util.h"
-#include "common/model/scratch_dir_test_util.h"
 #include "common/util/error.h"
+#include "common/util/path_util.h"
+#include "common/util/scratch_dir_test_util.h"
 
 namespace dpo {
 namespace {

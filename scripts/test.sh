@@ -1,25 +1,37 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up (idempotent), the libFuzzer build (clang, torch-free parsers),
-# the main build (g++, LibTorch, CUDA + NCCL when the toolkit is present), then ctest: unit tests,
-# oracle tests against transformers/tokenizers/TRL, multi-rank MPI tests and bounded fuzzing;
-# then the coordinator alone built with clang (-Wthread-safety as an error, ThreadSanitizer) and
-# its unit tests run under TSan.
+# The whole test suite: set-up (idempotent), then three builds, each with its ctest run:
+#   build-asan  the torch-free core (util, tokenizer, data, config, the model's parsers) and the
+#               job service, clang with AddressSanitizer + UBSan: their unit tests and the libFuzzer
+#               targets, each fuzzed for a bounded time (~5 min on 2 cores; first, as it is cheap)
+#   build       everything (g++, LibTorch, CUDA + NCCL when the toolkit is present): unit tests,
+#               oracle tests against transformers/tokenizers/TRL, multi-rank MPI and integration
+#   build-tsan  the same torch-free targets as build-asan, clang with ThreadSanitizer and
+#               -Wthread-safety as an error: their locking checked at compile time
+#               (ABSL_GUARDED_BY), their races at run time
+# Every build treats -Wall -Wextra warnings in our code as errors (DPO_WERROR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 jobs=$(nproc)
-cmake -S . -B build-fuzz -G Ninja -DDPO_FUZZ_ONLY=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 > build-fuzz.log 2>&1 \
-  || { cat build-fuzz.log; exit 1; }
-cmake --build build-fuzz -j "$jobs"
-cmake -S . -B build -G Ninja -DDPO_FUZZ_DIR="$PWD/build-fuzz" > build.log 2>&1 || { cat build.log; exit 1; }
+
+# configure DIR [cmake args...]: configures DIR quietly (its log in DIR.log, shown on failure).
+configure() {
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja "$@" > "$dir.log" 2>&1 || { cat "$dir.log"; exit 1; }
+}
+clang=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 -DDPO_WERROR=ON)
+
+configure build-asan -DDPO_TORCH_FREE=ON -DDPO_SANITIZE=address,undefined -DDPO_FUZZERS=ON "${clang[@]}"
+cmake --build build-asan -j "$jobs"
+ASAN_OPTIONS="halt_on_error=1 detect_stack_use_after_return=1" UBSAN_OPTIONS="print_stacktrace=1" \
+  ctest --test-dir build-asan --output-on-failure -j "$jobs"
+
+configure build -DDPO_WERROR=ON
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs" "$@"
-# Torch-free and only the coordinator's targets, so it stays fast. Its locking is checked at
-# compile time (ABSL_GUARDED_BY), its races at run time.
-cmake -S . -B build-tsan -G Ninja -DDPO_COORDINATOR_ONLY=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
-      "-DCMAKE_CXX_FLAGS=-fsanitize=thread -fno-omit-frame-pointer -Wthread-safety -Werror=thread-safety" \
-      -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread > build-tsan.log 2>&1 || { cat build-tsan.log; exit 1; }
+
+configure build-tsan -DDPO_TORCH_FREE=ON -DDPO_SANITIZE=thread "${clang[@]}" \
+          "-DCMAKE_CXX_FLAGS=-Wthread-safety -Werror=thread-safety"
 cmake --build build-tsan -j "$jobs"
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --test-dir build-tsan --output-on-failure -j "$jobs"

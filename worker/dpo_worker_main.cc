@@ -21,7 +21,7 @@
 
 #include "common/config/job_spec.h"
 #include "common/config/memory_plan.h"
-#include "common/model/safetensors.h"
+#include "common/util/atomic_file.h"
 #include "common/util/error.h"
 #include "worker/comm/process_group.h"
 #include "worker/train/checkpoint.h"

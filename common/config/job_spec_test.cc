@@ -10,6 +10,8 @@
 #include <set>
 #include <sstream>
 
+#include "common/util/path_util.h"
+
 namespace dpo {
 namespace {
 
@@ -399,7 +401,7 @@ TEST(JobSpecTest, LoadResolvesPathsAgainstTheSpecDirectory) {
   EXPECT_EQ(s.output.resume_from_checkpoint, (dir / "sub/ckpt/step-10").string());
   // The resolved spec, re-read from anywhere, is the same spec.
   EXPECT_EQ(ParseJobSpec(ToYaml(s), "resolved.yaml", "/elsewhere"), s);
-  std::filesystem::remove_all(dir);
+  RemoveTree(dir.string());
   EXPECT_THROW(LoadJobSpec((dir / "missing.yaml").string()), Error);
 }
 

@@ -7,8 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/model/path_util.h"
 #include "common/util/error.h"
+#include "common/util/path_util.h"
 
 namespace dpo {
 namespace {

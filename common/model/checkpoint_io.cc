@@ -4,9 +4,10 @@
 
 #include <torch/torch.h>
 
-#include "common/model/path_util.h"
+#include "common/util/atomic_file.h"
 #include "common/util/error.h"
 #include "common/util/mapped_file.h"
+#include "common/util/path_util.h"
 
 namespace dpo {
 namespace {

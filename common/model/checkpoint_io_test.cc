@@ -5,10 +5,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "common/model/path_util.h"
 #include "common/model/pretrained.h"
-#include "common/model/scratch_dir_test_util.h"
 #include "common/util/error.h"
+#include "common/util/path_util.h"
+#include "common/util/scratch_dir_test_util.h"
 
 namespace dpo {
 namespace {

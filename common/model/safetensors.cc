@@ -1,17 +1,12 @@
 #include "common/model/safetensors.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
 
-#include "common/model/path_util.h"
+#include "common/util/atomic_file.h"
 #include "common/util/error.h"
 
 namespace dpo {
@@ -37,59 +32,6 @@ uint64_t ReadU64(const json& v, const std::string& ctx, const char* what) {
   }
   return v.get<uint64_t>();
 }
-
-// Writes a file through a temp file in the same directory, then fsync + rename, so a reader
-// never sees a half-written file and a crash leaves the old one intact.
-class AtomicWriter {
- public:
-  explicit AtomicWriter(std::string path)
-      : path_(std::move(path)), temp_(path_ + ".tmp." + std::to_string(getpid())) {
-    fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) Fail(temp_, std::string("cannot create: ") + std::strerror(errno));
-  }
-  ~AtomicWriter() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(temp_.c_str());
-  }
-  AtomicWriter(const AtomicWriter&) = delete;
-  AtomicWriter& operator=(const AtomicWriter&) = delete;
-
-  void Write(const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) Fail(temp_, std::string("write failed: ") + std::strerror(errno));
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-  }
-
-  void Commit() {
-    if (::fsync(fd_) != 0) Fail(temp_, std::string("fsync failed: ") + std::strerror(errno));
-    if (::close(fd_) != 0) {
-      fd_ = -1;
-      Fail(temp_, std::string("close failed: ") + std::strerror(errno));
-    }
-    fd_ = -1;
-    if (std::rename(temp_.c_str(), path_.c_str()) != 0) {
-      Fail(path_, std::string("rename from temp file failed: ") + std::strerror(errno));
-    }
-    committed_ = true;
-    // Make the rename itself durable.
-    int dfd = ::open(DirName(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);
-      ::close(dfd);
-    }
-  }
-
- private:
-  std::string path_;
-  std::string temp_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
 
 }  // namespace
 
@@ -270,12 +212,6 @@ void WriteSafetensors(const std::string& path, const std::vector<SafetensorsEntr
   out.Write(&len, 8);
   out.Write(text.data(), text.size());
   for (const SafetensorsEntry* e : order) out.Write(e->data, e->nbytes);
-  out.Commit();
-}
-
-void WriteFileAtomically(const std::string& path, std::string_view text) {
-  AtomicWriter out(path);
-  out.Write(text.data(), text.size());
   out.Commit();
 }
 

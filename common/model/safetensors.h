@@ -76,7 +76,4 @@ struct SafetensorsEntry {
 // `path` on an I/O failure or an entry whose byte size disagrees with its shape.
 void WriteSafetensors(const std::string& path, const std::vector<SafetensorsEntry>& entries);
 
-// Writes `text` to `path` atomically, like WriteSafetensors.
-void WriteFileAtomically(const std::string& path, std::string_view text);
-
 }  // namespace dpo

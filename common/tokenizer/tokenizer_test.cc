@@ -12,6 +12,7 @@
 
 #include "common/tokenizer/unicode_util.h"
 #include "common/util/error.h"
+#include "common/util/path_util.h"
 
 namespace dpo {
 namespace {
@@ -186,7 +187,7 @@ TEST(TokenizerTest, LoadsFromDirectory) {
   auto tok = Tokenizer::Load(dir.string());
   EXPECT_EQ(tok->Encode("hi", true), Ids({1, 263}));
   EXPECT_EQ(tok->chat_template(), "T");
-  std::filesystem::remove_all(dir);
+  RemoveTree(dir.string());
 }
 
 void ExpectError(const json& j, const std::string& needle) {

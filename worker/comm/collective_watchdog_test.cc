@@ -9,7 +9,7 @@
 #include <fstream>
 #include <thread>
 
-#include "common/model/path_util.h"
+#include "common/util/path_util.h"
 #include "worker/comm/collective_watchdog.h"
 
 namespace dpo {

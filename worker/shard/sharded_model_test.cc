@@ -9,7 +9,7 @@
 #include "common/model/causal_lm.h"
 #include "common/model/model_test_util.h"
 #include "common/model/pretrained.h"
-#include "common/model/path_util.h"
+#include "common/util/path_util.h"
 #include "worker/comm/process_group.h"
 #include "worker/optim/adamw.h"
 #include "worker/shard/shard_checkpoint.h"

@@ -12,11 +12,11 @@
 
 #include "common/model/causal_lm.h"
 #include "common/model/checkpoint_io.h"
-#include "common/model/path_util.h"
 #include "common/model/pretrained.h"
-#include "common/model/safetensors.h"
+#include "common/util/atomic_file.h"
 #include "common/util/error.h"
 #include "common/util/mapped_file.h"
+#include "common/util/path_util.h"
 
 namespace fs = std::filesystem;
 

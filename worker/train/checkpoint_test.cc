@@ -7,9 +7,9 @@
 
 #include "common/model/causal_lm.h"
 #include "common/model/model_test_util.h"
-#include "common/model/path_util.h"
-#include "common/model/scratch_dir_test_util.h"
 #include "common/util/error.h"
+#include "common/util/path_util.h"
+#include "common/util/scratch_dir_test_util.h"
 
 namespace dpo {
 namespace {

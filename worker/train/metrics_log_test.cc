@@ -8,8 +8,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "common/model/path_util.h"
 #include "common/util/error.h"
+#include "common/util/path_util.h"
 
 namespace dpo {
 namespace {

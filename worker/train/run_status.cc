@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/model/safetensors.h"
+#include "common/util/atomic_file.h"
 
 namespace dpo {
 namespace {

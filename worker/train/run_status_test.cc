@@ -8,9 +8,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "common/model/path_util.h"
-#include "common/model/scratch_dir_test_util.h"
 #include "common/util/error.h"
+#include "common/util/path_util.h"
+#include "common/util/scratch_dir_test_util.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/output_lock.h"
 

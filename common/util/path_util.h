@@ -1,7 +1,14 @@
-// Path and directory helpers for checkpoint directories, on POSIX calls. Code linked with
-// LibTorch must not call std::filesystem: libtorch.so exports its own std::filesystem symbols
-// (an older libstdc++ build), which the dynamic linker may bind instead of libstdc++'s, and
-// some of them crash (e.g. remove_all jumps to a null pointer).
+// Path and directory helpers on POSIX calls, for the engine, the coordinator and their tests.
+// Torch-free.
+//
+// Why RemoveTree and not std::filesystem::remove_all: libtorch.so exports its own build of
+// libstdc++'s std::filesystem, and in a binary linked with LibTorch our calls bind to that copy
+// (LD_DEBUG=bindings shows it). Its remove_all crashed there, jumping to a null pointer (commit
+// 7f8ad51). So no code outside coordinator/ (which is never linked with LibTorch) calls
+// remove_all -- tests/lint/check_sources.sh fails the build's tests on one. The rest of
+// std::filesystem (paths, directory iterators, create_directories, rename, status queries) is
+// used in torch-linked code and runs in its tests. (With torch 2.11 a probe of remove_all no
+// longer crashes, but our calls still bind to torch's copy, so the rule stays.)
 #pragma once
 
 #include <string>

@@ -1,4 +1,4 @@
-#include "common/model/path_util.h"
+#include "common/util/path_util.h"
 
 #include <ftw.h>
 #include <sys/stat.h>

@@ -8,7 +8,7 @@
 
 #include <gtest/gtest.h>
 
-#include "common/model/path_util.h"
+#include "common/util/path_util.h"
 
 namespace dpo::testing {
 
