@@ -3,7 +3,8 @@
 models/smollm2-135m-instruct/. References are computed in this run:
 
 - conversion: transformers' own GGUF loader (from_pretrained(gguf_file=...)) reads the same file
-  to exactly our tensors (torch.equal) and the same architecture numbers;
+  to exactly our tensors (torch.equal) and the same architecture numbers; dpo-worker --plan
+  accepts examples/smollm2_hh.yaml and counts transformers' number of parameters;
 - tokenizer: HF tokenizers loads our tokenizer.json, and dpo-tokenize equals it id for id (no
   tolerance) on every chosen and rejected text of HH-RLHF harmless-base test, with and without
   special tokens, and decodes as it does; transformers' GGUF tokenizer equals it on every text
@@ -33,6 +34,7 @@ MODELS = SOURCE_DIR / "models"
 MODEL_DIR = MODELS / "smollm2-135m-instruct"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOKENIZE = Path(os.environ.get("DPO_BINARY_DIR", "build")) / "bin" / "dpo-tokenize"
+WORKER = TOKENIZE.with_name("dpo-worker")
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
@@ -78,6 +80,11 @@ def test_conversion_equals_transformers_gguf_loader():
     assert set(a) == set(b) and len(a) == 273  # 30 layers x 9, embeddings, norm, tied lm_head
     differing = [k for k in a if not torch.equal(a[k], b[k])]
     assert not differing, f"tensors differ from transformers' dequantization: {differing[:5]}"
+    # The shipped example's spec is valid and our planner counts the model as transformers does.
+    plan = subprocess.run([str(WORKER), "--plan", str(SOURCE_DIR / "examples" / "smollm2_hh.yaml"),
+                           "--ranks", "1", "--json"], capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["parameters"] == ours.num_parameters()
 
 
 def test_tokenizer_json_loads_and_agrees_with_transformers_gguf_tokenizer(hf_tokenizer, hh_texts):
