@@ -237,6 +237,12 @@ std::optional<WorkerStatus> JobRunner::Progress(const JobRecord& job) {
   return job.status_json.empty() ? std::nullopt : ParseWorkerStatus(job.status_json);
 }
 
+std::vector<RankStatus> JobRunner::RankProgress(int64_t id) {
+  MutexLock lock(mutex_);
+  const auto it = rank_progress_.find(id);
+  return it == rank_progress_.end() ? std::vector<RankStatus>{} : it->second.ranks;
+}
+
 bool JobRunner::Stopping() {
   MutexLock lock(mutex_);
   return stopping_;
@@ -382,6 +388,7 @@ void JobRunner::Reap() {
       } else if (::waitpid(it->second.pgid, &status, WNOHANG) == it->second.pgid) {
         ended.push_back({it->first, it->second, status});
         progress_.erase(it->first);
+        rank_progress_.erase(it->first);
         it = running_.erase(it);
         continue;
       }
@@ -393,19 +400,35 @@ void JobRunner::Reap() {
     MutexLock lock(mutex_);
     running_.erase(id);
     progress_.erase(id);
+    rank_progress_.erase(id);
     ended.push_back({id, group, std::nullopt});
   }
   for (const Ended& e : ended) Settle(e.id, e.group, e.wait_status, /*stopping=*/false);
-  // Progress of the groups still running, from their status files (bounded, never blocking).
-  std::vector<std::pair<int64_t, std::string>> dirs;
+  // Progress of the groups still running, from their status files (bounded, never blocking),
+  // and every rank_poll their ranks' own files.
+  struct Dir {
+    int64_t id;
+    std::string path;
+    bool read_ranks;
+  };
+  std::vector<Dir> dirs;
+  const auto now = std::chrono::steady_clock::now();
   {
     MutexLock lock(mutex_);
-    for (const auto& [id, group] : running_) dirs.emplace_back(id, group.output_dir);
+    for (const auto& [id, group] : running_) {
+      const auto read = rank_progress_.find(id);
+      dirs.push_back({id, group.output_dir,
+                      read == rank_progress_.end() || now - read->second.at >= options_.rank_poll});
+    }
   }
-  for (const auto& [id, dir] : dirs) {
-    auto status = ReadWorkerStatus(dir);
+  for (const Dir& dir : dirs) {
+    auto status = ReadWorkerStatus(dir.path);
+    std::optional<std::vector<RankStatus>> ranks;
+    if (dir.read_ranks) ranks = ReadRankStatuses(dir.path);
     MutexLock lock(mutex_);
-    if (status && running_.count(id)) progress_[id] = std::move(*status);
+    if (!running_.count(dir.id)) continue;
+    if (status) progress_[dir.id] = std::move(*status);
+    if (ranks) rank_progress_[dir.id] = {now, std::move(*ranks)};
   }
 }
 

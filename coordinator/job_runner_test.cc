@@ -14,6 +14,7 @@
 
 #include "common/util/path_util.h"
 #include "common/util/scratch_dir_test_util.h"
+#include "coordinator/job_service.h"
 
 namespace dpo {
 namespace {
@@ -221,6 +222,49 @@ TEST_F(JobRunnerTest, AJobThatEndedWhileNoCoordinatorRanIsSettledFromItsStatus) 
   EXPECT_EQ(job.state, JobState::kQueued);
   EXPECT_EQ(job.retries, 1);
   EXPECT_EQ(store_.Attempts(lost)[0].reason.rfind("the worker group ended without a final status", 0), 0u);
+}
+
+TEST_F(JobRunnerTest, EachRanksFileIsServedLabelledByRankWhileTheGroupRuns) {
+  options_.rank_poll = milliseconds(20);
+  // Two ranks' files, as dpo-worker's ranks write them, plus a key /metrics must not serve.
+  options_.worker_binary = Script(
+      "worker.sh",
+      "out=$(sed -n 's/^  dir: \"\\(.*\\)\"$/\\1/p' \"$2\")\n"
+      "mkdir -p \"$out/ranks\"\n"
+      "for r in 1 0; do echo '{\"rank\": '$r', \"world_size\": 2, \"step\": 4, \"metrics\": "
+      "{\"step_seconds\": 0.5, \"comm_hidden_ratio\": 0.25, \"skipped_steps_total\": 1, "
+      "\"made_up\": 7}}' > \"$out/ranks/rank-$r.json\"; done\n"
+      "exec sleep 600\n");
+  const int64_t id = Submit("ranks");
+  JobRunner runner(store_, options_);
+  WaitFor(id, JobState::kRunning);
+  std::vector<RankStatus> ranks;
+  const auto deadline = steady_clock::now() + milliseconds(20000);
+  while (ranks.size() < 2 && steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));
+    ranks = runner.RankProgress(id);
+  }
+  ASSERT_EQ(ranks.size(), 2u);
+  EXPECT_EQ(ranks[0].rank, 0);
+  EXPECT_EQ(ranks[1].rank, 1);
+  EXPECT_EQ(ranks[1].step, 4);
+  EXPECT_EQ(ranks[1].metrics.at("comm_hidden_ratio"), 0.25);
+  const std::string text = RenderJobMetrics(store_, runner);
+  for (const char* rank : {"0", "1"}) {
+    const std::string labels =
+        "{job_id=\"" + std::to_string(id) + "\",name=\"ranks\",rank=\"" + rank + "\"}";
+    EXPECT_NE(text.find("\ndpo_rank_comm_hidden_ratio" + labels + " 0.25\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("\ndpo_rank_step_seconds" + labels + " 0.5\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("\ndpo_rank_global_step" + labels + " 4\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("\ndpo_rank_skipped_steps_total" + labels + " 1\n"), std::string::npos) << text;
+  }
+  EXPECT_NE(text.find("\n# TYPE dpo_rank_skipped_steps_total counter\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\n# TYPE dpo_rank_step_seconds gauge\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("made_up"), std::string::npos) << text;  // only the documented keys
+  if (!store_.RequestCancel(id)) runner.Stop(id);
+  WaitFor(id, JobState::kCancelled);
+  EXPECT_TRUE(runner.RankProgress(id).empty());
+  EXPECT_EQ(RenderJobMetrics(store_, runner).find("dpo_rank_"), std::string::npos);
 }
 
 }  // namespace

@@ -375,6 +375,35 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context, const v1::Wa
   return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is stopping");
 }
 
+namespace {
+
+// The per-rank families /metrics serves, from the keys of <output.dir>/ranks/rank-R.json
+// (worker/train/rank_metrics.h). Only these: a worker cannot add series of its own.
+struct RankFamily {
+  const char* key;
+  const char* name;
+  const char* type;
+  const char* help;
+};
+constexpr RankFamily kRankFamilies[] = {
+    {"step_seconds", "dpo_rank_step_seconds", "gauge",
+     "Mean wall time of an optimizer step on this rank, over its last logging window."},
+    {"tokens_per_second", "dpo_rank_tokens_per_second", "gauge",
+     "Tokens (both sequences of each pair) this rank processed per second, over its last logging window."},
+    {"comm_seconds", "dpo_rank_comm_seconds", "gauge",
+     "Mean seconds per step this rank's gradient communication was in flight (the bucketed all-reduce; "
+     "with train.sharding, all-gathers and reduce-scatters)."},
+    {"comm_hidden_ratio", "dpo_rank_comm_hidden_ratio", "gauge",
+     "Share of dpo_rank_comm_seconds hidden behind compute: 1 - (time the step waited for it after "
+     "backward) / (time in flight)."},
+    {"peak_memory_bytes", "dpo_rank_peak_memory_bytes", "gauge",
+     "Peak memory of this rank: the CUDA allocator's peak on a GPU, the process's peak resident set on a CPU."},
+    {"skipped_steps_total", "dpo_rank_skipped_steps_total", "counter",
+     "Optimizer steps this rank skipped for a non-finite loss or gradient, over the whole run."},
+};
+
+}  // namespace
+
 std::string RenderJobMetrics(JobStore& store, JobRunner& runner) {
   std::ostringstream out;
   out << "# HELP dpo_jobs Jobs known to the coordinator, by state.\n# TYPE dpo_jobs gauge\n";
@@ -385,17 +414,37 @@ std::string RenderJobMetrics(JobStore& store, JobRunner& runner) {
   // the HELP and TYPE lines Prometheus's format asks for (promtool checks them).
   struct Family {
     std::string help;
+    std::string type = "gauge";
     std::vector<std::string> samples;
   };
   std::map<std::string, Family> families;
   for (const JobRecord& record : store.List(0, JobState::kRunning)) {
     const auto progress = runner.Progress(record);
     // job_id, not job: Prometheus sets `job` to the scrape job's name, and would rename ours.
-    const std::string labels = "{job_id=\"" + std::to_string(record.id) + "\",name=\"" +
-                               PrometheusLabel(ReplyText(record.name, kMaxListedText)) + "\"}";
+    const std::string job_labels = "job_id=\"" + std::to_string(record.id) + "\",name=\"" +
+                                   PrometheusLabel(ReplyText(record.name, kMaxListedText)) + "\"";
+    const std::string labels = "{" + job_labels + "}";
     Family& step = families["dpo_train_global_step"];
     step.help = "Optimizer steps the running job has done.";
     step.samples.push_back(labels + " " + std::to_string(progress ? progress->step : 0));
+    // Each rank's own figures, labelled by rank as well.
+    for (const RankStatus& rank : runner.RankProgress(record.id)) {
+      const std::string rank_labels = "{" + job_labels + ",rank=\"" + std::to_string(rank.rank) + "\"}";
+      Family& rank_step = families["dpo_rank_global_step"];
+      rank_step.help = "Optimizer steps done when this rank last logged (a rank that lags or stalls shows here).";
+      rank_step.samples.push_back(rank_labels + " " + std::to_string(rank.step));
+      for (const RankFamily& known : kRankFamilies) {
+        const auto value = rank.metrics.find(known.key);
+        if (value == rank.metrics.end()) continue;
+        std::ostringstream sample;
+        sample.precision(17);
+        sample << rank_labels << " " << value->second;
+        Family& family = families[known.name];
+        family.help = known.help;
+        family.type = known.type;
+        family.samples.push_back(sample.str());
+      }
+    }
     if (!progress) continue;
     for (const auto& [key, value] : progress->metrics) {
       std::ostringstream sample;
@@ -407,7 +456,7 @@ std::string RenderJobMetrics(JobStore& store, JobRunner& runner) {
     }
   }
   for (const auto& [name, family] : families) {
-    out << "# HELP " << name << " " << family.help << "\n# TYPE " << name << " gauge\n";
+    out << "# HELP " << name << " " << family.help << "\n# TYPE " << name << " " << family.type << "\n";
     for (const std::string& sample : family.samples) out << name << sample << "\n";
   }
   return out.str();

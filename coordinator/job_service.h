@@ -104,7 +104,9 @@ class JobServiceImpl final : public v1::JobService::Service {
 };
 
 // The jobs as Prometheus gauges: dpo_jobs{state=...}, and for each running job the last train
-// metrics its worker reported (dpo_train_loss{job="3",name="..."}, dpo_train_rewards_accuracies, ...).
+// metrics its worker reported (dpo_train_loss{job_id="3",name="..."}, dpo_train_rewards_accuracies,
+// ...) and each rank's own figures (dpo_rank_step_seconds{job_id="3",name="...",rank="1"}, ...;
+// docs/worker_status.md lists them).
 std::string RenderJobMetrics(JobStore& store, JobRunner& runner);
 
 }  // namespace dpo

@@ -1,9 +1,11 @@
 #include "coordinator/worker_status.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -14,42 +16,112 @@
 
 namespace dpo {
 
-std::optional<WorkerStatus> ReadWorkerStatus(const std::string& output_dir, std::string* problem) {
-  std::string ignored;
-  std::string& why = problem ? *problem : ignored;
+namespace {
+
+// The text of `name` in the directory `dir_fd` (AT_FDCWD: the working directory), at most
+// `max_bytes`; nullopt when it does not exist (`why` empty) or cannot be used (`why` says why:
+// not a regular file, too big, unreadable). Never opened blocking, so a FIFO put there cannot
+// stall the caller; a symbolic link is not followed.
+std::optional<std::string> ReadSmallFile(int dir_fd, const std::string& name, int64_t max_bytes,
+                                         std::string& why) {
   why.clear();
-  const std::string path = JoinPath(output_dir, "status.json");
   // O_NONBLOCK: opening a FIFO put there returns at once, and fstat then refuses it.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  const int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
-    if (errno != ENOENT) why = path + ": " + std::strerror(errno);
+    if (errno != ENOENT) why = name + ": " + std::strerror(errno);
     return std::nullopt;
   }
   std::string text;
   struct stat info {};
   if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-    why = path + ": not a regular file";
-  } else if (info.st_size > kMaxWorkerStatusBytes) {
-    why = path + ": " + std::to_string(info.st_size) + " bytes, more than the " +
-          std::to_string(kMaxWorkerStatusBytes) + " a status may have";
+    why = name + ": not a regular file";
+  } else if (info.st_size > max_bytes) {
+    why = name + ": " + std::to_string(info.st_size) + " bytes, more than the " +
+          std::to_string(max_bytes) + " it may have";
   } else {
-    text.resize(static_cast<size_t>(kMaxWorkerStatusBytes) + 1);
+    text.resize(static_cast<size_t>(max_bytes) + 1);
     size_t got = 0;
     for (ssize_t n; got < text.size() && (n = ::read(fd, text.data() + got, text.size() - got)) != 0;) {
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
-        why = path + ": " + std::strerror(errno);
+        why = name + ": " + std::strerror(errno);
         break;
       }
       got += static_cast<size_t>(n);
     }
     text.resize(got);
-    if (why.empty() && got > static_cast<size_t>(kMaxWorkerStatusBytes)) why = path + ": grew past the size limit";
+    if (why.empty() && got > static_cast<size_t>(max_bytes)) why = name + ": grew past the size limit";
   }
   ::close(fd);
   if (!why.empty()) return std::nullopt;
-  auto status = ParseWorkerStatus(text);
-  if (!status) why = path + ": not a status object";
+  return text;
+}
+
+// "rank-12.json" -> 12; nullopt for any other name.
+std::optional<int> RankOfFileName(const std::string& name) {
+  const std::string prefix = "rank-", suffix = ".json";
+  if (!name.starts_with(prefix) || !name.ends_with(suffix)) return std::nullopt;
+  const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.empty() || digits.size() > 6) return std::nullopt;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+  }
+  return std::stoi(digits);
+}
+
+}  // namespace
+
+std::optional<WorkerStatus> ReadWorkerStatus(const std::string& output_dir, std::string* problem) {
+  std::string ignored;
+  std::string& why = problem ? *problem : ignored;
+  const auto text = ReadSmallFile(AT_FDCWD, JoinPath(output_dir, "status.json"),
+                                  kMaxWorkerStatusBytes, why);
+  if (!text) return std::nullopt;
+  auto status = ParseWorkerStatus(*text);
+  if (!status) why = JoinPath(output_dir, "status.json") + ": not a status object";
+  return status;
+}
+
+std::vector<RankStatus> ReadRankStatuses(const std::string& output_dir) {
+  std::vector<RankStatus> ranks;
+  const std::string dir = JoinPath(output_dir, "ranks");
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dir_fd < 0) return ranks;
+  DIR* listing = ::fdopendir(dir_fd);  // owns dir_fd from here
+  if (listing == nullptr) {
+    ::close(dir_fd);
+    return ranks;
+  }
+  // Entries looked at, bounded too: a folder full of other names must not make a poll slow.
+  int entries = 0;
+  while (const dirent* entry = ::readdir(listing)) {
+    if (++entries > 2 * kMaxRankStatuses || static_cast<int>(ranks.size()) >= kMaxRankStatuses) break;
+    const auto rank = RankOfFileName(entry->d_name);
+    if (!rank) continue;
+    std::string why;
+    const auto text = ReadSmallFile(::dirfd(listing), entry->d_name, kMaxRankStatusBytes, why);
+    auto status = text ? ParseRankStatus(*text) : std::nullopt;
+    if (status && status->rank == *rank) ranks.push_back(std::move(*status));
+  }
+  ::closedir(listing);
+  std::sort(ranks.begin(), ranks.end(),
+            [](const RankStatus& a, const RankStatus& b) { return a.rank < b.rank; });
+  return ranks;
+}
+
+std::optional<RankStatus> ParseRankStatus(const std::string& text) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("rank") || !j["rank"].is_number_integer() ||
+      !j.contains("metrics") || !j["metrics"].is_object()) {
+    return std::nullopt;
+  }
+  RankStatus status;
+  status.rank = j["rank"].get<int>();
+  if (status.rank < 0) return std::nullopt;
+  if (j.contains("step") && j["step"].is_number_integer()) status.step = j["step"].get<int64_t>();
+  for (const auto& [key, value] : j["metrics"].items()) {
+    if (value.is_number()) status.metrics[key] = value.get<double>();
+  }
   return status;
 }
 

@@ -2,7 +2,8 @@
 // Runs one DPO training job: one process, or one rank per GPU/CPU process under mpirun.
 // Exit status 0 on success; 75 when SIGTERM stopped it after a checkpoint; 76 when a collective
 // timed out; otherwise 1 with a one-line reason on stderr. <output.dir>/status.json says the
-// same, typed (docs/worker_status.md); rank 0 holds <output.dir>/.lock for the run.
+// same, typed (docs/worker_status.md); rank 0 holds <output.dir>/.lock for the run. Every rank
+// writes its own figures to <output.dir>/ranks/rank-R.json after each logged step.
 //
 // dpo-worker --plan JOB.yaml --ranks N [--gpu-memory GiB]
 // Prints the memory one rank would need in each train.sharding mode (common/config/
@@ -26,6 +27,7 @@
 #include "worker/comm/process_group.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/output_lock.h"
+#include "worker/train/rank_metrics.h"
 #include "worker/train/run_status.h"
 #include "worker/train/trainer.h"
 
@@ -175,10 +177,13 @@ int main(int argc, char** argv) {
       }
       dpo::WriteFileAtomically((std::filesystem::path(output_dir) / "job.yaml").string(),
                                dpo::ToYaml(*spec));
+      // A previous run's per-rank files (maybe of ranks this run does not have).
+      dpo::RemoveRankMetrics(output_dir);
       status.Progress(0, 0, {});
     }
     // The other ranks touch nothing in the directory (heartbeats, status) before rank 0 holds it.
     mpi.Barrier();
+    dpo::RankMetricsFile rank_metrics(output_dir, mpi.rank(), mpi.world_size());
     const bool cuda = RunsOnCuda(*spec);
     const int device_index = cuda ? mpi.local_rank() % std::max<int>(1, torch::cuda::device_count()) : 0;
     dpo::CollectiveTimeoutOptions timeout;
@@ -194,6 +199,9 @@ int main(int argc, char** argv) {
     hooks.on_progress = [&status](int64_t step, int64_t total,
                                   const std::map<std::string, double>& metrics) {
       status.Progress(step, total, metrics);
+    };
+    hooks.on_rank_metrics = [&rank_metrics](const dpo::RankMetrics& metrics) {
+      rank_metrics.Write(metrics);
     };
     hooks.stop_requested = [] { return g_stop_requested != 0; };
     const dpo::TrainSummary summary = dpo::RunTraining(*spec, *group, mpi.local_rank(), hooks);

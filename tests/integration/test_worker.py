@@ -87,6 +87,22 @@ def test_two_mpi_ranks_match_one_process_with_the_same_global_batch(tmp_path):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
             assert c[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
     assert len(metrics(accumulated)) == len(metrics(one)) == 3
+    # Each rank's own figures (docs/worker_status.md): one file per rank, at the last step.
+    for run, ranks in ((one, 1), (two, 2), (accumulated, 2)):
+        files = sorted((run / "run" / "ranks").glob("rank-*.json"))
+        assert [f.name for f in files] == [f"rank-{r}.json" for r in range(ranks)], files
+        for r, f in enumerate(files):
+            status = json.loads(f.read_text())
+            figures = status["metrics"]
+            assert (status["rank"], status["world_size"], status["step"]) == (r, ranks, 3)
+            assert figures["skipped_steps_total"] == 0 and figures["peak_memory_bytes"] > 0
+            assert 0 < figures["comm_seconds"] < figures["step_seconds"] if ranks > 1 else figures["comm_seconds"] == 0
+            assert (0 <= figures["comm_hidden_ratio"] <= 1) if ranks > 1 else "comm_hidden_ratio" not in figures
+        # Rank 0's own tokens/s is metrics.jsonl's (which scales it by the ranks) over the ranks.
+        rank0 = json.loads(files[0].read_text())["metrics"]
+        last = metrics(run)[-1]
+        assert rank0["tokens_per_second"] * ranks == pytest.approx(last["tokens/s"], rel=1e-9)
+        assert rank0["peak_memory_bytes"] / 2**30 == pytest.approx(last["peak_memory_gib"], rel=1e-9)
 
 
 def test_non_finite_steps_are_skipped_then_abort(tmp_path):

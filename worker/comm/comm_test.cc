@@ -165,6 +165,43 @@ TEST(GradientReducerTest, HooksLaunchEveryBucketDuringBackward) {
   }
 }
 
+TEST(GradientReducerTest, TimingCountsWhatBackwardHidAndRestartsWhenTaken) {
+  ProcessGroup& g = Group();
+  HookedModel model(g);
+  GradientReducer reducer(model.params, g, {.bucket_bytes = 1200});
+  for (int step = 0; step < 2; ++step) {
+    for (auto& p : model.params) p.mutable_grad() = at::Tensor();
+    model.Backward(1.0);
+    reducer.AverageGradients();
+  }
+  const ReductionTiming timing = reducer.TakeTiming();
+  EXPECT_EQ(timing.steps, 2);
+  // Every bucket left during backward, before AverageGradients started: part of the time in
+  // flight precedes the exposed part, so some of it was hidden.
+  EXPECT_GT(timing.exposed_seconds, 0.0);
+  EXPECT_LT(timing.exposed_seconds, timing.in_flight_seconds);
+  EXPECT_GT(timing.HiddenFraction(), 0.0);
+  EXPECT_LT(timing.HiddenFraction(), 1.0);
+  const ReductionTiming again = reducer.TakeTiming();
+  EXPECT_EQ(again.steps, 0);
+  EXPECT_EQ(again.in_flight_seconds, 0.0);
+  EXPECT_EQ(again.HiddenFraction(), 0.0);
+}
+
+TEST(GradientReducerTest, NothingIsHiddenWhenBackwardLaunchedNoBucket) {
+  ProcessGroup& g = Group();
+  HookedModel model(g);
+  GradientReducer reducer(model.params, g, {.bucket_bytes = 1200});
+  reducer.SetLaunchDuringBackward(false);  // as for every micro-batch but the last
+  model.Backward(1.0);
+  reducer.AverageGradients();
+  const ReductionTiming timing = reducer.TakeTiming();
+  EXPECT_EQ(timing.steps, 1);
+  EXPECT_GT(timing.in_flight_seconds, 0.0);
+  EXPECT_EQ(timing.exposed_seconds, timing.in_flight_seconds);
+  EXPECT_EQ(timing.HiddenFraction(), 0.0);
+}
+
 TEST(GradientReducerTest, AccumulationLaunchesOnlyFromTheLastMicroBatch) {
   ProcessGroup& g = Group();
   HookedModel model(g);

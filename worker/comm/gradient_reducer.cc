@@ -1,5 +1,6 @@
 #include "worker/comm/gradient_reducer.h"
 
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/torch.h>
@@ -59,6 +60,7 @@ void GradientReducer::ResetBuckets() {
   }
   next_launch_ = 0;
   launched_in_backward_ = 0;
+  first_launch_.reset();
 }
 
 // Runs on the thread executing backward (the caller's on the CPU; CUDA's autograd thread on the
@@ -88,16 +90,29 @@ void GradientReducer::Launch(Bucket& bucket) {
                                      : at::zeros({params_[i].numel()}, params_[i].options()));
   }
   bucket.buffer = at::cat(flat_grads);
+  if (!first_launch_) first_launch_ = std::chrono::steady_clock::now();
   bucket.work = group_.AllReduceSumAsync(bucket.buffer);
 }
 
 void GradientReducer::AverageGradients() {
   if (group_.world_size() == 1) return;
   torch::NoGradGuard no_grad;
+  const auto backward_done = std::chrono::steady_clock::now();
+  const auto in_flight_since = first_launch_.value_or(backward_done);
   while (next_launch_ < buckets_.size()) Launch(buckets_[next_launch_++]);
+  for (Bucket& bucket : buckets_) bucket.work->Wait();
+  const c10::Device device = buckets_.back().buffer.device();
+  if (device.is_cuda()) {
+    // NCCL's Wait only orders the current stream after the collectives: wait for them here, so
+    // the time measured is the collectives' (the host reads the gradient norm next anyway).
+    c10::impl::VirtualGuardImpl(device.type()).getStream(device).synchronize();
+  }
+  const auto done = std::chrono::steady_clock::now();
+  timing_.in_flight_seconds += std::chrono::duration<double>(done - in_flight_since).count();
+  timing_.exposed_seconds += std::chrono::duration<double>(done - backward_done).count();
+  ++timing_.steps;
   const double inverse_world = 1.0 / group_.world_size();
   for (Bucket& bucket : buckets_) {
-    bucket.work->Wait();
     bucket.buffer.mul_(inverse_world);
     int64_t offset = 0;
     for (size_t i : bucket.params) {
@@ -112,6 +127,12 @@ void GradientReducer::AverageGradients() {
     }
   }
   ResetBuckets();
+}
+
+ReductionTiming GradientReducer::TakeTiming() {
+  const ReductionTiming taken = timing_;
+  timing_ = ReductionTiming{};
+  return taken;
 }
 
 }  // namespace dpo

@@ -13,11 +13,20 @@
 // has gone out, whatever order its hooks fired in, and AverageGradients() launches the rest in
 // the same order. So the collectives line up across ranks even when ranks differ in which
 // parameters received gradients.
+//
+// Timing (for the per-rank metrics): per step, the reduction is in flight from the first
+// bucket's launch (or AverageGradients()' start, when backward launched none) until the last
+// bucket has completed; the exposed part starts when AverageGradients() is called, i.e. when
+// backward has finished. What overlapped backward is the difference. Host clock: on NCCL,
+// AverageGradients() synchronises the current stream with the collectives so that completion
+// is real, which costs nothing in a step whose gradient norm is read on the host right after.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -29,6 +38,18 @@ struct Node;
 }
 
 namespace dpo {
+
+// Seconds of gradient reduction summed over the steps since GradientReducer::TakeTiming().
+struct ReductionTiming {
+  double in_flight_seconds = 0;  // first launch (or AverageGradients' start) to last completion
+  double exposed_seconds = 0;    // AverageGradients' start (backward done) to last completion
+  int64_t steps = 0;             // AverageGradients() calls that reduced something
+
+  // The share of the time in flight that backward hid: 1 - exposed / in flight; 0 without any.
+  double HiddenFraction() const {
+    return in_flight_seconds > 0 ? 1.0 - exposed_seconds / in_flight_seconds : 0.0;
+  }
+};
 
 struct GradientReducerOptions {
   // Target bucket size. Default: 25 MiB, c10d's default: large enough to amortise collective
@@ -59,6 +80,8 @@ class GradientReducer {
   size_t num_buckets() const { return buckets_.size(); }
   // Buckets launched from hooks since the last AverageGradients(): how much overlapped.
   size_t buckets_launched_during_backward() const { return launched_in_backward_; }
+  // The reduction's timing since the last call (see the top of this file), and restarts it.
+  ReductionTiming TakeTiming();
 
  private:
   struct Bucket {
@@ -77,6 +100,9 @@ class GradientReducer {
   size_t next_launch_ = 0;         // buckets_[0, next_launch_) are in flight
   size_t launched_in_backward_ = 0;
   bool launch_during_backward_ = true;
+  // When this step's first bucket went out; unset until then.
+  std::optional<std::chrono::steady_clock::time_point> first_launch_;
+  ReductionTiming timing_;
   ProcessGroup& group_;
   // Gradient accumulators are held, so the hooked nodes outlive every graph, with their keys.
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;

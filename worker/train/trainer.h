@@ -16,6 +16,7 @@
 #include <string>
 
 #include "common/config/job_spec.h"
+#include "worker/train/rank_metrics.h"
 
 namespace dpo {
 
@@ -34,6 +35,9 @@ struct TrainHooks {
   // after each logged step with that step's train metrics line. Default: none.
   std::function<void(int64_t step, int64_t total_steps, const std::map<std::string, double>& metrics)>
       on_progress;
+  // Called on every rank after each logged step with this rank's own figures over the logging
+  // window (worker/train/rank_metrics.h). Default: none.
+  std::function<void(const RankMetrics& metrics)> on_rank_metrics;
   // Polled by every rank at each step boundary; when it is true on any rank (one all-reduce per
   // step agrees on it), every rank saves a checkpoint of that step and training returns with
   // `interrupted` set. Default: none (no stopping, no extra collective).
