@@ -91,19 +91,19 @@ void AllReduceSums(DpoMetricSums& sums, ProcessGroup& group, c10::Device device)
   std::copy_n(t.data_ptr<double>(), sums.values.size(), sums.values.begin());
 }
 
-// Peak memory of this rank so far, in GiB: the CUDA caching allocator's peak allocation on a GPU,
-// the process's peak resident set on the CPU.
-double PeakMemoryGiB(c10::Device device) {
+// Peak memory of this rank so far, in bytes: the CUDA caching allocator's peak allocation on a
+// GPU, the process's peak resident set on the CPU.
+int64_t PeakMemoryBytes(c10::Device device) {
 #ifdef DPO_WITH_CUDA
   if (device.is_cuda()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
     const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
-    return static_cast<double>(stats.allocated_bytes[aggregate].peak) / (1 << 30);
+    return stats.allocated_bytes[aggregate].peak;
   }
 #endif
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) * 1024.0 / (1 << 30);  // ru_maxrss is in KiB
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // ru_maxrss is in KiB
 }
 
 std::string RngStateHex() {
@@ -289,7 +289,7 @@ class Trainer {
       const bool last = state.global_step == total_steps;
       if (state.global_step % train.logging_steps == 0 || last) {
         summary.last_loss = window.loss / window.steps;
-        WriteTrainLine(log, state, window);
+        WriteTrainLine(log, state, window, reducer ? reducer->TakeTiming() : ReductionTiming{});
         window = Window{};
       }
       if (setup_.eval_data() != nullptr &&
@@ -339,7 +339,9 @@ class Trainer {
     return ReferenceForward(*reference_, batch, setup_.logps_options(), spec_.dpo.ld_alpha);
   }
 
-  void WriteTrainLine(MetricsLog& log, const TrainerState& state, const Window& w) {
+  // `reduction`: the replicated gradient all-reduce's timing over the window (none if sharded).
+  void WriteTrainLine(MetricsLog& log, const TrainerState& state, const Window& w,
+                      ReductionTiming reduction) {
     std::map<std::string, double> line;
     for (const auto& [key, value] : w.sums.Logs()) line[key] = value;
     // Metric sums cover all ranks; token counts are this rank's, scaled by the world size
@@ -352,16 +354,32 @@ class Trainer {
     line["pairs/s"] = w.pairs * world / w.seconds;
     line["padding_fraction"] = 1.0 - static_cast<double>(w.filled_cells) / w.cells;
     line["skipped_steps"] = static_cast<double>(state.skipped_steps);
-    line["peak_memory_gib"] = PeakMemoryGiB(setup_.device());
+    const int64_t peak_memory_bytes = PeakMemoryBytes(setup_.device());
+    line["peak_memory_gib"] = static_cast<double>(peak_memory_bytes) / (1 << 30);
     line["model_state_bytes"] = static_cast<double>(w.model_state_bytes);
     line["model_state_peak_bytes"] = static_cast<double>(w.model_state_peak_bytes);
     if (policy_shards_) {
       // Share of the gathers' and reduce-scatters' time in flight that compute did not wait for.
       const auto [waited, in_flight] = policy_shards_->TakeCommunicationSeconds();
       line["comm_hidden_fraction"] = in_flight > 0 ? 1.0 - waited / in_flight : 1.0;
+      reduction = {.in_flight_seconds = in_flight, .exposed_seconds = waited, .steps = w.steps};
     }
     log.Write(state.global_step, setup_.EpochProgress(state), "train", line);
     if (hooks_.on_progress) hooks_.on_progress(state.global_step, setup_.TotalSteps(), line);
+    if (hooks_.on_rank_metrics) {
+      // This rank's own figures: its tokens, not scaled by the world size.
+      RankMetrics rank;
+      rank.step = state.global_step;
+      rank.step_seconds = w.seconds / w.steps;
+      rank.tokens_per_second = w.real_tokens / w.seconds;
+      if (reduction.steps > 0) {
+        rank.comm_seconds = reduction.in_flight_seconds / reduction.steps;
+        if (reduction.in_flight_seconds > 0) rank.comm_hidden_ratio = reduction.HiddenFraction();
+      }
+      rank.peak_memory_bytes = peak_memory_bytes;
+      rank.skipped_steps = state.skipped_steps;
+      hooks_.on_rank_metrics(rank);
+    }
   }
 
   void Evaluate(MetricsLog& log, const TrainerState& state) {
