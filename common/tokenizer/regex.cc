@@ -97,24 +97,34 @@ const std::vector<CodePointRange>& NativeRanges(const std::string& native) {
   return it->second;
 }
 
-// Appends the class `ours` (sorted ranges) as class items: PCRE2's own item `native` plus the
-// code points its tables miss, when they hold none that `ours` lacks (fast: PCRE2 looks a
-// property up in two steps, while explicit ranges are tried one by one); else every range.
-// `negated_native`, when not empty, is the item for the complement of `native` (\P{..}); then
-// the complement of `ours` is written.
+// Appends the class `ours` (sorted ranges), or its complement when `negated`: PCRE2's own item
+// `native` plus the code points its tables miss, when they hold none that `ours` lacks (fast:
+// PCRE2 looks a property up in two steps, while explicit ranges are tried one by one); else
+// every range. `negated_native`, when not empty, is the item for the complement of `native`
+// (\P{..}). `in_class`: inside [...], items only; outside, the item alone where it suffices
+// (PCRE2 optimizes a bare \p{..} better than a bracketed one), else a bracketed class.
 void AppendClass(const std::vector<CodePointRange>& ours, const std::string& native,
-                 const std::string& negated_native, bool negated, std::string* out) {
+                 const std::string& negated_native, bool negated, bool in_class,
+                 std::string* out) {
   const std::vector<CodePointRange>& theirs = NativeRanges(native);
   std::vector<CodePointRange> missing = Subtract(ours, theirs), extra = Subtract(theirs, ours);
+  std::string item;
+  std::vector<CodePointRange> ranges;
   if (!negated && extra.empty()) {
-    *out += native;
-    AppendClassItems(missing, out);
+    item = native;
+    ranges = std::move(missing);
   } else if (negated && !negated_native.empty() && missing.empty()) {
-    *out += negated_native;  // the complement of theirs, which misses ours' complement's extra
-    AppendClassItems(extra, out);
+    item = negated_native;  // the complement of theirs, which lacks the complement's `extra`
+    ranges = std::move(extra);
   } else {
-    AppendClassItems(negated ? Complement(ours) : ours, out);
+    ranges = negated ? Complement(ours) : ours;
   }
+  bool one_escape = ranges.empty() && !item.empty() && item.find('\\', 1) == std::string::npos;
+  bool bare = in_class || one_escape;
+  if (!bare) *out += '[';
+  *out += item;
+  AppendClassItems(ranges, out);
+  if (!bare) *out += ']';
 }
 
 // PCRE2's item for the categories of `mask`: the major class when the mask is one, else one
@@ -156,12 +166,9 @@ std::string HfCompatiblePattern(std::string_view p) {
   std::string out;
   out.reserve(p.size() + 1024);
   bool in_class = false;
-  // Writes a class as items when inside [...], else as a bracketed class of its own.
   auto append_class = [&](const std::vector<CodePointRange>& ours, const std::string& native,
                           const std::string& negated_native, bool negated) {
-    if (!in_class) out += '[';
-    AppendClass(ours, native, negated_native, negated, &out);
-    if (!in_class) out += ']';
+    AppendClass(ours, native, negated_native, negated, in_class, &out);
   };
   for (size_t i = 0; i < p.size(); ++i) {
     char c = p[i];
