@@ -147,12 +147,15 @@ def test_running_job_reports_progress_then_is_cancelled(coordinator, tmp_path):
     assert re.search(rf'^dpo_train_loss\{{job_id="{job_id}",name="[^"]*long.yaml"\}} [0-9.e+-]+$', text, re.M), text
     assert re.search(rf'^dpo_train_tokens_per_second\{{job_id="{job_id}"', text, re.M)
     assert re.search(r'^dpo_jobs\{state="running"\} 1$', text, re.M)
-    # Every series the shipped Grafana dashboard plots is one the coordinator serves.
+    # Every job-level series the shipped Grafana dashboard plots is one the coordinator serves
+    # (its per-rank panels need a multi-rank job: test_observability.py checks those; a row has
+    # no targets).
     dashboard = json.loads((SOURCE_DIR / "deploy" / "grafana" / "dpo_training.json").read_text())
     for panel in dashboard["panels"]:
-        for target in panel["targets"]:
+        for target in panel.get("targets", []):
             for name in re.findall(r"dpo_\w+", target["expr"]):
-                assert re.search(rf"^{name}\{{", text, re.M), (panel["title"], name)
+                if not name.startswith("dpo_rank_"):
+                    assert re.search(rf"^{name}\{{", text, re.M), (panel["title"], name)
     # A second job into the same output directory is refused while this one runs.
     clash = tmp_path / "clash.yaml"
     clash.write_text(spec(tmp_path / "long"))
