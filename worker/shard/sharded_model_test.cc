@@ -117,7 +117,9 @@ TEST(ShardCheckpointTest, ReadsBackByShardAndByParameter) {
   const std::string saved = SaveShardedCheckpoint(dir, sharded, named.StateDict(), state, "",
                                                   "full", group);
   const std::string checkpoint = dir + "/checkpoint-1";
-  if (group.rank() == 0) EXPECT_EQ(saved, checkpoint);
+  if (group.rank() == 0) {
+    EXPECT_EQ(saved, checkpoint);
+  }
 
   const OptimizerStateReader reader(checkpoint);
   const auto shards = reader.ForShards(sharded.layouts(), group.rank(), c10::kCPU);
