@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "common/model/checkpoint_io.h"
+#include "common/tensor/device.h"
 #include "common/util/atomic_file.h"
 #include "common/util/error.h"
 #include "common/util/path_util.h"
@@ -24,19 +25,6 @@ bool IsIgnorableExtra(const std::string& name, const ModelConfig& config) {
 
 }  // namespace
 
-std::string ConfigDtypeName(torch::ScalarType dtype) {
-  switch (dtype) {
-    case torch::kFloat32:
-      return "float32";
-    case torch::kBFloat16:
-      return "bfloat16";
-    case torch::kFloat16:
-      return "float16";
-    default:
-      Fail("model dtype", std::string("unsupported ") + c10::toString(dtype));
-  }
-}
-
 std::shared_ptr<CausalLM> LoadPretrained(const std::string& dir, torch::ScalarType dtype,
                                          const torch::Device& device) {
   UnloadedPretrained opened = OpenPretrained(dir, dtype, device);
@@ -49,7 +37,7 @@ std::shared_ptr<CausalLM> LoadPretrained(const std::string& dir, torch::ScalarTy
 
 UnloadedPretrained OpenPretrained(const std::string& dir, torch::ScalarType dtype,
                                   const torch::Device& device) {
-  ConfigDtypeName(dtype);  // rejects non-float model dtypes early
+  DtypeName(dtype);  // rejects non-float model dtypes early
   ModelConfig config = ModelConfig::FromJsonFile(JoinPath(dir, "config.json"));
   auto reader = std::make_shared<CheckpointReader>(dir);
   auto model =
@@ -84,7 +72,7 @@ std::shared_ptr<CausalLM> RandomInit(const ModelConfig& config, uint64_t seed,
 void SavePretrained(CausalLM& model, const std::string& dir, const SaveOptions& options) {
   torch::ScalarType dtype = options.dtype;
   if (dtype == torch::ScalarType::Undefined) dtype = model.lm_head_weight().scalar_type();
-  ConfigDtypeName(dtype);  // refuses a dtype config.json cannot name before anything is written
+  DtypeName(dtype);  // refuses a dtype config.json cannot name before anything is written
   MakeDirectories(dir);
   NamedTensors tensors;
   for (const auto& item : model.named_parameters()) {
@@ -96,7 +84,7 @@ void SavePretrained(CausalLM& model, const std::string& dir, const SaveOptions& 
 
 void WritePretrainedMetadata(const ModelConfig& config, torch::ScalarType dtype,
                              const std::string& dir, const std::string& tokenizer_dir) {
-  WriteFileAtomically(JoinPath(dir, "config.json"), config.ToJson(ConfigDtypeName(dtype)));
+  WriteFileAtomically(JoinPath(dir, "config.json"), config.ToJson(DtypeName(dtype)));
   if (tokenizer_dir.empty()) return;
   for (const char* file : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
     const std::string source = JoinPath(tokenizer_dir, file);

@@ -59,7 +59,4 @@ void SavePretrained(CausalLM& model, const std::string& dir, const SaveOptions& 
 void WritePretrainedMetadata(const ModelConfig& config, torch::ScalarType dtype,
                              const std::string& dir, const std::string& tokenizer_dir);
 
-// "float32", "bfloat16" or "float16" (config.json spelling); throws dpo::Error otherwise.
-std::string ConfigDtypeName(torch::ScalarType dtype);
-
 }  // namespace dpo
