@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
 
@@ -34,15 +35,12 @@ constexpr const char* kUsage =
     "The token comes from --token-file, else $DPO_TOKEN, else ~/.config/dpo/token (which must\n"
     "not be readable by group or others). list shows the newest N jobs (default 100).\n";
 
-const char* StateName(dpo::v1::JobState state) {
-  switch (state) {
-    case dpo::v1::JOB_STATE_QUEUED: return "queued";
-    case dpo::v1::JOB_STATE_RUNNING: return "running";
-    case dpo::v1::JOB_STATE_SUCCEEDED: return "succeeded";
-    case dpo::v1::JOB_STATE_FAILED: return "failed";
-    case dpo::v1::JOB_STATE_CANCELLED: return "cancelled";
-    default: return "unknown";
-  }
+// "queued", "running", ...: the proto's own value name without its prefix, lower-cased.
+std::string StateName(dpo::v1::JobState state) {
+  std::string name = dpo::v1::JobState_Name(state);
+  if (name.starts_with("JOB_STATE_")) name.erase(0, std::strlen("JOB_STATE_"));
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+  return name.empty() ? "unknown" : name;
 }
 
 bool Finished(dpo::v1::JobState state) {
@@ -58,7 +56,7 @@ double Metric(const dpo::v1::Job& job, const std::string& key) {
 
 void PrintJob(const dpo::v1::Job& job) {
   std::printf("id: %lld\nname: %s\nowner: %s\nstate: %s\noutput_dir: %s\ndata_prepared: %s\nattempts: %d\n",
-              static_cast<long long>(job.id()), job.name().c_str(), job.owner().c_str(), StateName(job.state()),
+              static_cast<long long>(job.id()), job.name().c_str(), job.owner().c_str(), StateName(job.state()).c_str(),
               job.output_dir().c_str(), job.data_prepared() ? "yes" : "no", job.attempts());
   std::printf("step: %lld/%lld\n", static_cast<long long>(job.progress().global_step()),
               static_cast<long long>(job.progress().total_steps()));
@@ -222,7 +220,7 @@ int main(int argc, char** argv) {
     dpo::v1::Job last;
     const auto status = client.Watch(id, [&](const dpo::v1::Job& job) {
       std::printf("job %lld %s step %lld/%lld loss %.4f acc %.3f\n", static_cast<long long>(id),
-                  StateName(job.state()), static_cast<long long>(job.progress().global_step()),
+                  StateName(job.state()).c_str(), static_cast<long long>(job.progress().global_step()),
                   static_cast<long long>(job.progress().total_steps()), Metric(job, "loss"),
                   Metric(job, "rewards/accuracies"));
       std::fflush(stdout);
@@ -249,7 +247,7 @@ int main(int argc, char** argv) {
         const std::string step = std::to_string(job.progress().global_step()) + "/" +
                                  std::to_string(job.progress().total_steps());
         std::printf("%-6lld %-10s %-12s %s\n", static_cast<long long>(job.id()),
-                    StateName(job.state()), step.c_str(), job.name().c_str());
+                    StateName(job.state()).c_str(), step.c_str(), job.name().c_str());
       }
       shown += response.jobs_size();
       if (response.next_page_token().empty()) break;

@@ -32,6 +32,9 @@ JobState ParseState(std::string_view text, const std::string& where) {
 }
 
 // One prepared statement (RAII): bind, step, read columns, finalized on destruction.
+// A state as the jobs table stores it, for binding: the names are ToString's, written nowhere else.
+std::string Name(JobState state) { return std::string(ToString(state)); }
+
 class Statement {
  public:
   Statement(sqlite3* db, const std::string& sql, const std::string& where) : db_(db), where_(where) {
@@ -254,14 +257,17 @@ JobStore::InsertResult JobStore::Insert(const std::string& name, const std::stri
   MutexLock lock(mutex_);
   Transaction transaction(db_, path_);
   Statement busy(db_, std::string("SELECT ") + kColumns +
-                          " FROM jobs WHERE output_dir = ? AND state IN ('queued', 'running') LIMIT 1",
+                          " FROM jobs WHERE output_dir = ? AND state IN (?, ?) LIMIT 1",
                  path_);
-  if (busy.Bind(1, output_dir).Step()) return {ReadRecord(busy, path_), false};
+  if (busy.Bind(1, output_dir).Bind(2, Name(JobState::kQueued)).Bind(3, Name(JobState::kRunning)).Step()) {
+    return {ReadRecord(busy, path_), false};
+  }
   Statement s(db_,
               "INSERT INTO jobs (name, state, spec_yaml, output_dir, submitted_ms, owner) "
-              "VALUES (?, 'queued', ?, ?, ?, ?)",
+              "VALUES (?, ?, ?, ?, ?, ?)",
               path_);
-  s.Bind(1, name).Bind(2, spec_yaml).Bind(3, output_dir).Bind(4, NowUnixMs()).Bind(5, owner).Step();
+  s.Bind(1, name).Bind(2, Name(JobState::kQueued)).Bind(3, spec_yaml).Bind(4, output_dir).Bind(5, NowUnixMs());
+  s.Bind(6, owner).Step();
   InsertResult result{*GetLocked(sqlite3_last_insert_rowid(db_)), true};
   transaction.Commit();
   return result;
@@ -302,14 +308,15 @@ JobStore::ListPage JobStore::List(const ListQuery& query) {
 std::optional<JobRecord> JobStore::NextToPrepare(const std::vector<int64_t>& busy) {
   MutexLock lock(mutex_);
   std::string sql = std::string("SELECT ") + kColumns +
-                    " FROM jobs WHERE state = 'queued' AND data_prepared = 0";
+                    " FROM jobs WHERE state = ? AND data_prepared = 0";
   if (!busy.empty()) {
     sql += " AND id NOT IN (?";
     for (size_t i = 1; i < busy.size(); ++i) sql += ", ?";
     sql += ")";
   }
   Statement s(db_, sql + " ORDER BY id LIMIT 1", path_);
-  for (size_t i = 0; i < busy.size(); ++i) s.Bind(static_cast<int>(i) + 1, busy[i]);
+  s.Bind(1, Name(JobState::kQueued));
+  for (size_t i = 0; i < busy.size(); ++i) s.Bind(static_cast<int>(i) + 2, busy[i]);
   if (!s.Step()) return std::nullopt;
   return ReadRecord(s, path_);
 }
@@ -317,17 +324,17 @@ std::optional<JobRecord> JobStore::NextToPrepare(const std::vector<int64_t>& bus
 std::optional<JobRecord> JobStore::NextQueued() {
   MutexLock lock(mutex_);
   Statement s(db_, std::string("SELECT ") + kColumns +
-                       " FROM jobs WHERE state = 'queued' AND data_prepared = 1 AND not_before_ms <= ?"
+                       " FROM jobs WHERE state = ? AND data_prepared = 1 AND not_before_ms <= ?"
                        " ORDER BY id LIMIT 1",
               path_);
-  if (!s.Bind(1, NowUnixMs()).Step()) return std::nullopt;
+  if (!s.Bind(1, Name(JobState::kQueued)).Bind(2, NowUnixMs()).Step()) return std::nullopt;
   return ReadRecord(s, path_);
 }
 
 bool JobStore::MarkPrepared(int64_t id) {
   MutexLock lock(mutex_);
-  Statement s(db_, "UPDATE jobs SET data_prepared = 1 WHERE id = ? AND state = 'queued'", path_);
-  s.Bind(1, id).Step();
+  Statement s(db_, "UPDATE jobs SET data_prepared = 1 WHERE id = ? AND state = ?", path_);
+  s.Bind(1, id).Bind(2, Name(JobState::kQueued)).Step();
   return sqlite3_changes(db_) == 1;
 }
 
@@ -336,10 +343,10 @@ bool JobStore::MarkRunning(int64_t id, const std::string& launch_id) {
   Transaction transaction(db_, path_);
   const int64_t now = NowUnixMs();
   Statement s(db_,
-              "UPDATE jobs SET state = 'running', started_ms = ?, attempts = attempts + 1, "
-              "launch_id = ?, pgid = 0 WHERE id = ? AND state = 'queued'",
+              "UPDATE jobs SET state = ?, started_ms = ?, attempts = attempts + 1, "
+              "launch_id = ?, pgid = 0 WHERE id = ? AND state = ?",
               path_);
-  s.Bind(1, now).Bind(2, launch_id).Bind(3, id).Step();
+  s.Bind(1, Name(JobState::kRunning)).Bind(2, now).Bind(3, launch_id).Bind(4, id).Bind(5, Name(JobState::kQueued)).Step();
   if (sqlite3_changes(db_) != 1) return false;
   Statement attempt(db_,
                     "INSERT INTO attempts (job_id, number, launch_id, started_ms) "
@@ -383,9 +390,10 @@ void JobStore::MarkFinished(int64_t id, JobState state, int exit_code, const std
   Transaction transaction(db_, path_);
   Statement s(db_,
               "UPDATE jobs SET state = ?, finished_ms = ?, exit_code = ?, error = ? "
-              "WHERE id = ? AND state IN ('queued', 'running')",
+              "WHERE id = ? AND state IN (?, ?)",
               path_);
-  s.Bind(1, std::string(ToString(state))).Bind(2, NowUnixMs()).Bind(3, exit_code).Bind(4, error).Bind(5, id).Step();
+  s.Bind(1, Name(state)).Bind(2, NowUnixMs()).Bind(3, exit_code).Bind(4, error).Bind(5, id);
+  s.Bind(6, Name(JobState::kQueued)).Bind(7, Name(JobState::kRunning)).Step();
   if (sqlite3_changes(db_) == 1) {
     AttemptRecord end;
     end.exit_code = exit_code;
@@ -403,14 +411,14 @@ JobState JobStore::Requeue(int64_t id, const AttemptRecord& end, bool retry, int
   if (!job || job->state != JobState::kRunning) return job ? job->state : JobState::kCancelled;
   CloseAttempt(id, end);
   if (job->cancel_requested) {
-    Statement s(db_, "UPDATE jobs SET state = 'cancelled', finished_ms = ?, exit_code = ? WHERE id = ?", path_);
-    s.Bind(1, NowUnixMs()).Bind(2, end.exit_code).Bind(3, id).Step();
+    Statement s(db_, "UPDATE jobs SET state = ?, finished_ms = ?, exit_code = ? WHERE id = ?", path_);
+    s.Bind(1, Name(JobState::kCancelled)).Bind(2, NowUnixMs()).Bind(3, end.exit_code).Bind(4, id).Step();
   } else {
     Statement s(db_,
-                "UPDATE jobs SET state = 'queued', pgid = 0, retries = retries + ?, not_before_ms = ? "
+                "UPDATE jobs SET state = ?, pgid = 0, retries = retries + ?, not_before_ms = ? "
                 "WHERE id = ?",
                 path_);
-    s.Bind(1, retry ? 1 : 0).Bind(2, not_before_unix_ms).Bind(3, id).Step();
+    s.Bind(1, Name(JobState::kQueued)).Bind(2, retry ? 1 : 0).Bind(3, not_before_unix_ms).Bind(4, id).Step();
   }
   transaction.Commit();
   return job->cancel_requested ? JobState::kCancelled : JobState::kQueued;
@@ -425,8 +433,8 @@ bool JobStore::RequestCancel(int64_t id) {
     Fail("job " + std::to_string(id), "already " + std::string(ToString(state)));
   }
   if (state == JobState::kQueued) {
-    Statement s(db_, "UPDATE jobs SET state = 'cancelled', finished_ms = ? WHERE id = ?", path_);
-    s.Bind(1, NowUnixMs()).Bind(2, id).Step();
+    Statement s(db_, "UPDATE jobs SET state = ?, finished_ms = ? WHERE id = ?", path_);
+    s.Bind(1, Name(JobState::kCancelled)).Bind(2, NowUnixMs()).Bind(3, id).Step();
     return true;
   }
   Statement s(db_, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?", path_);
