@@ -47,23 +47,4 @@ bool IsBlankLine(std::string_view line) {
   return line.find_first_not_of(" \t\r") == std::string::npos;
 }
 
-std::vector<PreferenceRecord> ReadPreferenceFile(const std::string& path, OnError on_error,
-                                                 DataReport* report) {
-  LineReader reader(path);
-  std::vector<PreferenceRecord> records;
-  std::string line;
-  while (reader.Next(&line)) {
-    if (IsBlankLine(line)) continue;
-    ++report->lines;
-    try {
-      records.push_back(ParsePreferenceLine(line, path + ":" + std::to_string(reader.line_number())));
-      ++report->pairs;
-    } catch (const RecordError& error) {
-      if (on_error == OnError::kFail) throw;
-      report->AddSkipped(error);
-    }
-  }
-  return records;
-}
-
 }  // namespace dpo

@@ -1,5 +1,5 @@
-// Reads a whole preference JSONL(.gz) file into records under an error policy, and the report
-// of what was skipped. The prepare step (prepared_dataset.h) uses the same policy and report.
+// The error policy for bad lines of a preference file, and the report of what was skipped
+// (the prepare step, prepared_dataset.h, applies them).
 #pragma once
 
 #include <cstddef>
@@ -36,10 +36,5 @@ struct DataReport {
 
 // Blank (whitespace-only) lines are ignored, as JSON readers do with a trailing newline.
 bool IsBlankLine(std::string_view line);
-
-// Reads every non-blank line of `path`. Throws dpo::Error on file faults, and RecordError on
-// the first bad line under OnError::kFail.
-std::vector<PreferenceRecord> ReadPreferenceFile(const std::string& path, OnError on_error,
-                                                 DataReport* report);
 
 }  // namespace dpo

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/data/data_test_util.h"
+#include "common/data/line_reader.h"
 #include "common/data/preference_reader.h"
 
 namespace dpo {
@@ -127,34 +128,29 @@ TEST(PreferenceRecordTest, Utf8Validator) {
   EXPECT_EQ(FindInvalidUtf8("\xf4\x90\x80\x80"), 0u);    // past U+10FFFF
 }
 
-TEST(PreferenceReaderTest, FailPolicyStopsAtFirstBadLineSkipPolicyCounts) {
-  ScratchFile file("mixed.jsonl.gz");
-  file.WriteGzip(
-      "{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\"}\n"
-      "\n"
-      "not json\n"
-      "{\"prompt\":\"p\",\"chosen\":\"\",\"rejected\":\"b\"}\n"
-      "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"d\"}\n"
-      "{\"chosen\":\"c\"}\n");
-  DataReport fail_report;
-  try {
-    ReadPreferenceFile(file.path(), OnError::kFail, &fail_report);
-    FAIL() << "expected an error";
-  } catch (const RecordError& e) {
-    EXPECT_EQ(std::string(e.what()), file.path() + ":3: malformed JSON");
-  }
+// The report the skip policy keeps (PrepareDataset's policies themselves: prepared_dataset_test).
+TEST(DataReportTest, CountsSkippedLinesByReasonAndKeepsTheFirstMessages) {
+  const char* lines[] = {"{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\"}", "not json",
+                         "{\"prompt\":\"p\",\"chosen\":\"\",\"rejected\":\"b\"}",
+                         "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"d\"}", "{\"chosen\":\"c\"}"};
   DataReport report;
-  auto records = ReadPreferenceFile(file.path(), OnError::kSkip, &report);
-  ASSERT_EQ(records.size(), 2u);
-  EXPECT_EQ(records[1].chosen, "c");
-  EXPECT_EQ(report.lines, 5u);
+  for (size_t i = 0; i < std::size(lines); ++i) {
+    ++report.lines;
+    try {
+      ParsePreferenceLine(lines[i], "f.jsonl:" + std::to_string(i + 1));
+      ++report.pairs;
+    } catch (const RecordError& error) {
+      report.AddSkipped(error);
+    }
+  }
   EXPECT_EQ(report.pairs, 2u);
   EXPECT_EQ(report.skipped, 3u);
   EXPECT_EQ(report.skipped_by_reason["malformed_json"], 1u);
   EXPECT_EQ(report.skipped_by_reason["empty_completion"], 1u);
   EXPECT_EQ(report.skipped_by_reason["missing_field"], 1u);
   ASSERT_EQ(report.first_messages.size(), 3u);
-  EXPECT_EQ(report.first_messages[2], file.path() + ":6: rejected: missing");
+  EXPECT_EQ(report.first_messages[0], "f.jsonl:2: malformed JSON");
+  EXPECT_EQ(report.first_messages[2], "f.jsonl:5: rejected: missing");
   EXPECT_NE(report.Summary().find("3 skipped"), std::string::npos);
   EXPECT_EQ(ParseOnError("skip"), OnError::kSkip);
   EXPECT_THROW(ParseOnError("ignore"), Error);
@@ -163,15 +159,16 @@ TEST(PreferenceReaderTest, FailPolicyStopsAtFirstBadLineSkipPolicyCounts) {
 TEST(PreferenceReaderTest, RealHhRlhfFileSplitsLikeTrlOnTheMarker) {
   const std::string path = testing::SharedDataPath("data/hh-rlhf/harmless-base-test.jsonl.gz");
   if (!testing::SharedDataPresent(path)) GTEST_SKIP() << "no " << path;
-  DataReport report;
-  auto records = ReadPreferenceFile(path, OnError::kSkip, &report);
-  EXPECT_EQ(report.lines, 2312u);
-  EXPECT_EQ(records.size() + report.skipped, 2312u);
-  size_t with_marker = 0;
-  for (const auto& r : records) {
+  LineReader reader(path);
+  size_t lines = 0, with_marker = 0;
+  for (std::string line; reader.Next(&line);) {
+    if (IsBlankLine(line)) continue;
+    ++lines;
+    const PreferenceRecord r = ParsePreferenceLine(line, path + ":" + std::to_string(reader.line_number()));
     if (r.prompt.size() >= 11 && r.prompt.ends_with("\n\nAssistant:")) ++with_marker;
   }
-  EXPECT_EQ(with_marker, records.size()) << report.Summary();
+  EXPECT_EQ(lines, 2312u);
+  EXPECT_EQ(with_marker, lines);
 }
 
 }  // namespace
