@@ -18,7 +18,7 @@
 namespace dpo {
 namespace {
 
-using Loss = DpoSection::LossType;
+using Loss = LossType;
 
 // ---- Enum spellings --------------------------------------------------------------------------
 
@@ -45,20 +45,6 @@ constexpr EnumName<DataSection::Sampling> kSamplings[] = {
 constexpr EnumName<DataSection::ImplicitPrompt> kImplicitPrompts[] = {
     {DataSection::ImplicitPrompt::kAssistantTurn, "assistant_turn"},
     {DataSection::ImplicitPrompt::kCommonPrefix, "common_prefix"}};
-constexpr EnumName<Loss> kLosses[] = {
-    {Loss::kSigmoid, "sigmoid"},        {Loss::kHinge, "hinge"},
-    {Loss::kIpo, "ipo"},                {Loss::kExoPair, "exo_pair"},
-    {Loss::kNcaPair, "nca_pair"},       {Loss::kRobust, "robust"},
-    {Loss::kBcoPair, "bco_pair"},       {Loss::kSppoHard, "sppo_hard"},
-    {Loss::kAot, "aot"},                {Loss::kAotUnpaired, "aot_unpaired"},
-    {Loss::kApoZero, "apo_zero"},       {Loss::kApoDown, "apo_down"},
-    {Loss::kDiscopop, "discopop"},      {Loss::kSft, "sft"},
-    {Loss::kSigmoidNorm, "sigmoid_norm"}, {Loss::kSimpo, "simpo"}};
-constexpr EnumName<DpoSection::FDivergence> kFDivergences[] = {
-    {DpoSection::FDivergence::kReverseKl, "reverse_kl"},
-    {DpoSection::FDivergence::kForwardKl, "forward_kl"},
-    {DpoSection::FDivergence::kJsDivergence, "js_divergence"},
-    {DpoSection::FDivergence::kAlphaDivergence, "alpha_divergence"}};
 constexpr EnumName<TrainSection::Scheduler> kSchedulers[] = {
     {TrainSection::Scheduler::kLinear, "linear"},
     {TrainSection::Scheduler::kCosine, "cosine"},
@@ -76,13 +62,6 @@ constexpr EnumName<ReferenceSection::Mode> kModes[] = {
     {ReferenceSection::Mode::kPrecomputed, "precomputed"},
     {ReferenceSection::Mode::kNone, "none"}};
 
-template <typename E, size_t N>
-std::string_view NameOf(const EnumName<E> (&names)[N], E value) {
-  for (const EnumName<E>& n : names) {
-    if (n.value == value) return n.name;
-  }
-  throw std::logic_error("job spec: enum value without a spelling");
-}
 
 // ---- Schema: every key, by section ------------------------------------------------------------
 
@@ -264,11 +243,10 @@ class Section {
       return (std::filesystem::path(base_dir) / *s).lexically_normal().string();
     });
   }
-  template <typename E, size_t N>
-  void Enum(const std::string& key, E* out, const EnumName<E> (&names)[N]) {
-    Get(key, out, [&](const YAML::Node& n, const std::string& p) {
-      return r_.Enum(n, p, std::span<const EnumName<E>>(names));
-    });
+  template <typename E, typename Names>
+  void Enum(const std::string& key, E* out, const Names& names) {
+    const std::span<const EnumName<E>> table(std::data(names), std::size(names));
+    Get(key, out, [&](const YAML::Node& n, const std::string& p) { return r_.Enum(n, p, table); });
   }
 
   void Finish() {
@@ -322,6 +300,13 @@ class Parser {
     top.Finish();
     Resolve();
     return spec_;
+  }
+
+  // `root` read as a spec's dpo section alone (dpo-loss-check), checked as Run checks it.
+  DpoLossOptions RunDpoSection(const YAML::Node& root) {
+    ParseDpo(root);
+    CheckLossOptions();
+    return spec_.dpo;
   }
 
  private:
@@ -378,29 +363,26 @@ class Parser {
   }
 
   void ParseDpo(const std::optional<YAML::Node>& node) {
-    DpoSection& d = spec_.dpo;
+    DpoLossOptions& d = spec_.dpo;
     Section s(r_, node, "dpo");
-    auto positive = [](double v) { return v > 0; };
-    Checked(s, "beta", &d.beta, positive, "must be > 0");
+    s.Number("beta", &d.beta);  // ranges and combinations: DpoLossOptions::Problems in Resolve()
     if (std::optional<YAML::Node> losses = s.Node("loss_type")) ParseLossTypes(*losses);
     // Absent or null: the default, equal weights.
     if (std::optional<YAML::Node> weights = s.Value("loss_weights")) ParseLossWeights(*weights);
     s.Number("label_smoothing", &d.label_smoothing);  // range depends on the loss: Resolve()
-    s.Enum("f_divergence_type", &d.f_divergence_type, kFDivergences);
+    s.Enum("f_divergence_type", &d.f_divergence_type, FDivergenceNames());
     s.Number("f_alpha_divergence_coef", &d.f_alpha_divergence_coef);
-    if (s.Get("ld_alpha", &d.ld_alpha, ReadWith(r_, &SpecReader::Number)) && d.ld_alpha) {
-      Require(r_, *d.ld_alpha >= 0 && *d.ld_alpha <= 1, "dpo.ld_alpha", "must be in [0, 1]");
-    }
+    s.Get("ld_alpha", &d.ld_alpha, ReadWith(r_, &SpecReader::Number));
     s.Bool("use_weighting", &d.use_weighting);
-    Checked(s, "discopop_tau", &d.discopop_tau, positive, "must be > 0");
+    s.Number("discopop_tau", &d.discopop_tau);
     s.Number("simpo_gamma", &d.simpo_gamma);
     s.Finish();
   }
 
   void ParseLossTypes(const YAML::Node& node) {
-    DpoSection& d = spec_.dpo;
+    DpoLossOptions& d = spec_.dpo;
     if (node.IsScalar()) {
-      std::optional<Loss> loss = r_.Enum(node, "dpo.loss_type", std::span<const EnumName<Loss>>(kLosses), "loss type");
+      std::optional<Loss> loss = r_.Enum(node, "dpo.loss_type", LossTypeNames(), "loss type");
       if (loss) d.loss_type = {*loss};
       return;
     }
@@ -416,7 +398,7 @@ class Parser {
     std::vector<Loss> losses;
     for (size_t i = 0; i < node.size(); ++i) {
       const std::string path = "dpo.loss_type[" + std::to_string(i) + "]";
-      if (std::optional<Loss> loss = r_.Enum(node[i], path, std::span<const EnumName<Loss>>(kLosses), "loss type")) {
+      if (std::optional<Loss> loss = r_.Enum(node[i], path, LossTypeNames(), "loss type")) {
         losses.push_back(*loss);
       }
     }
@@ -529,7 +511,8 @@ class Parser {
     } else if (!j.output.dir.empty()) {
       j.data.prepared_dir = (std::filesystem::path(j.output.dir) / "prepared").string();
     }
-    CheckLossCombination();
+    j.dpo.reference_free = j.reference.mode == ReferenceSection::Mode::kNone;
+    CheckLossOptions();
     if (j.train.eval_steps && !j.data.eval && j.data.eval_fraction == 0) {
       r_.Problem("train.eval_steps", "set, but there is no eval data (data.eval or "
                                      "data.eval_fraction)");
@@ -539,40 +522,12 @@ class Parser {
     }
   }
 
-  void CheckLossCombination() {
-    const DpoSection& d = spec_.dpo;
-    auto uses = [&](Loss l) { return std::count(d.loss_type.begin(), d.loss_type.end(), l) > 0; };
-    if (loss_list_ok_ && d.loss_weights && d.loss_weights->size() != d.loss_type.size()) {
-      r_.Problem("dpo.loss_weights", "has " + std::to_string(d.loss_weights->size()) +
-                                         " entries but dpo.loss_type has " +
-                                         std::to_string(d.loss_type.size()));
-    }
-    if (uses(Loss::kRobust)) {
-      Require(r_, d.label_smoothing >= 0 && d.label_smoothing < 0.5, "dpo.label_smoothing",
-              "must be in [0, 0.5) for the robust loss");
-    } else {
-      Require(r_, d.label_smoothing >= 0 && d.label_smoothing < 1, "dpo.label_smoothing",
-              "must be in [0, 1)");
-    }
-    if (uses(Loss::kExoPair)) {
-      Require(r_, d.label_smoothing > 0, "dpo.label_smoothing",
-              "must be > 0 for the exo_pair loss (the EXO paper suggests 1e-3)");
-    }
-    if (d.f_divergence_type != DpoSection::FDivergence::kReverseKl) {
-      // As TRL: only losses built on the chosen-rejected score difference generalise.
-      for (Loss l : d.loss_type) {
-        const bool generalises = l == Loss::kSigmoid || l == Loss::kSigmoidNorm ||
-                                 l == Loss::kHinge || l == Loss::kIpo || l == Loss::kExoPair ||
-                                 l == Loss::kRobust || l == Loss::kDiscopop || l == Loss::kSft;
-        if (!generalises) {
-          r_.Problem("dpo.f_divergence_type",
-                     std::string(NameOf(kFDivergences, d.f_divergence_type)) +
-                         " is not supported with loss type " + std::string(NameOf(kLosses, l)));
-        }
-      }
-    }
-    if (d.use_weighting && (uses(Loss::kAot) || uses(Loss::kAotUnpaired))) {
-      r_.Problem("dpo.use_weighting", "not supported with aot / aot_unpaired (they sort pairs)");
+  // The loss options' own rules (DpoLossOptions::Problems), reported at their keys; a weight count
+  // is not compared with a loss list that already failed to parse.
+  void CheckLossOptions() {
+    for (const LossOptionProblem& p : spec_.dpo.Problems()) {
+      if (p.key == "loss_weights" && !loss_list_ok_) continue;
+      r_.Problem("dpo." + p.key, p.message);
     }
   }
 
@@ -663,14 +618,15 @@ JobSpecError::JobSpecError(std::vector<std::string> problems)
       }(), ErrorCode::kInvalidSpec),
       problems_(std::move(problems)) {}
 
-JobSpec ParseJobSpec(const std::string& yaml_text, const std::string& source_name,
-                     const std::string& base_dir) {
-  SpecReader reader(source_name);
+namespace {
+
+// `yaml_text` as one YAML document; syntax errors and a second document are reported to `reader`
+// and thrown.
+YAML::Node LoadOneDocument(const std::string& yaml_text, SpecReader& reader) {
   if (yaml_text.size() > kMaxSpecBytes) {
     reader.Problem("", "the spec is larger than " + std::to_string(kMaxSpecBytes) + " bytes");
     reader.ThrowIfAny();
   }
-  YAML::Node root;
   try {
     std::istringstream events(yaml_text);
     YAML::Parser parser(events);
@@ -684,14 +640,31 @@ JobSpec ParseJobSpec(const std::string& yaml_text, const std::string& source_nam
                      "unexpected content after the end of the spec (a spec is one YAML document)");
       reader.ThrowIfAny();
     }
-    root = YAML::Load(yaml_text);
+    return YAML::Load(yaml_text);
   } catch (const YAML::ParserException& e) {
     reader.Problem(e.mark, "", "YAML syntax error: " + e.msg);
     reader.ThrowIfAny();
   }
+  return {};
+}
+
+}  // namespace
+
+JobSpec ParseJobSpec(const std::string& yaml_text, const std::string& source_name,
+                     const std::string& base_dir) {
+  SpecReader reader(source_name);
+  const YAML::Node root = LoadOneDocument(yaml_text, reader);
   JobSpec spec = Parser(reader, base_dir).Run(root);
   reader.ThrowIfAny();
   return spec;
+}
+
+DpoLossOptions ParseDpoSection(const std::string& yaml_text, const std::string& source_name) {
+  SpecReader reader(source_name);
+  const YAML::Node root = LoadOneDocument(yaml_text, reader);
+  DpoLossOptions options = Parser(reader, "").RunDpoSection(root);
+  reader.ThrowIfAny();
+  return options;
 }
 
 JobSpec LoadJobSpec(const std::string& path) {
@@ -703,24 +676,6 @@ JobSpec LoadJobSpec(const std::string& path) {
   return ParseJobSpec(text, path, dir.lexically_normal().string());
 }
 
-const std::vector<std::string>& KnownKeyPaths() {
-  static const std::vector<std::string> paths = [] {
-    std::vector<std::string> out;
-    // Depth-first in schema order, so a sub-section's keys follow the key that holds them.
-    auto add = [&](auto& self, const std::string& section) -> void {
-      for (const std::string& key : SectionOf(section).keys) {
-        const std::string path = Join(section, key);
-        if (!section.empty()) out.push_back(path);
-        const bool is_section = std::any_of(Schema().begin(), Schema().end(),
-                                            [&](const SectionKeys& s) { return s.path == path; });
-        if (is_section) self(self, path);
-      }
-    };
-    add(add, "");
-    return out;
-  }();
-  return paths;
-}
 
 std::string_view ToString(ModelSection::Dtype v) { return NameOf(kDtypes, v); }
 std::string_view ToString(ModelSection::Device v) { return NameOf(kDevices, v); }
@@ -729,8 +684,6 @@ std::string_view ToString(DataSection::Truncation v) { return NameOf(kTruncation
 std::string_view ToString(DataSection::OnError v) { return NameOf(kOnErrors, v); }
 std::string_view ToString(DataSection::Sampling v) { return NameOf(kSamplings, v); }
 std::string_view ToString(DataSection::ImplicitPrompt v) { return NameOf(kImplicitPrompts, v); }
-std::string_view ToString(DpoSection::LossType v) { return NameOf(kLosses, v); }
-std::string_view ToString(DpoSection::FDivergence v) { return NameOf(kFDivergences, v); }
 std::string_view ToString(TrainSection::Scheduler v) { return NameOf(kSchedulers, v); }
 std::string_view ToString(TrainSection::Sharding v) { return NameOf(kShardings, v); }
 std::string_view ToString(TrainSection::ReduceDtype v) { return NameOf(kReduceDtypes, v); }

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/loss/dpo_loss_options.h"
 #include "common/util/error.h"
 
 namespace dpo {
@@ -73,7 +74,6 @@ struct DataSection {
   // TRL's extract_prompt (longest common prefix). Default: assistant_turn (docs/data.md).
   ImplicitPrompt implicit_prompt = ImplicitPrompt::kAssistantTurn;
   // Tokens per prompt+completion sequence; null = no truncation. Default: 1024 (TRL).
-
   std::optional<int64_t> max_length = 1024;
   // Tokens kept from the prompt (its end). Default: null, no separate limit (TRL 1.16).
   std::optional<int64_t> max_prompt_length;
@@ -101,40 +101,6 @@ struct DataSection {
   int64_t max_line_bytes = int64_t{16} << 20;
 
   bool operator==(const DataSection&) const = default;
-};
-
-struct DpoSection {
-  // TRL 1.16's loss types in its order, then simpo (SimPO as TRL's CPO trainer computes it,
-  // reference-free by construction).
-  enum class LossType {
-    kSigmoid, kHinge, kIpo, kExoPair, kNcaPair, kRobust, kBcoPair, kSppoHard, kAot,
-    kAotUnpaired, kApoZero, kApoDown, kDiscopop, kSft, kSigmoidNorm, kSimpo
-  };
-  enum class FDivergence { kReverseKl, kForwardKl, kJsDivergence, kAlphaDivergence };
-
-  double beta = 0.1;  // Deviation from the reference; > 0. Default: 0.1 (TRL).
-  // One loss, or several summed with loss_weights (TRL's MPO). A YAML string or list.
-  // Default: [sigmoid] (TRL).
-  std::vector<LossType> loss_type = {LossType::kSigmoid};
-  // One weight per loss_type entry. Default: null = 1.0 each (TRL).
-  std::optional<std::vector<double>> loss_weights;
-  // Robust DPO flip probability in [0, 0.5) / EXO and SimPO epsilon (> 0 for exo_pair).
-  // Default: 0 (TRL).
-  double label_smoothing = 0.0;
-  // f-DPO regularizer. Default: reverse_kl (standard DPO, TRL).
-  FDivergence f_divergence_type = FDivergence::kReverseKl;
-  // Alpha of alpha_divergence. Default: 0.5 (TRL 1.16).
-  double f_alpha_divergence_coef = 0.5;
-  // LD-DPO weight of the verbose tail's log-probs, in [0, 1]. Default: null = off (TRL).
-  std::optional<double> ld_alpha;
-  // WPO weighting of pairs by the policy's length-normalised probability. Default: false (TRL).
-  bool use_weighting = false;
-  // DiscoPOP temperature, > 0. Default: 0.05 (TRL, the paper's value).
-  double discopop_tau = 0.05;
-  // SimPO target reward margin gamma. Default: 0.5 (TRL's CPOConfig simpo_gamma).
-  double simpo_gamma = 0.5;
-
-  bool operator==(const DpoSection&) const = default;
 };
 
 struct TrainSection {
@@ -226,7 +192,9 @@ struct JobSpec {
   ModelSection model;
   TokenizerSection tokenizer;
   DataSection data;
-  DpoSection dpo;
+  // The loss options themselves (common/loss/dpo_loss_options.h): the worker passes them to the
+  // loss unchanged. reference_free is not a dpo key: it is resolved from reference.mode none.
+  DpoLossOptions dpo;
   TrainSection train;
   ReferenceSection reference;
   OutputSection output;
@@ -250,15 +218,16 @@ class JobSpecError : public Error {
 JobSpec ParseJobSpec(const std::string& yaml_text, const std::string& source_name,
                      const std::string& base_dir = "");
 
+// Parses `yaml_text` as a spec's dpo section alone (a mapping of dpo.* keys), with the same code
+// and checks as ParseJobSpec; reference_free stays false. For tools that test the loss.
+DpoLossOptions ParseDpoSection(const std::string& yaml_text, const std::string& source_name);
+
 // Reads `path` and parses it with base_dir = the file's absolute directory. Throws dpo::Error
 // when the file cannot be read.
 JobSpec LoadJobSpec(const std::string& path);
 
 // Every key as YAML (nulls written out), in section order; ParseJobSpec of it equals `spec`.
 std::string ToYaml(const JobSpec& spec);
-
-// Every key path the parser accepts ("train.learning_rate", "model.random.seed"), in order.
-const std::vector<std::string>& KnownKeyPaths();
 
 // YAML spellings of the enums, as the spec writes them.
 std::string_view ToString(ModelSection::Dtype v);
@@ -268,8 +237,6 @@ std::string_view ToString(DataSection::Truncation v);
 std::string_view ToString(DataSection::OnError v);
 std::string_view ToString(DataSection::Sampling v);
 std::string_view ToString(DataSection::ImplicitPrompt v);
-std::string_view ToString(DpoSection::LossType v);
-std::string_view ToString(DpoSection::FDivergence v);
 std::string_view ToString(TrainSection::Scheduler v);
 std::string_view ToString(TrainSection::Sharding v);
 std::string_view ToString(TrainSection::ReduceDtype v);

@@ -95,12 +95,12 @@ std::string ToYaml(const JobSpec& spec) {
   w.Key("padding_free", Bool(d.padding_free));
   w.Key("max_line_bytes", Int(d.max_line_bytes));
 
-  const DpoSection& p = spec.dpo;
+  const DpoLossOptions& p = spec.dpo;
   w.Section("dpo");
   w.Key("beta", Num(p.beta));
   std::string losses;
-  for (DpoSection::LossType l : p.loss_type) {
-    losses += (losses.empty() ? "" : ", ") + std::string(ToString(l));
+  for (LossType l : p.loss_type) {
+    losses += (losses.empty() ? "" : ", ") + std::string(NameOf(LossTypeNames(), l));
   }
   w.Key("loss_type", "[" + losses + "]");
   w.Key("loss_weights", Opt(p.loss_weights, [](const std::vector<double>& ws) {
@@ -109,7 +109,7 @@ std::string ToYaml(const JobSpec& spec) {
           return "[" + list + "]";
         }));
   w.Key("label_smoothing", Num(p.label_smoothing));
-  w.Key("f_divergence_type", std::string(ToString(p.f_divergence_type)));
+  w.Key("f_divergence_type", std::string(NameOf(FDivergenceNames(), p.f_divergence_type)));
   w.Key("f_alpha_divergence_coef", Num(p.f_alpha_divergence_coef));
   w.Key("ld_alpha", Opt(p.ld_alpha, Num));
   w.Key("use_weighting", Bool(p.use_weighting));

@@ -12,14 +12,10 @@
 #include <utility>
 #include <vector>
 
+#include "common/util/enum_name.h"
+
 namespace dpo {
 
-// One spelling of an enum value in the spec.
-template <typename E>
-struct EnumName {
-  E value;
-  std::string_view name;
-};
 
 // Where a value is, for messages. yaml-cpp places an empty (null) value at the next token, so a
 // null gives the null mark, which SpecReader::Problem replaces by its key's position.

@@ -4,7 +4,6 @@
 
 #include <array>
 #include <cmath>
-#include <set>
 #include <string>
 
 #include "common/util/error.h"
@@ -13,39 +12,6 @@ namespace dpo {
 namespace {
 
 namespace F = torch::nn::functional;
-
-constexpr std::array<std::pair<LossType, std::string_view>, 16> kLossNames = {{
-    {LossType::kSigmoid, "sigmoid"},
-    {LossType::kHinge, "hinge"},
-    {LossType::kIpo, "ipo"},
-    {LossType::kExoPair, "exo_pair"},
-    {LossType::kNcaPair, "nca_pair"},
-    {LossType::kRobust, "robust"},
-    {LossType::kBcoPair, "bco_pair"},
-    {LossType::kSppoHard, "sppo_hard"},
-    {LossType::kAot, "aot"},
-    {LossType::kAotUnpaired, "aot_unpaired"},
-    {LossType::kApoZero, "apo_zero"},
-    {LossType::kApoDown, "apo_down"},
-    {LossType::kDiscopop, "discopop"},
-    {LossType::kSft, "sft"},
-    {LossType::kSigmoidNorm, "sigmoid_norm"},
-    {LossType::kSimpo, "simpo"},
-}};
-
-constexpr std::array<std::pair<FDivergence, std::string_view>, 4> kFDivergenceNames = {{
-    {FDivergence::kReverseKl, "reverse_kl"},
-    {FDivergence::kForwardKl, "forward_kl"},
-    {FDivergence::kJsDivergence, "js_divergence"},
-    {FDivergence::kAlphaDivergence, "alpha_divergence"},
-}};
-
-template <typename Table>
-std::string NameList(const Table& table) {
-  std::string s;
-  for (const auto& [value, name] : table) s += (s.empty() ? "" : ", ") + std::string(name);
-  return s;
-}
 
 at::Tensor LogSigmoid(const at::Tensor& x) { return F::logsigmoid(x); }
 
@@ -57,7 +23,7 @@ std::pair<at::Tensor, at::Tensor> Halves(const at::Tensor& t) {
 
 // f'(π/π_ref) for the f-divergence, from the log-ratio (TRL's `*_scores`).
 at::Tensor Score(const DpoLossOptions& o, const at::Tensor& logratios) {
-  switch (o.f_divergence) {
+  switch (o.f_divergence_type) {
     case FDivergence::kReverseKl:
       return logratios;
     case FDivergence::kForwardKl:
@@ -78,29 +44,163 @@ at::Tensor Score(const DpoLossOptions& o, const at::Tensor& logratios) {
   Fail("DpoLossOptions.f_divergence", "unknown value");
 }
 
-void AddMetrics(const SequenceLogps& policy, const at::Tensor& chosen_logps,
-                const at::Tensor& rejected_logps, const at::Tensor& chosen_rewards,
-                const at::Tensor& rejected_rewards, DpoMetricSums& m) {
+// What every loss of the family is computed from, for B pairs (each tensor [B]).
+struct PairTerms {
+  const DpoLossOptions& o;
+  const SequenceLogps& policy;
+  at::Tensor chosen_logps, rejected_logps;                // policy sequence log-probs
+  at::Tensor ref_chosen, ref_rejected;                    // reference's, detached
+  at::Tensor chosen_logratios, rejected_logratios;        // policy - reference
+  at::Tensor chosen_scores, rejected_scores, delta_score;  // f'(ratio), chosen - rejected
+  at::Tensor chosen_count, rejected_count;                // completion tokens, at least 1
+};
+
+// One function per loss type: the per-pair loss [B], as TRL's _compute_loss writes it.
+using PairLoss = at::Tensor (*)(const PairTerms&);
+
+at::Tensor Sigmoid(const PairTerms& t) { return -LogSigmoid(t.o.beta * t.delta_score); }
+
+at::Tensor Hinge(const PairTerms& t) { return torch::relu(1 - t.o.beta * t.delta_score); }
+
+at::Tensor Ipo(const PairTerms& t) {
+  const at::Tensor delta = t.chosen_scores / t.chosen_count - t.rejected_scores / t.rejected_count;
+  return (delta - 1 / (2 * t.o.beta)).pow(2);
+}
+
+at::Tensor ExoPair(const PairTerms& t) {
+  const at::Tensor eps = torch::tensor(t.o.label_smoothing, t.chosen_logps.options().requires_grad(false));
+  const at::Tensor x = t.o.beta * t.delta_score;
+  return torch::sigmoid(x) * (LogSigmoid(x) - torch::log1p(-eps)) +
+         torch::sigmoid(-x) * (LogSigmoid(-x) - torch::log(eps));
+}
+
+at::Tensor NcaPair(const PairTerms& t) {
+  const at::Tensor rc = t.o.beta * t.chosen_logratios, rr = t.o.beta * t.rejected_logratios;
+  return -LogSigmoid(rc) - 0.5 * LogSigmoid(-rc) - 0.5 * LogSigmoid(-rr);
+}
+
+at::Tensor Robust(const PairTerms& t) {
+  const double ls = t.o.label_smoothing;
+  const at::Tensor clean = -(1 - ls) * LogSigmoid(t.o.beta * t.delta_score);
+  const at::Tensor flipped = -ls * LogSigmoid(-t.o.beta * t.delta_score);
+  return (clean - flipped) / (1 - 2 * ls);
+}
+
+at::Tensor BcoPair(const PairTerms& t) {
+  return -LogSigmoid(t.o.beta * t.chosen_logratios) - LogSigmoid(-t.o.beta * t.rejected_logratios);
+}
+
+at::Tensor SppoHard(const PairTerms& t) {
+  return (t.chosen_logratios - 0.5 / t.o.beta).pow(2) + (t.rejected_logratios + 0.5 / t.o.beta).pow(2);
+}
+
+// AOT: a smoothed sigmoid loss on the difference of two sorted vectors.
+at::Tensor SortedSigmoid(const PairTerms& t, const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor delta = std::get<0>(torch::sort(a, 0)) - std::get<0>(torch::sort(b, 0));
+  const double ls = t.o.label_smoothing;
+  return -LogSigmoid(t.o.beta * delta) * (1 - ls) - LogSigmoid(-t.o.beta * delta) * ls;
+}
+
+at::Tensor Aot(const PairTerms& t) {
+  return SortedSigmoid(t, t.chosen_logps - t.rejected_logps, t.ref_chosen - t.ref_rejected);
+}
+
+at::Tensor AotUnpaired(const PairTerms& t) { return SortedSigmoid(t, t.chosen_logratios, t.rejected_logratios); }
+
+at::Tensor ApoZero(const PairTerms& t) {
+  return (1 - torch::sigmoid(t.o.beta * t.chosen_logratios)) + torch::sigmoid(t.o.beta * t.rejected_logratios);
+}
+
+at::Tensor ApoDown(const PairTerms& t) {
+  return torch::sigmoid(t.o.beta * t.chosen_logratios) +
+         (1 - torch::sigmoid(t.o.beta * (t.chosen_logratios - t.rejected_logratios)));
+}
+
+at::Tensor Discopop(const PairTerms& t) {
+  const at::Tensor logits = t.delta_score * t.o.beta;
+  const at::Tensor modulation = torch::sigmoid(logits / t.o.discopop_tau);
+  return -LogSigmoid(logits) * (1 - modulation) + torch::exp(-logits) * modulation;
+}
+
+// The batch's mean NLL of the chosen completion tokens, the same for every pair.
+at::Tensor Sft(const PairTerms& t) {
+  const at::Tensor chosen_tokens = Halves(t.policy.token_logps).first;
+  const at::Tensor chosen_mask = Halves(t.policy.label_mask).first;
+  return (-chosen_tokens.masked_select(chosen_mask).mean()).expand({t.chosen_logps.size(0)});
+}
+
+at::Tensor SigmoidNorm(const PairTerms& t) {
+  const at::Tensor delta = t.chosen_scores / t.chosen_count - t.rejected_scores / t.rejected_count;
+  return -LogSigmoid(t.o.beta * delta);
+}
+
+// Ours: per-token averages of the policy alone (no reference, no LD-DPO weighting).
+at::Tensor Simpo(const PairTerms& t) {
+  const auto [chosen_tokens, rejected_tokens] = Halves(t.policy.token_logps);
+  const auto [chosen_mask, rejected_mask] = Halves(t.policy.label_mask);
+  const at::Tensor avg_c = (chosen_tokens * chosen_mask).sum(1) / chosen_mask.sum(1);
+  const at::Tensor avg_r = (rejected_tokens * rejected_mask).sum(1) / rejected_mask.sum(1);
+  const at::Tensor x = (avg_c - avg_r) - t.o.simpo_gamma / t.o.beta;
+  const double ls = t.o.label_smoothing;
+  return -LogSigmoid(t.o.beta * x) * (1 - ls) - LogSigmoid(-t.o.beta * x) * ls;
+}
+
+// Indexed by LossType, in its declaration order.
+constexpr std::array<PairLoss, 16> kPairLosses = {
+    Sigmoid, Hinge, Ipo,     ExoPair, NcaPair, Robust,   BcoPair, SppoHard,
+    Aot,     AotUnpaired, ApoZero, ApoDown, Discopop, Sft,    SigmoidNorm, Simpo};
+static_assert(kPairLosses.size() == static_cast<size_t>(LossType::kSimpo) + 1, "a loss without a function");
+
+// WPO's per-pair weights [B]: exp(mean_t(log p_t - log Σ_v p_v²)) of chosen times rejected.
+at::Tensor WpoWeights(const SequenceLogps& policy) {
   torch::NoGradGuard no_grad;
-  const at::Tensor mask = policy.label_mask;
+  const at::Tensor lengths = policy.label_mask.sum(1).clamp_min(1);
+  const at::Tensor aligned = (policy.token_logps - policy.token_log_sum_sq_probs) * policy.label_mask;
+  const auto [chosen_w, rejected_w] = Halves(torch::exp(aligned.sum(1) / lengths));
+  return chosen_w * rejected_w;
+}
+
+// The reference's [B] log-probs, zeros when reference-free; checks they are what was asked for.
+std::pair<at::Tensor, at::Tensor> ReferenceFor(const DpoLossOptions& o, const std::optional<ReferenceLogps>& reference,
+                                               const at::Tensor& chosen_logps) {
+  if (o.reference_free) {
+    if (reference) Fail("ComputeDpoLoss", "reference_free is set but reference log-probs were given");
+    return {torch::zeros_like(chosen_logps).detach(), torch::zeros_like(chosen_logps).detach()};
+  }
+  if (!reference) Fail("ComputeDpoLoss", "reference log-probs are required (or reference_free)");
+  for (const at::Tensor* t : {&reference->chosen, &reference->rejected}) {
+    if (t->dim() != 1 || t->size(0) != chosen_logps.size(0))
+      Fail("ComputeDpoLoss: reference", "chosen and rejected must be [B] with B = " +
+                                            std::to_string(chosen_logps.size(0)));
+  }
+  return {reference->chosen.detach(), reference->rejected.detach()};
+}
+
+// The DpoMetricSums fields of this batch, as one float64 tensor on the batch's device.
+at::Tensor MetricSums(const PairTerms& t, const at::Tensor& chosen_rewards, const at::Tensor& rejected_rewards) {
+  torch::NoGradGuard no_grad;
+  const SequenceLogps& p = t.policy;
+  const at::Tensor mask = p.label_mask;
   const auto [chosen_mask, rejected_mask] = Halves(mask);
-  const auto [chosen_mean_logits, rejected_mean_logits] = Halves(policy.token_mean_logits);
-  const at::Tensor chosen_top1 = Halves(policy.token_is_top1).first;
-  auto sum = [](const at::Tensor& t) { return t.sum().item<double>(); };
-  m[DpoMetricSums::kEntropySum] = sum(policy.token_entropy.masked_select(mask));
-  m[DpoMetricSums::kTokens] = sum(mask);
-  m[DpoMetricSums::kChosenLogitsSum] = sum(chosen_mean_logits.masked_select(chosen_mask));
-  m[DpoMetricSums::kChosenTokens] = sum(chosen_mask);
-  m[DpoMetricSums::kRejectedLogitsSum] = sum(rejected_mean_logits.masked_select(rejected_mask));
-  m[DpoMetricSums::kRejectedTokens] = sum(rejected_mask);
-  m[DpoMetricSums::kChosenTop1] = sum(chosen_top1.logical_and(chosen_mask));
-  m[DpoMetricSums::kPairs] = static_cast<double>(chosen_rewards.size(0));
-  m[DpoMetricSums::kChosenRewardsSum] = sum(chosen_rewards);
-  m[DpoMetricSums::kRejectedRewardsSum] = sum(rejected_rewards);
-  m[DpoMetricSums::kRewardAccurate] = sum(chosen_rewards.gt(rejected_rewards));
-  m[DpoMetricSums::kMarginsSum] = sum(chosen_rewards - rejected_rewards);
-  m[DpoMetricSums::kChosenLogpsSum] = sum(chosen_logps);
-  m[DpoMetricSums::kRejectedLogpsSum] = sum(rejected_logps);
+  const auto [chosen_mean_logits, rejected_mean_logits] = Halves(p.token_mean_logits);
+  const at::Tensor chosen_top1 = Halves(p.token_is_top1).first;
+  std::array<at::Tensor, DpoMetricSums::kNumFields> fields;
+  auto set = [&](DpoMetricSums::Field f, const at::Tensor& v) { fields[f] = v.sum().to(torch::kFloat64); };
+  set(DpoMetricSums::kEntropySum, p.token_entropy.masked_select(mask));
+  set(DpoMetricSums::kTokens, mask);
+  set(DpoMetricSums::kChosenLogitsSum, chosen_mean_logits.masked_select(chosen_mask));
+  set(DpoMetricSums::kChosenTokens, chosen_mask);
+  set(DpoMetricSums::kRejectedLogitsSum, rejected_mean_logits.masked_select(rejected_mask));
+  set(DpoMetricSums::kRejectedTokens, rejected_mask);
+  set(DpoMetricSums::kChosenTop1, chosen_top1.logical_and(chosen_mask));
+  set(DpoMetricSums::kPairs, torch::ones_like(chosen_rewards));
+  set(DpoMetricSums::kChosenRewardsSum, chosen_rewards);
+  set(DpoMetricSums::kRejectedRewardsSum, rejected_rewards);
+  set(DpoMetricSums::kRewardAccurate, chosen_rewards.gt(rejected_rewards));
+  set(DpoMetricSums::kMarginsSum, chosen_rewards - rejected_rewards);
+  set(DpoMetricSums::kChosenLogpsSum, t.chosen_logps.detach());
+  set(DpoMetricSums::kRejectedLogpsSum, t.rejected_logps.detach());
+  return torch::stack(fields);
 }
 
 void CheckPolicy(const SequenceLogps& p) {
@@ -118,65 +218,6 @@ void CheckPolicy(const SequenceLogps& p) {
 }
 
 }  // namespace
-
-LossType ParseLossType(std::string_view name) {
-  for (const auto& [type, n] : kLossNames)
-    if (n == name) return type;
-  Fail("loss_type", "unknown loss type '" + std::string(name) + "'; valid: " +
-                        NameList(kLossNames));
-}
-
-std::string_view LossTypeName(LossType type) {
-  for (const auto& [t, name] : kLossNames)
-    if (t == type) return name;
-  Fail("LossTypeName", "unknown LossType " + std::to_string(static_cast<int>(type)));
-}
-
-FDivergence ParseFDivergence(std::string_view name) {
-  for (const auto& [f, n] : kFDivergenceNames)
-    if (n == name) return f;
-  Fail("f_divergence_type", "unknown f-divergence '" + std::string(name) + "'; valid: " +
-                                NameList(kFDivergenceNames));
-}
-
-std::string_view FDivergenceName(FDivergence f) {
-  for (const auto& [value, name] : kFDivergenceNames)
-    if (value == f) return name;
-  Fail("FDivergenceName", "unknown FDivergence " + std::to_string(static_cast<int>(f)));
-}
-
-void DpoLossOptions::Validate() const {
-  const std::string where = "DpoLossOptions.";
-  if (loss_types.empty()) Fail(where + "loss_types", "must name at least one loss");
-  if (!loss_weights.empty() && loss_weights.size() != loss_types.size())
-    Fail(where + "loss_weights", "has " + std::to_string(loss_weights.size()) +
-                                     " weights for " + std::to_string(loss_types.size()) +
-                                     " loss types");
-  if (!(beta > 0)) Fail(where + "beta", "must be > 0, got " + std::to_string(beta));
-  if (!(label_smoothing >= 0 && label_smoothing < 1))
-    Fail(where + "label_smoothing", "must lie in [0, 1), got " + std::to_string(label_smoothing));
-  if (ld_alpha && !(*ld_alpha >= 0 && *ld_alpha <= 1))
-    Fail(where + "ld_alpha", "must lie in [0, 1], got " + std::to_string(*ld_alpha));
-  static const std::set<LossType> kFDivergenceLosses = {
-      LossType::kSigmoid, LossType::kSigmoidNorm, LossType::kHinge,    LossType::kIpo,
-      LossType::kExoPair, LossType::kRobust,      LossType::kDiscopop, LossType::kSft};
-  for (LossType t : loss_types) {
-    const std::string name(LossTypeName(t));
-    if (f_divergence != FDivergence::kReverseKl && !kFDivergenceLosses.count(t))
-      Fail(where + "f_divergence", std::string(FDivergenceName(f_divergence)) +
-                                       " is only supported for sigmoid, sigmoid_norm, hinge, "
-                                       "ipo, exo_pair, robust, discopop, sft; not " + name);
-    if (use_weighting && (t == LossType::kAot || t == LossType::kAotUnpaired))
-      Fail(where + "use_weighting", "WPO weighting is not supported with " + name +
-                                        ", which sorts the pairs");
-    if (t == LossType::kExoPair && label_smoothing == 0)
-      Fail(where + "label_smoothing", "must be > 0 for exo_pair (the EXO paper suggests 1e-3)");
-    // TRL only warns here, but at 0.5 robust divides by zero and above it flips the sign.
-    if (t == LossType::kRobust && label_smoothing >= 0.5)
-      Fail(where + "label_smoothing", "must lie in [0, 0.5) for robust, got " +
-                                          std::to_string(label_smoothing));
-  }
-}
 
 ReferenceLogps ReferenceLogps::FromSums(const at::Tensor& sums) {
   const auto [chosen, rejected] = Halves(sums);
@@ -197,147 +238,46 @@ at::Tensor SequenceLogpSums(const SequenceLogps& logps, std::optional<double> ld
   return (per_token * shared_mask).sum(1) + *ld_alpha * (per_token * tail_mask).sum(1);
 }
 
+DpoMetricSums ReadMetricSums(const at::Tensor& metric_sums) {
+  const at::Tensor host = metric_sums.to(torch::kCPU, torch::kFloat64).contiguous();
+  if (host.numel() != DpoMetricSums::kNumFields) Fail("ReadMetricSums", "expected DpoMetricSums::kNumFields values");
+  DpoMetricSums sums;
+  std::copy_n(host.data_ptr<double>(), sums.values.size(), sums.values.begin());
+  return sums;
+}
+
 DpoLossResult ComputeDpoLoss(const DpoLossOptions& o, const SequenceLogps& policy,
                              const std::optional<ReferenceLogps>& reference) {
   o.Validate();
   CheckPolicy(policy);
-  const at::Tensor logps = SequenceLogpSums(policy, o.ld_alpha);
-  const auto [chosen_logps, rejected_logps] = Halves(logps);
-  const int64_t pairs = chosen_logps.size(0);
+  const auto [chosen_logps, rejected_logps] = Halves(SequenceLogpSums(policy, o.ld_alpha));
+  const auto [ref_chosen, ref_rejected] = ReferenceFor(o, reference, chosen_logps);
+  PairTerms t{o, policy};
+  t.chosen_logps = chosen_logps;
+  t.rejected_logps = rejected_logps;
+  t.ref_chosen = ref_chosen;
+  t.ref_rejected = ref_rejected;
+  t.chosen_logratios = chosen_logps - ref_chosen;
+  t.rejected_logratios = rejected_logps - ref_rejected;
+  t.chosen_scores = Score(o, t.chosen_logratios);
+  t.rejected_scores = Score(o, t.rejected_logratios);
+  t.delta_score = t.chosen_scores - t.rejected_scores;
+  std::tie(t.chosen_count, t.rejected_count) = Halves(policy.completion_tokens.clamp_min(1.0));
 
-  at::Tensor ref_chosen, ref_rejected;
-  if (o.reference_free) {
-    if (reference) Fail("ComputeDpoLoss", "reference_free is set but reference log-probs were given");
-    ref_chosen = torch::zeros_like(chosen_logps).detach();
-    ref_rejected = torch::zeros_like(rejected_logps).detach();
-  } else {
-    if (!reference) Fail("ComputeDpoLoss", "reference log-probs are required (or reference_free)");
-    ref_chosen = reference->chosen.detach();
-    ref_rejected = reference->rejected.detach();
-    for (const at::Tensor* t : {&ref_chosen, &ref_rejected})
-      if (t->dim() != 1 || t->size(0) != pairs)
-        Fail("ComputeDpoLoss: reference", "chosen and rejected must be [B] with B = " +
-                                              std::to_string(pairs));
-  }
-
-  const at::Tensor chosen_logratios = chosen_logps - ref_chosen;
-  const at::Tensor rejected_logratios = rejected_logps - ref_rejected;
-  const at::Tensor chosen_scores = Score(o, chosen_logratios);
-  const at::Tensor rejected_scores = Score(o, rejected_logratios);
-  const at::Tensor delta_score = chosen_scores - rejected_scores;
-  const double beta = o.beta, ls = o.label_smoothing;
-  const auto [chosen_count, rejected_count] = Halves(policy.completion_tokens.clamp_min(1.0));
-  const auto [chosen_label_mask, rejected_label_mask] = Halves(policy.label_mask);
-
-  at::Tensor wpo_weights;  // [B], no grad
-  if (o.use_weighting) {
-    torch::NoGradGuard no_grad;
-    const at::Tensor lengths = policy.label_mask.sum(1).clamp_min(1);
-    const at::Tensor aligned =
-        (policy.token_logps - policy.token_log_sum_sq_probs) * policy.label_mask;
-    const auto [chosen_w, rejected_w] = Halves(torch::exp(aligned.sum(1) / lengths));
-    wpo_weights = chosen_w * rejected_w;
-  }
-
+  const at::Tensor wpo_weights = o.use_weighting ? WpoWeights(policy) : at::Tensor();
   at::Tensor loss;
-  for (size_t i = 0; i < o.loss_types.size(); ++i) {
-    at::Tensor per_seq;
-    switch (o.loss_types[i]) {
-      case LossType::kSigmoid:
-        per_seq = -LogSigmoid(beta * delta_score);
-        break;
-      case LossType::kHinge:
-        per_seq = torch::relu(1 - beta * delta_score);
-        break;
-      case LossType::kIpo: {
-        const at::Tensor ipo_delta = chosen_scores / chosen_count - rejected_scores / rejected_count;
-        per_seq = (ipo_delta - 1 / (2 * beta)).pow(2);
-        break;
-      }
-      case LossType::kExoPair: {
-        const at::Tensor eps = torch::tensor(ls, logps.options().requires_grad(false));
-        const at::Tensor x = beta * delta_score;
-        per_seq = torch::sigmoid(x) * (LogSigmoid(x) - torch::log1p(-eps)) +
-                  torch::sigmoid(-x) * (LogSigmoid(-x) - torch::log(eps));
-        break;
-      }
-      case LossType::kNcaPair: {
-        const at::Tensor rc = beta * chosen_logratios, rr = beta * rejected_logratios;
-        per_seq = -LogSigmoid(rc) - 0.5 * LogSigmoid(-rc) - 0.5 * LogSigmoid(-rr);
-        break;
-      }
-      case LossType::kRobust: {
-        const at::Tensor clean = -(1 - ls) * LogSigmoid(beta * delta_score);
-        const at::Tensor flipped = -ls * LogSigmoid(-beta * delta_score);
-        per_seq = (clean - flipped) / (1 - 2 * ls);
-        break;
-      }
-      case LossType::kBcoPair:
-        per_seq = -LogSigmoid(beta * chosen_logratios) - LogSigmoid(-beta * rejected_logratios);
-        break;
-      case LossType::kSppoHard:
-        per_seq = (chosen_logratios - 0.5 / beta).pow(2) + (rejected_logratios + 0.5 / beta).pow(2);
-        break;
-      case LossType::kAot:
-      case LossType::kAotUnpaired: {
-        at::Tensor a, b;
-        if (o.loss_types[i] == LossType::kAot) {
-          a = std::get<0>(torch::sort(chosen_logps - rejected_logps, 0));
-          b = std::get<0>(torch::sort(ref_chosen - ref_rejected, 0));
-        } else {
-          a = std::get<0>(torch::sort(chosen_logratios, 0));
-          b = std::get<0>(torch::sort(rejected_logratios, 0));
-        }
-        const at::Tensor delta = a - b;
-        per_seq = -LogSigmoid(beta * delta) * (1 - ls) - LogSigmoid(-beta * delta) * ls;
-        break;
-      }
-      case LossType::kApoZero:
-        per_seq = (1 - torch::sigmoid(beta * chosen_logratios)) +
-                  torch::sigmoid(beta * rejected_logratios);
-        break;
-      case LossType::kApoDown:
-        per_seq = torch::sigmoid(beta * chosen_logratios) +
-                  (1 - torch::sigmoid(beta * (chosen_logratios - rejected_logratios)));
-        break;
-      case LossType::kDiscopop: {
-        const at::Tensor logits = delta_score * beta;
-        const at::Tensor modulation = torch::sigmoid(logits / o.discopop_tau);
-        per_seq = -LogSigmoid(logits) * (1 - modulation) + torch::exp(-logits) * modulation;
-        break;
-      }
-      case LossType::kSft: {
-        const at::Tensor chosen_tokens = Halves(policy.token_logps).first;
-        per_seq = (-chosen_tokens.masked_select(chosen_label_mask).mean()).expand({pairs});
-        break;
-      }
-      case LossType::kSigmoidNorm: {
-        const at::Tensor delta = chosen_scores / chosen_count - rejected_scores / rejected_count;
-        per_seq = -LogSigmoid(beta * delta);
-        break;
-      }
-      case LossType::kSimpo: {
-        const auto [chosen_tokens, rejected_tokens] = Halves(policy.token_logps);
-        const at::Tensor avg_c = (chosen_tokens * chosen_label_mask).sum(1) / chosen_label_mask.sum(1);
-        const at::Tensor avg_r =
-            (rejected_tokens * rejected_label_mask).sum(1) / rejected_label_mask.sum(1);
-        const at::Tensor x = (avg_c - avg_r) - o.simpo_gamma / beta;
-        per_seq = -LogSigmoid(beta * x) * (1 - ls) - LogSigmoid(-beta * x) * ls;
-        break;
-      }
-    }
-    if (o.use_weighting) per_seq = per_seq * wpo_weights;
-    const double weight = o.loss_weights.empty() ? 1.0 : o.loss_weights[i];
-    const at::Tensor term = per_seq.mean() * weight;
+  for (size_t i = 0; i < o.loss_type.size(); ++i) {
+    at::Tensor per_pair = kPairLosses[static_cast<size_t>(o.loss_type[i])](t);
+    if (o.use_weighting) per_pair = per_pair * wpo_weights;
+    const at::Tensor term = per_pair.mean() * (o.loss_weights ? (*o.loss_weights)[i] : 1.0);
     loss = loss.defined() ? loss + term : term;
   }
 
   DpoLossResult result;
   result.loss = loss;
-  result.chosen_rewards = beta * chosen_logratios.detach();
-  result.rejected_rewards = beta * rejected_logratios.detach();
-  AddMetrics(policy, chosen_logps, rejected_logps, result.chosen_rewards, result.rejected_rewards,
-             result.metrics);
+  result.chosen_rewards = o.beta * t.chosen_logratios.detach();
+  result.rejected_rewards = o.beta * t.rejected_logratios.detach();
+  result.metric_sums = MetricSums(t, result.chosen_rewards, result.rejected_rewards);
   return result;
 }
 

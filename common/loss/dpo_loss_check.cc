@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "common/config/job_spec.h"
 #include "common/loss/dpo_loss.h"
 #include "common/loss/sequence_logps.h"
 #include "common/util/error.h"
@@ -82,23 +83,13 @@ json RunLogps(const json& in) {
           {"grad_weight", WriteTensor(weight.grad())}};
 }
 
-DpoLossOptions ReadOptions(const json& j) {
-  DpoLossOptions o;
-  o.loss_types.clear();
-  for (const std::string& name : j.at("loss_type").get<std::vector<std::string>>())
-    o.loss_types.push_back(ParseLossType(name));
-  if (j.contains("loss_weights") && !j.at("loss_weights").is_null())
-    o.loss_weights = j.at("loss_weights").get<std::vector<double>>();
-  o.beta = j.value("beta", o.beta);
-  o.label_smoothing = j.value("label_smoothing", o.label_smoothing);
-  o.f_divergence = ParseFDivergence(j.value("f_divergence_type", "reverse_kl"));
-  o.f_alpha_divergence_coef = j.value("f_alpha_divergence_coef", o.f_alpha_divergence_coef);
-  if (j.contains("ld_alpha") && !j.at("ld_alpha").is_null())
-    o.ld_alpha = j.at("ld_alpha").get<double>();
-  o.use_weighting = j.value("use_weighting", o.use_weighting);
-  o.discopop_tau = j.value("discopop_tau", o.discopop_tau);
-  o.reference_free = j.value("reference_free", o.reference_free);
-  o.simpo_gamma = j.value("simpo_gamma", o.simpo_gamma);
+// The options as the worker reads them: the dpo.* keys through the spec's own parser (JSON is
+// YAML), plus reference_free, which a spec sets through reference.mode.
+DpoLossOptions ReadOptions(json j) {
+  const bool reference_free = j.value("reference_free", false);
+  j.erase("reference_free");
+  DpoLossOptions o = ParseDpoSection(j.dump(), "options");
+  o.reference_free = reference_free;
   return o;
 }
 
@@ -122,7 +113,7 @@ SequenceLogps ReadSequenceLogps(const json& j, const at::Tensor& completion_mask
 // The loss, rewards and metrics of `result`, and the gradient the caller checks as `grad_name`.
 json LossOutput(const DpoLossResult& result, const char* grad_name, const at::Tensor& grad) {
   json metrics = json::object();
-  for (const auto& [name, value] : result.metrics.Logs()) metrics[name] = value;
+  for (const auto& [name, value] : ReadMetricSums(result.metric_sums).Logs()) metrics[name] = value;
   return {{"loss", WriteTensor(result.loss)},
           {"chosen_rewards", WriteTensor(result.chosen_rewards)},
           {"rejected_rewards", WriteTensor(result.rejected_rewards)},

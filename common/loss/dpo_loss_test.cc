@@ -49,7 +49,7 @@ TEST(DpoLoss, SigmoidValueAndGradientByHand) {
   const at::Tensor grad = policy.token_logps.grad();
   EXPECT_NEAR(grad[0][0].item<double>(), g, 1e-6);
   EXPECT_NEAR(grad[2][1].item<double>(), -g, 1e-6);
-  const auto logs = r.metrics.Logs();
+  const auto logs = ReadMetricSums(r.metric_sums).Logs();
   EXPECT_EQ(logs[0].first, "entropy");
   EXPECT_NEAR(logs[0].second, 2.0, 1e-6);
   EXPECT_NEAR(logs[6].second, 1.0, 1e-6);  // rewards/accuracies: both pairs ranked right
@@ -59,8 +59,8 @@ TEST(DpoLoss, RpoSumsWeightedSigmoidAndSft) {
   SequenceLogps policy = MakePolicy();
   DpoLossOptions options;
   options.beta = 0.5;
-  options.loss_types = {LossType::kSigmoid, LossType::kSft};
-  options.loss_weights = {1.0, 0.25};
+  options.loss_type = {LossType::kSigmoid, LossType::kSft};
+  options.loss_weights = std::vector<double>{1.0, 0.25};
   const double sft = (0.5 + 1.0 + 0.25 + 0.75) / 4;  // mean NLL of the 4 chosen tokens
   const double expected = -std::log(Sigmoid(0.5)) + 0.25 * sft;
   EXPECT_NEAR(ComputeDpoLoss(options, policy, MakeReference()).loss.item<double>(), expected,
@@ -81,7 +81,7 @@ TEST(DpoLoss, LdAlphaOneIsPlainSumAndZeroCutsTheTail) {
 TEST(DpoLoss, ReferenceFreeEqualsZeroReference) {
   SequenceLogps policy = MakePolicy();
   DpoLossOptions options;
-  options.loss_types = {LossType::kIpo};
+  options.loss_type = {LossType::kIpo};
   const ReferenceLogps zero{torch::zeros({2}), torch::zeros({2})};
   const double with_zero = ComputeDpoLoss(options, policy, zero).loss.item<double>();
   options.reference_free = true;
@@ -95,7 +95,7 @@ TEST(DpoLoss, ReferenceFreeEqualsZeroReference) {
 TEST(DpoLoss, SimpoUsesAveragedLogpsAndMargin) {
   SequenceLogps policy = MakePolicy();
   DpoLossOptions options;
-  options.loss_types = {LossType::kSimpo};
+  options.loss_type = {LossType::kSimpo};
   options.beta = 2.0;
   options.simpo_gamma = 1.0;
   options.reference_free = true;
@@ -123,17 +123,12 @@ TEST(DpoMetricSums, AddsThenDivides) {
   EXPECT_EQ(a.Logs().size(), 10u);
 }
 
-TEST(DpoLoss, ParsesTrlNamesAndRejectsOthers) {
-  EXPECT_EQ(ParseLossType("aot_unpaired"), LossType::kAotUnpaired);
-  EXPECT_EQ(LossTypeName(ParseLossType("sigmoid_norm")), "sigmoid_norm");
-  EXPECT_EQ(ParseFDivergence("js_divergence"), FDivergence::kJsDivergence);
-  try {
-    ParseLossType("aot_pair");
-    FAIL() << "no throw";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("apo_zero"), std::string::npos) << e.what();
-  }
-  EXPECT_THROW(ParseFDivergence("kl"), Error);
+TEST(DpoLoss, NamesAreTrlsBothWays) {
+  EXPECT_EQ(ValueOf(LossTypeNames(), "aot_unpaired"), LossType::kAotUnpaired);
+  EXPECT_EQ(NameOf(LossTypeNames(), LossType::kSigmoidNorm), "sigmoid_norm");
+  EXPECT_EQ(ValueOf(FDivergenceNames(), "js_divergence"), FDivergence::kJsDivergence);
+  EXPECT_EQ(ValueOf(LossTypeNames(), "aot_pair"), std::nullopt);
+  EXPECT_EQ(LossTypeNames().size(), static_cast<size_t>(LossType::kSimpo) + 1);
 }
 
 TEST(DpoLoss, ValidateRejectsWhatTrlRejects) {
@@ -142,24 +137,34 @@ TEST(DpoLoss, ValidateRejectsWhatTrlRejects) {
     mutate(o);
     EXPECT_THROW(o.Validate(), Error);
   };
-  invalid([](DpoLossOptions& o) { o.loss_types = {LossType::kExoPair}; });  // ε = 0
+  invalid([](DpoLossOptions& o) { o.loss_type = {LossType::kExoPair}; });  // ε = 0
   invalid([](DpoLossOptions& o) {
-    o.loss_types = {LossType::kBcoPair};
-    o.f_divergence = FDivergence::kForwardKl;
+    o.loss_type = {LossType::kBcoPair};
+    o.f_divergence_type = FDivergence::kForwardKl;
   });
   invalid([](DpoLossOptions& o) {
-    o.loss_types = {LossType::kAot};
+    o.loss_type = {LossType::kAot};
     o.use_weighting = true;
   });
-  invalid([](DpoLossOptions& o) { o.loss_weights = {1.0, 2.0}; });
+  invalid([](DpoLossOptions& o) { o.loss_weights = std::vector<double>{1.0, 2.0}; });
+  invalid([](DpoLossOptions& o) { o.discopop_tau = 0; });
   invalid([](DpoLossOptions& o) { o.ld_alpha = 1.5; });
   invalid([](DpoLossOptions& o) {
-    o.loss_types = {LossType::kRobust};
+    o.loss_type = {LossType::kRobust};
     o.label_smoothing = 0.5;
   });
+  try {
+    DpoLossOptions o;
+    o.loss_type = {LossType::kRobust};
+    o.label_smoothing = 0.5;
+    o.Validate();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("dpo.label_smoothing: must be in [0, 0.5) for the robust loss"),
+              std::string::npos) << e.what();
+  }
   DpoLossOptions ok;
-  ok.loss_types = {LossType::kHinge, LossType::kSft};
-  ok.f_divergence = FDivergence::kAlphaDivergence;
+  ok.loss_type = {LossType::kHinge, LossType::kSft};
+  ok.f_divergence_type = FDivergence::kAlphaDivergence;
   EXPECT_NO_THROW(ok.Validate());
 }
 

@@ -339,9 +339,10 @@ def test_rejects_what_trl_rejects(tmp_path):
     batch = make_batch(seed=3)
     for config, message in [
         ({"loss_type": ["exo_pair"]}, "exo_pair"),
-        ({"loss_type": ["bco_pair"], "f_divergence_type": "forward_kl"}, "only supported"),
-        ({"loss_type": ["aot"], "use_weighting": True}, "sorts the pairs"),
-        ({"loss_type": ["dpop"]}, "valid: sigmoid, hinge"),
+        ({"loss_type": ["bco_pair"], "f_divergence_type": "forward_kl"},
+         "dpo.f_divergence_type: forward_kl is not supported with loss type bco_pair"),
+        ({"loss_type": ["aot"], "use_weighting": True}, "dpo.use_weighting: not supported with aot"),
+        ({"loss_type": ["dpop"]}, 'dpo.loss_type[0]: unknown loss type "dpop"'),
     ]:
         src, dst = tmp_path / "in.json", tmp_path / "out.json"
         src.write_text(json.dumps(payload(config, batch, "model")))

@@ -1,20 +1,19 @@
 // Learning-rate schedules, as transformers' get_scheduler computes them: linear warmup from 0
 // over `warmup_steps`, then linear decay to 0, cosine decay to 0 (half a cycle), or constant.
+// The schedule's type is the spec's own train.lr_scheduler_type (one definition of the names).
 #pragma once
 
 #include <cstdint>
-#include <string_view>
+
+#include "common/config/job_spec.h"
 
 namespace dpo {
 
-enum class LrScheduleType { kLinear, kCosine, kConstant };
-
-// "linear", "cosine", "constant" (also "constant_with_warmup"). Throws dpo::Error naming `field`.
-LrScheduleType ParseLrScheduleType(std::string_view name, std::string_view field);
-
 struct LrSchedule {
-  LrScheduleType type = LrScheduleType::kLinear;  // Default: HF's default
-  double peak_lr = 1e-6;                          // Default: TRL DPOConfig
+  // constant has no warmup (HF's "constant" ignores warmup_steps); constant_with_warmup has.
+  // Default: linear, HF's default.
+  TrainSection::Scheduler type = TrainSection::Scheduler::kLinear;
+  double peak_lr = 1e-6;  // Default: TRL DPOConfig
   int64_t warmup_steps = 0;
   int64_t total_steps = 1;
 

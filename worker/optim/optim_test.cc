@@ -95,23 +95,25 @@ TEST(AdamWTest, StateDictRoundTripsAndNamesMissingEntries) {
 }
 
 TEST(LrScheduleTest, MatchesTransformersFormulas) {
-  LrSchedule linear{.type = LrScheduleType::kLinear, .peak_lr = 1.0, .warmup_steps = 2,
+  LrSchedule linear{.type = TrainSection::Scheduler::kLinear, .peak_lr = 1.0, .warmup_steps = 2,
                     .total_steps = 10};
   EXPECT_DOUBLE_EQ(linear.At(0), 0.0);
   EXPECT_DOUBLE_EQ(linear.At(1), 0.5);
   EXPECT_DOUBLE_EQ(linear.At(2), 1.0);
   EXPECT_DOUBLE_EQ(linear.At(6), 0.5);   // (10-6)/(10-2)
   EXPECT_DOUBLE_EQ(linear.At(10), 0.0);
-  LrSchedule cosine{.type = LrScheduleType::kCosine, .peak_lr = 2.0, .warmup_steps = 0,
+  LrSchedule cosine{.type = TrainSection::Scheduler::kCosine, .peak_lr = 2.0, .warmup_steps = 0,
                     .total_steps = 4};
   EXPECT_DOUBLE_EQ(cosine.At(0), 2.0);
   EXPECT_NEAR(cosine.At(2), 1.0, 1e-12);  // half way: 0.5 * (1 + cos(pi/2))
-  LrSchedule constant{.type = LrScheduleType::kConstant, .peak_lr = 3.0, .warmup_steps = 3,
-                      .total_steps = 9};
-  EXPECT_DOUBLE_EQ(constant.At(1), 1.0);
-  EXPECT_DOUBLE_EQ(constant.At(8), 3.0);
+  LrSchedule warm{.type = TrainSection::Scheduler::kConstantWithWarmup, .peak_lr = 3.0,
+                  .warmup_steps = 3, .total_steps = 9};
+  EXPECT_DOUBLE_EQ(warm.At(1), 1.0);
+  EXPECT_DOUBLE_EQ(warm.At(8), 3.0);
+  LrSchedule constant = warm;
+  constant.type = TrainSection::Scheduler::kConstant;  // HF's constant: no warmup
+  EXPECT_DOUBLE_EQ(constant.At(0), 3.0);
   EXPECT_EQ(WarmupStepsFromRatio(0.1, 25), 3);  // ceil(2.5)
-  EXPECT_THROW(ParseLrScheduleType("exp", "train.lr_scheduler_type"), Error);
 }
 
 }  // namespace

@@ -61,24 +61,6 @@ uint64_t ModelIdentityHash(const std::string& dir) {
 
 }  // namespace
 
-DpoLossOptions LossOptionsFromSpec(const JobSpec& spec) {
-  DpoLossOptions options;
-  options.loss_types.clear();
-  for (auto type : spec.dpo.loss_type) options.loss_types.push_back(ParseLossType(ToString(type)));
-  options.loss_weights = spec.dpo.loss_weights.value_or(std::vector<double>{});
-  options.beta = spec.dpo.beta;
-  options.label_smoothing = spec.dpo.label_smoothing;
-  options.f_divergence = ParseFDivergence(ToString(spec.dpo.f_divergence_type));
-  options.f_alpha_divergence_coef = spec.dpo.f_alpha_divergence_coef;
-  options.ld_alpha = spec.dpo.ld_alpha;
-  options.use_weighting = spec.dpo.use_weighting;
-  options.discopop_tau = spec.dpo.discopop_tau;
-  options.simpo_gamma = spec.dpo.simpo_gamma;
-  options.reference_free = spec.reference.mode == ReferenceSection::Mode::kNone;
-  options.Validate();
-  return options;
-}
-
 JobSetup::JobSetup(const JobSpec& spec, ProcessGroup& group, int local_rank)
     : spec_(spec), group_(group), device_(c10::kCPU) {
   const bool want_cuda = spec.model.device == ModelSection::Device::kCuda ||
@@ -91,7 +73,6 @@ JobSetup::JobSetup(const JobSpec& spec, ProcessGroup& group, int local_rank)
   torch::manual_seed(static_cast<uint64_t>(spec.train.seed));
   if (spec.train.per_device_train_batch_size <= 0) Fail("train.per_device_train_batch_size", "must be > 0");
 
-  loss_options_ = LossOptionsFromSpec(spec);
   logps_options_.chunk_tokens = spec.train.logprob_chunk_size;
 
   tokenizer_dir_ = fs::is_directory(spec.tokenizer.path) ? spec.tokenizer.path
@@ -262,17 +243,11 @@ int64_t JobSetup::TotalSteps() const {
 
 LrSchedule JobSetup::Schedule(int64_t total_steps) const {
   LrSchedule schedule;
-  switch (spec_.train.lr_scheduler_type) {
-    case TrainSection::Scheduler::kLinear: schedule.type = LrScheduleType::kLinear; break;
-    case TrainSection::Scheduler::kCosine: schedule.type = LrScheduleType::kCosine; break;
-    default: schedule.type = LrScheduleType::kConstant; break;
-  }
+  schedule.type = spec_.train.lr_scheduler_type;
   schedule.peak_lr = spec_.train.learning_rate;
   schedule.total_steps = total_steps;
   const double warmup = spec_.train.warmup_steps;
   schedule.warmup_steps = warmup >= 1 ? static_cast<int64_t>(warmup) : WarmupStepsFromRatio(warmup, total_steps);
-  // HF's "constant" ignores warmup; "constant_with_warmup" uses it.
-  if (spec_.train.lr_scheduler_type == TrainSection::Scheduler::kConstant) schedule.warmup_steps = 0;
   return schedule;
 }
 

@@ -1,6 +1,6 @@
 // Everything a training run derives from its JobSpec before the first step: the device, the
 // tokenizer, the prepared train/eval data and their batch plans, the policy and reference
-// models, the loss options and the learning-rate schedule. The training loop (trainer.cc) asks
+// models and the learning-rate schedule (the loss options are the spec's own dpo section). The training loop (trainer.cc) asks
 // this class for them, so the loop itself reads top to bottom.
 #pragma once
 
@@ -28,9 +28,6 @@ class ProcessGroup;
 class ReferenceCache;
 struct TrainerState;
 
-// Maps the spec's dpo section to the loss's options (reference.mode none = reference-free).
-DpoLossOptions LossOptionsFromSpec(const JobSpec& spec);
-
 // A model and where its weights come from. Built for sharding and loaded from a directory, its
 // parameters are allocated on the CPU but never filled, and `source` reads each tensor when the
 // ShardedModel cuts its slices out: no rank holds the whole model. Otherwise the parameters hold
@@ -55,7 +52,7 @@ class JobSetup {
 
   c10::Device device() const { return device_; }
   bool UseAutocast() const { return autocast_; }
-  const DpoLossOptions& loss_options() const { return loss_options_; }
+  const DpoLossOptions& loss_options() const { return spec_.dpo; }
   const SequenceLogpsOptions& logps_options() const { return logps_options_; }
   ReferenceSection::Mode reference_mode() const { return spec_.reference.mode; }
   const std::string& tokenizer_dir() const { return tokenizer_dir_; }
@@ -119,7 +116,6 @@ class JobSetup {
   std::unique_ptr<PreparedDataset> train_, eval_;
   std::vector<uint32_t> train_subset_;  // dataset indices used for training (eval_fraction)
   std::vector<uint32_t> eval_subset_;   // indices into eval_ (or train_ with eval_fraction)
-  DpoLossOptions loss_options_;
   SequenceLogpsOptions logps_options_;
   // The batch plan of one epoch, cached: PlanEpoch is deterministic in (seed, epoch).
   mutable int64_t planned_epoch_ = -1;

@@ -242,7 +242,7 @@ class Trainer {
         (result.loss / static_cast<double>(accumulation)).backward();
         if (policy_shards_) policy_shards_->AfterBackward();
         loss_sum += result.loss.item<double>();
-        step_sums.Add(result.metrics);
+        step_sums.Add(ReadMetricSums(result.metric_sums));
         window.real_tokens += batch.real_tokens;
         window.cells += batch.cells;
         window.filled_cells += batch.filled_cells;
@@ -398,7 +398,7 @@ class Trainer {
       if (b >= eval.real) continue;  // a filler: keeps a sharded policy's collectives in step
       loss_sum += result.loss.item<double>() * batch.pairs;
       eval_pairs += batch.pairs;
-      sums.Add(result.metrics);
+      sums.Add(ReadMetricSums(result.metric_sums));
     }
     AllReduceSums(sums, group_, setup_.device());
     const double pairs = group_.AllReduceScalar(eval_pairs);
