@@ -32,6 +32,7 @@
 #include "worker/train/metrics_log.h"
 #include "worker/train/pair_batch.h"
 #include "worker/train/reference_cache.h"
+#include "worker/train/step_result.h"
 #include "worker/shard/shard_checkpoint.h"
 #include "worker/shard/sharded_model.h"
 
@@ -70,26 +71,42 @@ class AutocastScope {
   c10::DeviceType device_;
 };
 
-// Sums of one logging window, reduced over micro-batches and ranks.
-struct Window {
-  DpoMetricSums sums;
-  double loss = 0, grad_norm = 0, lr = 0;
-  int64_t steps = 0, real_tokens = 0, cells = 0, filled_cells = 0, pairs = 0;
-  double seconds = 0;
-  // Policy state of this rank at the last step: after the update, before zeroing gradients;
-  // and the most it reached during that step (gathered units, reduce-scatters in flight).
-  int64_t model_state_bytes = 0, model_state_peak_bytes = 0;
-};
+// The sums a step or an evaluation adds up over its batches, kept on the device as one float64
+// tensor [DpoMetricSums fields..., loss, pairs], so reading them costs one all-reduce and one
+// device-to-host copy, not a synchronisation per batch and metric.
+class DeviceSums {
+ public:
+  struct Totals {
+    DpoMetricSums sums;
+    double loss = 0, pairs = 0;
+  };
 
-// Sums `sums` over ranks (one collective for all fields).
-void AllReduceSums(DpoMetricSums& sums, ProcessGroup& group, c10::Device device) {
-  if (group.world_size() == 1) return;
-  at::Tensor t = torch::from_blob(sums.values.data(), {static_cast<int64_t>(sums.values.size())},
-                                  torch::kFloat64).to(device);
-  group.AllReduceSum(t);
-  t = t.cpu();
-  std::copy_n(t.data_ptr<double>(), sums.values.size(), sums.values.begin());
-}
+  explicit DeviceSums(c10::Device device)
+      : values_(torch::zeros({DpoMetricSums::kNumFields + 2}, torch::dtype(torch::kFloat64).device(device))) {}
+
+  // Adds a batch's metric sums, its loss times `loss_weight`, and its pairs.
+  void Add(const DpoLossResult& result, double loss_weight, int64_t pairs) {
+    values_.narrow(0, 0, DpoMetricSums::kNumFields).add_(result.metric_sums);
+    values_.narrow(0, kLoss, 1).add_(result.loss.detach().to(torch::kFloat64).reshape({1}) * loss_weight);
+    values_.narrow(0, kPairs, 1).add_(static_cast<double>(pairs));
+  }
+
+  // The totals over every rank. Collective.
+  Totals AllReduce(ProcessGroup& group) {
+    if (group.world_size() > 1) group.AllReduceSum(values_);
+    const at::Tensor host = values_.cpu();
+    const double* v = host.data_ptr<double>();
+    Totals totals;
+    std::copy_n(v, DpoMetricSums::kNumFields, totals.sums.values.begin());
+    totals.loss = v[kLoss];
+    totals.pairs = v[kPairs];
+    return totals;
+  }
+
+ private:
+  static constexpr int64_t kLoss = DpoMetricSums::kNumFields, kPairs = DpoMetricSums::kNumFields + 1;
+  at::Tensor values_;
+};
 
 // Peak memory of this rank so far, in bytes: the CUDA caching allocator's peak allocation on a
 // GPU, the process's peak resident set on the CPU.
@@ -132,17 +149,41 @@ class Trainer {
       : spec_(spec), group_(group), hooks_(hooks), setup_(spec, group, local_rank) {}
 
   TrainSummary Run() {
-    const auto& train = spec_.train;
-    const bool sharded = train.sharding != TrainSection::Sharding::kNone;
-    const bool full = train.sharding == TrainSection::Sharding::kFull;
-    // A model a ShardedModel takes over is built on the CPU, unfilled when its weights are in a
-    // directory: each rank reads only its shards' slices, and the device gets only the shards.
+    const std::optional<std::string> resume = setup_.ResumeCheckpoint();
+    TrainerState state = BuildModels(resume);
+    BuildOptimizer(resume, state);
+    const int64_t total_steps = setup_.TotalSteps();
+    if (hooks_.on_progress) hooks_.on_progress(state.global_step, total_steps, {});
+    const LrSchedule schedule = setup_.Schedule(total_steps);
+    MetricsLog log(group_.rank() == 0 ? setup_.MetricsPath() : "", group_.rank() == 0 && ::isatty(2));
+    TrainSummary summary;
+    Window window;
+    while (state.global_step < total_steps) {
+      const StepResult step = Step(state, schedule);
+      window.Add(step);
+      if (step.skipped) continue;  // the same step number is tried with the next data
+      log.Progress(state.global_step, total_steps, step.loss, LogValue(step.sums.Logs(), "rewards/accuracies"));
+      if (AfterStep(state, total_steps, window, log, summary)) break;
+    }
+    log.Finish();
+    summary.steps = state.global_step;
+    summary.skipped_steps = state.skipped_steps;
+    return summary;
+  }
+
+ private:
+  // The policy (its weights from `resume` when resuming), the reference or its precomputed
+  // log-probs, and the state to continue from. A model a ShardedModel takes over is built on the
+  // CPU, unfilled when its weights are in a directory: each rank reads only its shards' slices,
+  // and the device gets only the shards.
+  TrainerState BuildModels(const std::optional<std::string>& resume) {
+    const bool sharded = spec_.train.sharding != TrainSection::Sharding::kNone;
+    const bool full = spec_.train.sharding == TrainSection::Sharding::kFull;
     const c10::Device cpu(c10::kCPU);
     BuiltModel reference = setup_.BuildReference(full ? cpu : setup_.device(), full);
     if (full && reference.model) {
       reference_shards_ = MakeSharded(reference.model, /*trainable=*/false, reference.source);
     }
-    const auto resume = setup_.ResumeCheckpoint();
     // A sharded run reads a resumed policy's weights from the checkpoint, slice by slice; a
     // replicated one copies them in below.
     const BuiltModel policy =
@@ -153,7 +194,7 @@ class Trainer {
     TrainerState state;
     state.job_spec_yaml = ToYaml(spec_);
     if (resume) {
-      // Weights now (replicated), optimizer state below.
+      // Weights now (replicated), optimizer state in BuildOptimizer.
       state = sharded ? LoadTrainerState(*resume) : LoadCheckpoint(*resume, *policy_).state;
       SetRngStateHex(state.rng_state_hex);
     } else if (spec_.model.random && group_.rank() == 0) {
@@ -173,144 +214,131 @@ class Trainer {
       reference.model.reset();  // training holds no reference model
     }
     reference_ = reference.model;
+    if (sharded) policy_shards_ = MakeSharded(policy_, /*trainable=*/true, policy.source);
+    return state;
+  }
 
-    // What the optimizer steps: the whole parameters, or this rank's master shard of each unit.
-    std::vector<at::Tensor> params;
+  // AdamW over what this rank steps: the whole parameters (with the gradient reducer), or its
+  // master shard of each unit; its state loaded from `resume`, whatever mode and world size
+  // wrote it.
+  void BuildOptimizer(const std::optional<std::string>& resume, const TrainerState& state) {
     std::vector<std::string> names;
     std::vector<std::vector<int64_t>> shapes;
-    for (auto& item : policy_->named_parameters()) {
-      if (!item.value().requires_grad()) continue;
-      names.push_back(item.key());
-      shapes.push_back(item.value().sizes().vec());
-      params.push_back(item.value());
-    }
-    std::optional<GradientReducer> reducer;
     std::vector<std::vector<ParamSlice>> slices;  // which parameters each master shard holds
-    if (sharded) {
-      policy_shards_ = MakeSharded(policy_, /*trainable=*/true, policy.source);
-      params = policy_shards_->master_shards();
-      names.clear();
+    if (policy_shards_) {
+      params_ = policy_shards_->master_shards();
       for (const UnitLayout& unit : policy_shards_->layouts()) {
         names.push_back(unit.name);
         slices.push_back(ShardSlices(unit, group_.rank()));
       }
     } else {
-      reducer.emplace(params, group_);
+      for (auto& item : policy_->named_parameters()) {
+        if (!item.value().requires_grad()) continue;
+        names.push_back(item.key());
+        shapes.push_back(item.value().sizes().vec());
+        params_.push_back(item.value());
+      }
+      reducer_.emplace(params_, group_);
     }
-    AdamW optimizer(params, names,
-                    {.lr = train.learning_rate, .beta1 = train.adam_beta1,
-                     .beta2 = train.adam_beta2, .eps = train.adam_epsilon,
-                     .weight_decay = train.weight_decay},
-                    slices);
+    const auto& train = spec_.train;
+    optimizer_ = std::make_unique<AdamW>(params_, names,
+                                         AdamWOptions{.lr = train.learning_rate, .beta1 = train.adam_beta1,
+                                                      .beta2 = train.adam_beta2, .eps = train.adam_epsilon,
+                                                      .weight_decay = train.weight_decay},
+                                         slices);
     if (resume) {
       const OptimizerStateReader reader(*resume);
-      optimizer.LoadStateDict(
-          sharded ? reader.ForShards(policy_shards_->layouts(), group_.rank(), setup_.device())
-                  : reader.ForParameters(names, shapes, setup_.device()));
-      if (group_.rank() == 0) std::fprintf(stderr, "resumed from %s at step %lld\n", resume->c_str(),
-                                           static_cast<long long>(state.global_step));
+      optimizer_->LoadStateDict(policy_shards_
+                                    ? reader.ForShards(policy_shards_->layouts(), group_.rank(), setup_.device())
+                                    : reader.ForParameters(names, shapes, setup_.device()));
+      if (group_.rank() == 0) {
+        std::fprintf(stderr, "resumed from %s at step %lld\n", resume->c_str(),
+                     static_cast<long long>(state.global_step));
+      }
     }
+    for (const auto& [name, t] : optimizer_->StateDict()) {
+      optimizer_bytes_ += static_cast<int64_t>(t.storage().nbytes());  // fixed in size
+    }
+  }
 
-    int64_t optimizer_bytes = 0;  // AdamW's moments and step counters: fixed in size
-    for (const auto& [name, t] : optimizer.StateDict()) optimizer_bytes += static_cast<int64_t>(t.storage().nbytes());
-    const int64_t total_steps = setup_.TotalSteps();
-    if (hooks_.on_progress) hooks_.on_progress(state.global_step, total_steps, {});
-    const LrSchedule schedule = setup_.Schedule(total_steps);
-    MetricsLog log(group_.rank() == 0 ? setup_.MetricsPath() : "",
-                   group_.rank() == 0 && ::isatty(2));
-    TrainSummary summary;
-    Window window;
-    const bool autocast = setup_.UseAutocast();
-
-    while (state.global_step < total_steps) {
-      const auto start = std::chrono::steady_clock::now();
-      // gradient_accumulation_steps, or fewer at the end of an epoch; as HF, each micro-batch's
-      // mean loss is divided by the micro-batches this step actually has.
-      const int64_t accumulation = setup_.BeginStep(state.epoch, state.batch_in_epoch);
-      double loss_sum = 0;
-      DpoMetricSums step_sums;
-      for (int64_t micro = 0; micro < accumulation; ++micro) {
-        PairBatch batch = setup_.NextTrainBatch(state.epoch, state.batch_in_epoch);
-        AutocastScope scope(autocast, setup_.device().type());
-        SequenceLogps logps = ForwardLogps(*policy_, batch, setup_.logps_options());
-        DpoLossResult result =
-            ComputeDpoLoss(setup_.loss_options(), logps, ReferenceFor(batch, train_cache_));
-        // Replicated: gradients are final only after the last micro-batch, so only its backward
-        // launches the all-reduces, overlapping them with the rest of that backward. Sharded:
-        // every backward reduce-scatters into the master shards' gradients.
-        if (reducer) reducer->SetLaunchDuringBackward(micro == accumulation - 1);
-        (result.loss / static_cast<double>(accumulation)).backward();
-        if (policy_shards_) policy_shards_->AfterBackward();
-        loss_sum += result.loss.item<double>();
-        step_sums.Add(ReadMetricSums(result.metric_sums));
-        window.real_tokens += batch.real_tokens;
-        window.cells += batch.cells;
-        window.filled_cells += batch.filled_cells;
-        window.pairs += batch.pairs;
+  // One optimizer step: each micro-batch's forward, loss and backward, the gradients reduced
+  // and clipped, then AdamW's update; or, when the loss or the norm is not finite on any rank,
+  // no update (every rank sees the same all-reduced values, so all skip together).
+  StepResult Step(TrainerState& state, const LrSchedule& schedule) {
+    const auto start = std::chrono::steady_clock::now();
+    StepResult step;
+    // gradient_accumulation_steps, or fewer at the end of an epoch; as HF, each micro-batch's
+    // mean loss is divided by the micro-batches this step actually has.
+    const int64_t accumulation = setup_.BeginStep(state.epoch, state.batch_in_epoch);
+    DeviceSums sums(setup_.device());
+    for (int64_t micro = 0; micro < accumulation; ++micro) {
+      PairBatch batch = setup_.NextTrainBatch(state.epoch, state.batch_in_epoch);
+      AutocastScope scope(setup_.UseAutocast(), setup_.device().type());
+      SequenceLogps logps = ForwardLogps(*policy_, batch, setup_.logps_options());
+      DpoLossResult result = ComputeDpoLoss(setup_.loss_options(), logps, ReferenceFor(batch, train_cache_));
+      // Replicated: gradients are final only after the last micro-batch, so only its backward
+      // launches the all-reduces, overlapping them with the rest of that backward. Sharded:
+      // every backward reduce-scatters into the master shards' gradients.
+      if (reducer_) reducer_->SetLaunchDuringBackward(micro == accumulation - 1);
+      (result.loss / static_cast<double>(accumulation)).backward();
+      if (policy_shards_) policy_shards_->AfterBackward();
+      sums.Add(result, 1.0, batch.pairs);
+      step.batches.Add(batch);
+    }
+    if (reducer_) reducer_->AverageGradients();
+    const double max_norm = spec_.train.max_grad_norm;
+    step.grad_norm = policy_shards_
+                         ? optimizer_->ClipGradNorm(max_norm, [this](double v) { return group_.AllReduceScalar(v); })
+                         : optimizer_->ClipGradNorm(max_norm);
+    const DeviceSums::Totals totals = sums.AllReduce(group_);
+    step.sums = totals.sums;
+    step.loss = totals.loss / static_cast<double>(accumulation) / group_.world_size();
+    step.lr = schedule.At(state.global_step);
+    step.skipped = !std::isfinite(step.loss) || !std::isfinite(step.grad_norm);
+    if (step.skipped) {
+      optimizer_->ZeroGrad();
+      ++state.skipped_steps;
+      if (++state.consecutive_bad_steps >= spec_.train.max_consecutive_bad_steps) {
+        Fail("training", std::to_string(state.consecutive_bad_steps) +
+                             " consecutive steps with a non-finite loss or gradient (step " +
+                             std::to_string(state.global_step + 1) + "); see train.max_consecutive_bad_steps",
+             ErrorCode::kNonFinite);
       }
-      if (reducer) reducer->AverageGradients();
-      const double grad_norm =
-          sharded ? optimizer.ClipGradNorm(train.max_grad_norm,
-                                           [this](double v) { return group_.AllReduceScalar(v); })
-                  : optimizer.ClipGradNorm(train.max_grad_norm);
-      const double loss = group_.AllReduceScalar(loss_sum / accumulation) / group_.world_size();
-      const double lr = schedule.At(state.global_step);
-      if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
-        // Every rank sees the same all-reduced loss and norm, so all skip together.
-        optimizer.ZeroGrad();
-        ++state.skipped_steps;
-        if (++state.consecutive_bad_steps >= train.max_consecutive_bad_steps) {
-          Fail("training", std::to_string(state.consecutive_bad_steps) +
-                               " consecutive steps with a non-finite loss or gradient (step " +
-                               std::to_string(state.global_step + 1) +
-                               "); see train.max_consecutive_bad_steps",
-               ErrorCode::kNonFinite);
-        }
-        continue;  // the step is not counted: the same step number is tried with the next data
-      }
-      optimizer.Step(lr);
-      window.model_state_bytes = optimizer_bytes + PolicyStateBytes(params, /*peak=*/false);
-      window.model_state_peak_bytes = optimizer_bytes + PolicyStateBytes(params, /*peak=*/true);
-      optimizer.ZeroGrad();
+    } else {
+      optimizer_->Step(step.lr);
+      step.model_state_bytes = optimizer_bytes_ + PolicyStateBytes(/*peak=*/false);
+      step.model_state_peak_bytes = optimizer_bytes_ + PolicyStateBytes(/*peak=*/true);
+      optimizer_->ZeroGrad();
       if (policy_shards_) policy_shards_->AfterStep();
       state.consecutive_bad_steps = 0;
       ++state.global_step;
-
-      AllReduceSums(step_sums, group_, setup_.device());
-      window.sums.Add(step_sums);
-      window.loss += loss;
-      window.grad_norm += grad_norm;
-      window.lr = lr;
-      ++window.steps;
-      window.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      const auto logs = step_sums.Logs();
-      log.Progress(state.global_step, total_steps, loss, LogValue(logs, "rewards/accuracies"));
-
-      const bool last = state.global_step == total_steps;
-      if (state.global_step % train.logging_steps == 0 || last) {
-        summary.last_loss = window.loss / window.steps;
-        WriteTrainLine(log, state, window, reducer ? reducer->TakeTiming() : ReductionTiming{});
-        window = Window{};
-      }
-      if (setup_.eval_data() != nullptr &&
-          ((train.eval_steps && state.global_step % *train.eval_steps == 0) || last)) {
-        Evaluate(log, state);
-      }
-      const bool saved = state.global_step % train.save_steps == 0 || last;
-      if (saved) summary.last_checkpoint = Save(optimizer, state);
-      if (!last && StopAgreed()) {
-        if (!saved) summary.last_checkpoint = Save(optimizer, state);
-        summary.interrupted = true;
-        break;
-      }
     }
-    log.Finish();
-    summary.steps = state.global_step;
-    summary.skipped_steps = state.skipped_steps;
-    return summary;
+    step.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return step;
   }
 
- private:
+  // What follows a step that updated the model: the window's metrics line every logging_steps,
+  // evaluation every eval_steps, a checkpoint every save_steps (each also at the last step),
+  // and a checkpoint and a stop when any rank was asked to stop. Returns whether to stop.
+  bool AfterStep(TrainerState& state, int64_t total_steps, Window& window, MetricsLog& log, TrainSummary& summary) {
+    const auto& train = spec_.train;
+    const bool last = state.global_step == total_steps;
+    if (state.global_step % train.logging_steps == 0 || last) {
+      summary.last_loss = window.loss / window.steps;
+      WriteTrainLine(log, state, window, reducer_ ? reducer_->TakeTiming() : ReductionTiming{});
+      window = Window{};
+    }
+    if (setup_.eval_data() != nullptr && ((train.eval_steps && state.global_step % *train.eval_steps == 0) || last)) {
+      Evaluate(log, state);
+    }
+    const bool saved = state.global_step % train.save_steps == 0 || last;
+    if (saved) summary.last_checkpoint = Save(state);
+    if (last || !StopAgreed()) return false;
+    if (!saved) summary.last_checkpoint = Save(state);
+    summary.interrupted = true;
+    return true;
+  }
+
   static double LogValue(const std::vector<std::pair<std::string, double>>& logs,
                          const std::string& name) {
     for (const auto& [key, value] : logs) {
@@ -350,9 +378,9 @@ class Trainer {
     line["loss"] = w.loss / w.steps;
     line["grad_norm"] = w.grad_norm / w.steps;
     line["learning_rate"] = w.lr;
-    line["tokens/s"] = w.real_tokens * world / w.seconds;
-    line["pairs/s"] = w.pairs * world / w.seconds;
-    line["padding_fraction"] = 1.0 - static_cast<double>(w.filled_cells) / w.cells;
+    line["tokens/s"] = w.batches.real_tokens * world / w.seconds;
+    line["pairs/s"] = w.batches.pairs * world / w.seconds;
+    line["padding_fraction"] = 1.0 - static_cast<double>(w.batches.filled_cells) / w.batches.cells;
     line["skipped_steps"] = static_cast<double>(state.skipped_steps);
     const int64_t peak_memory_bytes = PeakMemoryBytes(setup_.device());
     line["peak_memory_gib"] = static_cast<double>(peak_memory_bytes) / (1 << 30);
@@ -370,8 +398,8 @@ class Trainer {
       // This rank's own figures: its tokens, not scaled by the world size.
       RankMetrics rank;
       rank.step = state.global_step;
-      rank.step_seconds = w.seconds / w.steps;
-      rank.tokens_per_second = w.real_tokens / w.seconds;
+      rank.step_seconds = w.seconds / w.all_steps;
+      rank.tokens_per_second = w.batches.real_tokens / w.seconds;
       if (reduction.steps > 0) {
         rank.comm_seconds = reduction.in_flight_seconds / reduction.steps;
         if (reduction.in_flight_seconds > 0) rank.comm_hidden_ratio = reduction.HiddenFraction();
@@ -384,8 +412,7 @@ class Trainer {
 
   void Evaluate(MetricsLog& log, const TrainerState& state) {
     torch::NoGradGuard no_grad;
-    DpoMetricSums sums;
-    double loss_sum = 0, eval_pairs = 0;
+    DeviceSums sums(setup_.device());
     const EvalBatches eval = setup_.MakeEvalBatches();
     for (size_t b = 0; b < eval.batches.size(); ++b) {
       const PairBatch& batch = eval.batches[b];
@@ -396,28 +423,24 @@ class Trainer {
                          ReferenceFor(batch, setup_.eval_is_train_split() ? train_cache_ : eval_cache_));
       policy_->EndForward();
       if (b >= eval.real) continue;  // a filler: keeps a sharded policy's collectives in step
-      loss_sum += result.loss.item<double>() * batch.pairs;
-      eval_pairs += batch.pairs;
-      sums.Add(ReadMetricSums(result.metric_sums));
+      sums.Add(result, static_cast<double>(batch.pairs), batch.pairs);
     }
-    AllReduceSums(sums, group_, setup_.device());
-    const double pairs = group_.AllReduceScalar(eval_pairs);
-    const double loss = group_.AllReduceScalar(loss_sum);
+    const DeviceSums::Totals totals = sums.AllReduce(group_);
     std::map<std::string, double> line;
-    for (const auto& [key, value] : sums.Logs()) line["eval_" + key] = value;
-    line["eval_loss"] = pairs > 0 ? loss / pairs : 0.0;
+    for (const auto& [key, value] : totals.sums.Logs()) line["eval_" + key] = value;
+    line["eval_loss"] = totals.pairs > 0 ? totals.loss / totals.pairs : 0.0;
     log.Write(state.global_step, setup_.EpochProgress(state), "eval", line);
   }
 
-  std::string Save(AdamW& optimizer, TrainerState& state) {
+  std::string Save(TrainerState& state) {
     state.rng_state_hex = RngStateHex();
     std::string dir;
     if (policy_shards_) {
-      dir = SaveShardedCheckpoint(spec_.output.dir, *policy_shards_, optimizer.StateDict(), state,
+      dir = SaveShardedCheckpoint(spec_.output.dir, *policy_shards_, optimizer_->StateDict(), state,
                                   setup_.tokenizer_dir(),
                                   std::string(ToString(spec_.train.sharding)), group_);
     } else if (group_.rank() == 0) {
-      dir = SaveCheckpoint(spec_.output.dir, *policy_, optimizer.StateDict(), state,
+      dir = SaveCheckpoint(spec_.output.dir, *policy_, optimizer_->StateDict(), state,
                            setup_.tokenizer_dir());
     }
     if (group_.rank() == 0 && spec_.train.save_total_limit) {
@@ -443,12 +466,12 @@ class Trainer {
   // Bytes of the policy's parameters and gradients on this rank, from the tensors' storages: the
   // optimizer's parameters, or a sharded model's masters, gathered units and buffers, now or
   // (`peak`) the most they reached since the last call.
-  int64_t PolicyStateBytes(const std::vector<at::Tensor>& params, bool peak) const {
+  int64_t PolicyStateBytes(bool peak) const {
     if (policy_shards_) {
       return peak ? policy_shards_->TakePeakResidentBytes() : policy_shards_->ResidentBytes();
     }
     int64_t bytes = 0;
-    for (const at::Tensor& p : params) {
+    for (const at::Tensor& p : params_) {
       bytes += static_cast<int64_t>(p.storage().nbytes());
       if (p.grad().defined()) bytes += static_cast<int64_t>(p.grad().storage().nbytes());
     }
@@ -465,6 +488,11 @@ class Trainer {
   std::unique_ptr<ShardedModel> policy_shards_;
   std::unique_ptr<ShardedModel> reference_shards_;
   std::optional<ReferenceCache> train_cache_, eval_cache_;
+  // What the optimizer steps: the whole parameters, or this rank's master shard of each unit.
+  std::vector<at::Tensor> params_;
+  std::optional<GradientReducer> reducer_;  // replicated runs only
+  std::unique_ptr<AdamW> optimizer_;
+  int64_t optimizer_bytes_ = 0;  // AdamW's moments and step counters
 };
 
 }  // namespace
