@@ -22,6 +22,7 @@
 
 #include "common/config/job_spec.h"
 #include "common/config/memory_plan.h"
+#include "common/tensor/device.h"
 #include "common/util/atomic_file.h"
 #include "common/util/error.h"
 #include "worker/comm/process_group.h"
@@ -80,10 +81,11 @@ void InstallStopHandler() {
   sigaction(SIGTERM, &action, nullptr);
 }
 
-// model.device resolved: auto is CUDA when a GPU is visible.
+// Whether the job runs on CUDA here. model.device cuda plans for CUDA even on a machine without a
+// GPU (the coordinator's host plans jobs for its workers); auto and cpu resolve as training does.
 bool RunsOnCuda(const dpo::JobSpec& spec) {
   return spec.model.device == dpo::ModelSection::Device::kCuda ||
-         (spec.model.device == dpo::ModelSection::Device::kAuto && torch::cuda::is_available());
+         dpo::ParseDevice(dpo::ToString(spec.model.device), "model.device").is_cuda();
 }
 
 // Prints the plan for `job_path` on the device training would use here (which resolves
@@ -184,8 +186,9 @@ int main(int argc, char** argv) {
     // The other ranks touch nothing in the directory (heartbeats, status) before rank 0 holds it.
     mpi.Barrier();
     dpo::RankMetricsFile rank_metrics(output_dir, mpi.rank(), mpi.world_size());
-    const bool cuda = RunsOnCuda(*spec);
-    const int device_index = cuda ? mpi.local_rank() % std::max<int>(1, torch::cuda::device_count()) : 0;
+    const c10::Device device = dpo::ParseDevice(dpo::ToString(spec->model.device), "model.device", mpi.local_rank());
+    const bool cuda = device.is_cuda();
+    const int device_index = cuda ? device.index() : 0;
     dpo::CollectiveTimeoutOptions timeout;
     timeout.seconds = spec->train.collective_timeout_seconds;
     timeout.heartbeat_dir = output_dir;

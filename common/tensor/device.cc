@@ -6,21 +6,23 @@
 
 namespace dpo {
 
-c10::Device ParseDevice(std::string_view name, std::string_view field) {
+c10::Device ParseDevice(std::string_view name, std::string_view field, int local_rank) {
   if (name == "cpu") return c10::Device(c10::kCPU);
-  if (name == "auto") {
-    return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
-  }
+  const bool cuda = torch::cuda::is_available();
+  // One GPU per rank on a node: local rank r takes GPU r mod the GPUs it sees.
+  const auto rank_gpu = [&] {
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank % torch::cuda::device_count()));
+  };
+  if (name == "auto") return cuda ? rank_gpu() : c10::Device(c10::kCPU);
   if (name == "cuda" || name.starts_with("cuda:")) {
-    if (!torch::cuda::is_available()) {
-      Fail(field, "device \"" + std::string(name) + "\" requested but no CUDA device is visible");
-    }
+    if (!cuda) Fail(field, "device \"" + std::string(name) + "\" requested but no CUDA device is visible");
+    if (name == "cuda") return rank_gpu();
     try {
-      c10::Device device{std::string(name)};
-      if (device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
+      const c10::Device device{std::string(name)};
+      if (device.index() >= static_cast<int>(torch::cuda::device_count())) {
         Fail(field, "device \"" + std::string(name) + "\" does not exist");
       }
-      return device.has_index() ? device : c10::Device(c10::kCUDA, 0);
+      return device;
     } catch (const c10::Error&) {
       Fail(field, "invalid device \"" + std::string(name) + "\"");
     }

@@ -9,9 +9,11 @@
 
 namespace dpo {
 
-// "cpu", "cuda", "cuda:N", or "auto" (CUDA device 0 when one is visible, else the CPU).
-// Throws dpo::Error naming `field` for anything else, or for "cuda" without a GPU.
-c10::Device ParseDevice(std::string_view name, std::string_view field);
+// The device a rank runs on, the one rule for it: "cpu"; "cuda:N"; "cuda", or "auto" when a GPU
+// is visible, as CUDA device local_rank mod the visible count (one GPU per rank on a node); "auto"
+// without a GPU is the CPU. Throws dpo::Error naming `field` for anything else, or for cuda
+// without a GPU.
+c10::Device ParseDevice(std::string_view name, std::string_view field, int local_rank = 0);
 
 // "float32"/"fp32"/"float", "bfloat16"/"bf16", "float16"/"fp16"/"half" (config.json's
 // torch_dtype spellings). Throws dpo::Error naming `field` otherwise.

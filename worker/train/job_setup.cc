@@ -13,6 +13,7 @@
 #include "common/model/model_config.h"
 #include "common/model/checkpoint_io.h"
 #include "common/model/pretrained.h"
+#include "common/tensor/device.h"
 #include "common/util/error.h"
 #include "common/util/hash.h"
 #include "worker/comm/process_group.h"
@@ -63,12 +64,7 @@ uint64_t ModelIdentityHash(const std::string& dir) {
 
 JobSetup::JobSetup(const JobSpec& spec, ProcessGroup& group, int local_rank)
     : spec_(spec), group_(group), device_(c10::kCPU) {
-  const bool want_cuda = spec.model.device == ModelSection::Device::kCuda ||
-                         (spec.model.device == ModelSection::Device::kAuto && torch::cuda::is_available());
-  if (want_cuda) {
-    if (!torch::cuda::is_available()) Fail("model.device", "cuda requested but no GPU is visible");
-    device_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank % torch::cuda::device_count()));
-  }
+  device_ = ParseDevice(ToString(spec.model.device), "model.device", local_rank);
   autocast_ = spec.train.bf16.value_or(device_.is_cuda());
   torch::manual_seed(static_cast<uint64_t>(spec.train.seed));
   if (spec.train.per_device_train_batch_size <= 0) Fail("train.per_device_train_batch_size", "must be > 0");
