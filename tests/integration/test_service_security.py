@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
@@ -290,9 +291,19 @@ def test_watch_streams_until_the_job_ends(secured, tmp_path):
     job_id = int(submit_as(c, token, tmp_path, "watched").stdout)
     watch = subprocess.Popen([DPOCTL, "--server", c.server, "watch", str(job_id)], env=dpoctl_env(c, token),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_running(c, token, job_id)
+    # Cancel only once the stream itself has shown the job running: the stream samples the job,
+    # so a cancel right after GetJob first sees it running can end the job between two samples.
+    killer = threading.Timer(60, watch.kill)  # bounds the read below
+    killer.start()
+    seen = []
+    for line in watch.stdout:
+        seen.append(line)
+        if line.startswith("job ") and line.split()[2] == "running":
+            break
     c.ctl("cancel", job_id, token=token)
     out, err = watch.communicate(timeout=60)
+    killer.cancel()
+    out = "".join(seen) + out
     assert watch.returncode == 1, err  # the job did not succeed
     states = [line.split()[2] for line in out.splitlines() if line.startswith("job ")]
     assert "running" in states and states[-1] == "cancelled", out
