@@ -29,6 +29,7 @@ import torch
 from shared_data import HH_RLHF, SOURCE_DIR, needs_shared
 from test_data_tokenize import CONVERSATIONS, WITH_SYSTEM, run_prepare, trl  # noqa: F401 (fixture)
 from test_model import compare, hf_logits, run_ours
+from test_tokenizer import run_tokenize
 
 MODELS = SOURCE_DIR / "models"
 MODEL_DIR = MODELS / "smollm2-135m-instruct"
@@ -105,13 +106,7 @@ def test_tokenizer_json_loads_and_agrees_with_transformers_gguf_tokenizer(hf_tok
 
 
 def _tokenize(lines, *flags):
-    proc = subprocess.run([str(TOKENIZE), "--tokenizer", str(MODEL_DIR), *flags],
-                          input="".join(json.dumps(l) + "\n" for l in lines).encode(),
-                          capture_output=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr.decode()
-    out = [json.loads(l) for l in proc.stdout.decode().split("\n")[:-1]]
-    assert len(out) == len(lines)
-    return out
+    return run_tokenize(MODEL_DIR, lines, *flags)
 
 
 @pytest.mark.parametrize("add_special", [False, True])

@@ -32,9 +32,11 @@ def _texts(name):
     return texts
 
 
-def _run(name, lines, *flags):
+def run_tokenize(tokenizer, lines, *flags):
+    """dpo-tokenize with `tokenizer` (a directory or tokenizer.json) on JSON `lines` ({"text"} or
+    {"ids"} with --decode): one output object per line."""
     proc = subprocess.run(
-        [str(BINARY), "--tokenizer", str(SHARED / "tokenizers" / name), *flags],
+        [str(BINARY), "--tokenizer", str(tokenizer), *flags],
         input="".join(json.dumps(l) + "\n" for l in lines).encode(),
         capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stderr.decode()
@@ -42,6 +44,10 @@ def _run(name, lines, *flags):
     out = [json.loads(l) for l in proc.stdout.decode().split("\n")[:-1]]
     assert len(out) == len(lines)
     return out
+
+
+def _run(name, lines, *flags):
+    return run_tokenize(SHARED / "tokenizers" / name, lines, *flags)
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,14 @@ of NFC. Tolerance: none, every text's ids must equal HF's (for byte-level BPE eq
 normalized bytes and equal pre-tokenized words).
 """
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from shared_data import SHARED_DIR as SHARED, SOURCE_DIR, needs_shared
+from test_tokenizer import run_tokenize
 
-BINARY = Path(os.environ.get("DPO_BINARY_DIR", "build")) / "bin" / "dpo-tokenize"
 PLANES = [range(0, 0xD800), range(0xE000, 0x40000), range(0xE0000, 0xF0000)]
 SEGMENTS = ["{c}'s a{c}\u0301 1{c}2\u0316{c}\u0301"]
 PER_TEXT = 64
@@ -45,13 +43,7 @@ def _text(cps):
 
 
 def _ours(path, texts):
-    proc = subprocess.run([str(BINARY), "--tokenizer", str(path)],
-                          input="".join(json.dumps({"text": t}) + "\n" for t in texts).encode(),
-                          capture_output=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr.decode()
-    out = [json.loads(l)["ids"] for l in proc.stdout.decode().split("\n")[:-1]]
-    assert len(out) == len(texts)
-    return out
+    return [o["ids"] for o in run_tokenize(path, [{"text": t} for t in texts])]
 
 
 @needs_shared(SHARED / "tokenizers")
