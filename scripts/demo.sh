@@ -11,13 +11,7 @@ cmake --build build --target dpo-worker dpo-eval
 
 out=out/demo
 rm -rf "$out"
-ranks=${RANKS:-1}
-if [ "$ranks" -gt 1 ]; then
-  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  mpirun -np "$ranks" --oversubscribe --bind-to none build/bin/dpo-worker --job examples/job.yaml
-else
-  build/bin/dpo-worker --job examples/job.yaml
-fi
+scripts/run_worker.sh examples/job.yaml
 echo "metrics: $out/metrics.jsonl (last line below)"
 tail -n 1 "$out/metrics.jsonl"
 

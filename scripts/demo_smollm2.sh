@@ -15,14 +15,8 @@ cmake --build build --target dpo-worker dpo-eval
 model=models/smollm2-135m-instruct
 out=out/smollm2_hh
 rm -rf "$out"
-ranks=${RANKS:-1}
 start=$(date +%s)
-if [ "$ranks" -gt 1 ]; then
-  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  mpirun -np "$ranks" --oversubscribe --bind-to none build/bin/dpo-worker --job examples/smollm2_hh.yaml
-else
-  build/bin/dpo-worker --job examples/smollm2_hh.yaml
-fi
+scripts/run_worker.sh examples/smollm2_hh.yaml
 echo "training took $(( $(date +%s) - start )) s; metrics: $out/metrics.jsonl"
 
 policy=$(ls -d "$out"/checkpoint-* | sort -t- -k2 -n | tail -n 1)/model
