@@ -1,5 +1,5 @@
 # Finds the project's dependencies and defines:
-#   the torch-free libraries (PCRE2, utf8proc, zlib, nlohmann-json, yaml-cpp), which each area
+#   the torch-free libraries (PCRE2, utf8proc, zlib, nlohmann-json, yaml-cpp, CLI11), which each area
 #   links as it needs them (common/*/CMakeLists.txt)
 #   Torch (torch target), MPI::MPI_CXX, DPO_WITH_CUDA / DPO_WITH_NCCL, DPO_HAVE_SERVICE_DEPS
 find_package(PkgConfig REQUIRED)
@@ -9,6 +9,7 @@ find_package(ZLIB REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(yaml-cpp REQUIRED)
 find_package(Threads REQUIRED)
+find_package(CLI11 2.1 CONFIG REQUIRED)  # every program's flags (common/util/cli.h)
 
 # A DPO_TORCH_FREE build (the core and the job service) needs neither torch nor MPI.
 if(NOT DPO_TORCH_FREE)

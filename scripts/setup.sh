@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the build, the tests and the benchmarks need, on Debian 12.
 # Idempotent: a second run checks what is there and returns in seconds.
-#   Debian packages: toolchain, OpenMPI, gRPC/Protobuf, yaml-cpp, SQLite, civetweb, PCRE2,
+#   Debian packages: toolchain, OpenMPI, gRPC/Protobuf, yaml-cpp, SQLite, civetweb, CLI11, PCRE2,
 #                    utf8proc, GoogleTest, Google Benchmark, clang (libFuzzer, sanitizers),
 #                    clang-format and clang-tidy (scripts/check_format.sh), OpenSSL,
 #                    Prometheus (promtool; the observability test scrapes with it).
@@ -15,7 +15,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ccache
   libopenmpi-dev openmpi-bin
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev openssl
-  libyaml-cpp-dev libsqlite3-dev libcivetweb-dev
+  libyaml-cpp-dev libsqlite3-dev libcivetweb-dev libcli11-dev
   libpcre2-dev libutf8proc-dev nlohmann-json3-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14
