@@ -1,11 +1,13 @@
 // dpo-prepare: tokenizes a preference dataset once into the binary file the trainer maps.
 //
-//   dpo-prepare --tokenizer PATH --data FILE.jsonl[.gz] --out FILE.bin [options]
+//   dpo-prepare --tokenizer PATH --data FILE.jsonl[.gz] --out FILE.bin [options]   (--help: all)
 //
 // Prints the load report, pairs/s, and (with --batch-size) the padding fraction of one epoch's
-// padded batches with and without length grouping. Exit status 1 on any error, with the message.
+// padded batches with and without length grouping. Exit status (docs/cli.md): 0 prepared (or
+// reused); 1 any error, with the message (file:line for bad data); 2 bad usage.
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -13,31 +15,10 @@
 #include "common/data/prepared_dataset.h"
 #include "common/data/sampler.h"
 #include "common/tokenizer/tokenizer.h"
+#include "common/util/cli.h"
 
 namespace dpo {
 namespace {
-
-constexpr const char* kUsage =
-    "usage: dpo-prepare --tokenizer PATH --data FILE.jsonl[.gz] --out FILE.bin [options]\n"
-    "  --max-length N             longest prompt+completion (default 1024, 0 = none)\n"
-    "  --max-prompt-length N      prompt keeps its end (default 0 = none)\n"
-    "  --max-completion-length N  completion keeps its start (default 0 = none)\n"
-    "  --truncation-mode M        keep_start | keep_end (default keep_start)\n"
-    "  --chat-template NAME       chatml | qwen3 | llama3 | mistral (default: from the tokenizer)\n"
-    "  --on-error P               fail | skip (default fail)\n"
-    "  --implicit-prompt R        assistant_turn | common_prefix (TRL's extract_prompt): where\n"
-    "                             {chosen, rejected} text pairs split (default assistant_turn)\n"
-    "  --threads N                worker threads (default 0 = every core)\n"
-    "  --max-line-bytes N         longest accepted line (default 16777216)\n"
-    "  --batch-size B             also report the padding fraction of B-pair batches\n"
-    "  --seed S                   shuffle seed for that report (default 42)\n";
-
-size_t ToSize(const std::string& flag, const std::string& value) {
-  char* end = nullptr;
-  unsigned long long n = std::strtoull(value.c_str(), &end, 10);
-  if (value.empty() || *end != '\0' || value[0] == '-') Fail(flag, "expected a non-negative integer, got \"" + value + "\"");
-  return static_cast<size_t>(n);
-}
 
 double EpochPaddingFraction(const PreparedDataset& data, const CollateOptions& collate, size_t batch_size,
                             uint64_t seed, bool grouped) {
@@ -59,37 +40,59 @@ double EpochPaddingFraction(const PreparedDataset& data, const CollateOptions& c
 }
 
 int Main(int argc, char** argv) {
+  CLI::App app("Tokenizes a preference data set once into the binary file training maps; prints the\n"
+               "load report, pairs/s, and with --batch-size the padding fraction of one epoch's\n"
+               "padded batches with and without length grouping.",
+               "dpo-prepare");
   std::string tokenizer_path, data_path, out_path;
   PrepareOptions options;
+  std::string truncation_mode = "keep_start", on_error = "fail", implicit_prompt = "assistant_turn";
   size_t batch_size = 0;
   uint64_t seed = 42;
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i];
-    if (flag == "-h" || flag == "--help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    if (i + 1 >= argc) Fail(flag, std::string("missing value\n") + kUsage);
-    std::string value = argv[++i];
-    if (flag == "--tokenizer") tokenizer_path = value;
-    else if (flag == "--data") data_path = value;
-    else if (flag == "--out") out_path = value;
-    else if (flag == "--max-length") options.tokenize.max_length = ToSize(flag, value);
-    else if (flag == "--max-prompt-length") options.tokenize.max_prompt_length = ToSize(flag, value);
-    else if (flag == "--max-completion-length") options.tokenize.max_completion_length = ToSize(flag, value);
-    else if (flag == "--truncation-mode") options.tokenize.truncation_mode = ParseTruncationMode(value);
-    else if (flag == "--chat-template") options.tokenize.chat_template = value;
-    else if (flag == "--on-error") options.on_error = ParseOnError(value);
-    else if (flag == "--implicit-prompt") options.tokenize.implicit_prompt = ParseImplicitPrompt(value);
-    else if (flag == "--threads") options.num_threads = ToSize(flag, value);
-    else if (flag == "--max-line-bytes") options.max_line_bytes = ToSize(flag, value);
-    else if (flag == "--batch-size") batch_size = ToSize(flag, value);
-    else if (flag == "--seed") seed = ToSize(flag, value);
-    else Fail(flag, std::string("unknown option\n") + kUsage);
-  }
-  if (tokenizer_path.empty() || data_path.empty() || out_path.empty()) {
-    Fail("dpo-prepare", std::string("--tokenizer, --data and --out are required\n") + kUsage);
-  }
+  app.add_option("--tokenizer", tokenizer_path, "a tokenizer.json or a directory holding one")
+      ->type_name("PATH")
+      ->required();
+  app.add_option("--data", data_path, "the preference data, JSON lines (.gz too)")
+      ->type_name("FILE.jsonl[.gz]")
+      ->required();
+  app.add_option("--out", out_path, "the prepared file (reused when already up to date)")
+      ->type_name("FILE.bin")
+      ->required();
+  const auto count = [&](const char* flag, size_t& value, const char* what, int64_t min = 0) {
+    app.add_option(flag, value, what)->type_name("N")->check(dpo::cli::Integer(min))->capture_default_str();
+  };
+  count("--max-length", options.tokenize.max_length, "longest prompt+completion, 0 = none");
+  count("--max-prompt-length", options.tokenize.max_prompt_length, "the prompt keeps its end; 0 = none");
+  count("--max-completion-length", options.tokenize.max_completion_length,
+        "each completion keeps its start; 0 = none");
+  app.add_option("--truncation-mode", truncation_mode, "which end a sequence over --max-length keeps")
+      ->check(CLI::IsMember({"keep_start", "keep_end"}))
+      ->capture_default_str();
+  app.add_option("--chat-template", options.tokenize.chat_template,
+                 "chatml | qwen3 | llama3 | mistral (default: the tokenizer's own)")
+      ->type_name("NAME");
+  app.add_option("--on-error", on_error, "what a bad line does: fail, or skip it (counted in the report)")
+      ->check(CLI::IsMember({"fail", "skip"}))
+      ->capture_default_str();
+  app.add_option("--implicit-prompt", implicit_prompt,
+                 "where {chosen, rejected} text pairs split: at the last assistant turn, or after\n"
+                 "their common prefix (TRL's extract_prompt)")
+      ->check(CLI::IsMember({"assistant_turn", "common_prefix"}))
+      ->capture_default_str();
+  count("--threads", options.num_threads, "worker threads, 0 = every core");
+  count("--max-line-bytes", options.max_line_bytes, "longest accepted line", 1);
+  app.add_option("--batch-size", batch_size, "also report the padding fraction of B-pair batches")
+      ->type_name("B")
+      ->check(dpo::cli::Integer(1));
+  app.add_option("--seed", seed, "shuffle seed for that report")
+      ->type_name("S")
+      ->check(dpo::cli::Integer(0, std::numeric_limits<int64_t>::max()))
+      ->capture_default_str();
+  app.footer("Exit status: 0 prepared (or reused); 1 any error, with the message; 2 bad usage.");
+  if (const auto exit = dpo::cli::Parse(app, argc, argv)) return *exit;
+  options.tokenize.truncation_mode = ParseTruncationMode(truncation_mode);
+  options.on_error = ParseOnError(on_error);
+  options.tokenize.implicit_prompt = ParseImplicitPrompt(implicit_prompt);
   auto tokenizer = Tokenizer::Load(tokenizer_path);
   PrepareResult result = PrepareDataset(*tokenizer, data_path, out_path, options);
   RequirePairs(result, data_path);
@@ -111,7 +114,7 @@ int Main(int argc, char** argv) {
                 EpochPaddingFraction(data, collate, batch_size, seed, false),
                 EpochPaddingFraction(data, collate, batch_size, seed, true));
   }
-  return 0;
+  return dpo::cli::kExitOk;
 }
 
 }  // namespace
@@ -122,6 +125,6 @@ int main(int argc, char** argv) {
     return dpo::Main(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dpo-prepare: %s\n", e.what());
-    return 1;
+    return dpo::cli::kExitFailure;
   }
 }

@@ -5,19 +5,21 @@
 //   dpo-tokenize --tokenizer PATH --bench SECONDS [--add-special-tokens]
 //
 // PATH is a tokenizer.json or a directory holding one (and tokenizer_config.json). One output
-// line per input line, in order. A bad line stops with "stdin:N: ..." on stderr and exit code 1.
-// --bench reads all {"text"} lines, encodes them repeatedly on one thread for at least SECONDS
-// and prints {"bytes", "seconds", "mb_per_s", "tokens"} (MB = 1e6 bytes).
+// line per input line, in order. --bench reads all {"text"} lines, encodes them repeatedly on one
+// thread for at least SECONDS and prints {"bytes", "seconds", "mb_per_s", "tokens"} (MB = 1e6
+// bytes). Exit status (docs/cli.md): 0 success; 1 the tokenizer cannot be loaded or a bad line
+// ("stdin:N: ..." on stderr, the lines before it written); 2 bad usage.
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/tokenizer/tokenizer.h"
+#include "common/util/cli.h"
 #include "common/util/error.h"
 
 namespace {
@@ -29,31 +31,8 @@ struct Options {
   bool add_special_tokens = false;  // Default: off, as HF's encode(add_special_tokens=False).
   bool decode = false;
   bool skip_special_tokens = false;  // Default: off, so decode(encode(x)) keeps special tokens.
-  double bench_seconds = 0;          // Default: 0 = no benchmark.
+  std::optional<double> bench_seconds;  // Default: none = no benchmark.
 };
-
-[[noreturn]] void Usage(const char* why) {
-  std::fprintf(stderr,
-               "dpo-tokenize: %s\nusage: dpo-tokenize --tokenizer PATH [--add-special-tokens] "
-               "[--decode [--skip-special-tokens]] [--bench SECONDS] < jsonl\n",
-               why);
-  std::exit(2);
-}
-
-Options ParseArgs(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--tokenizer" && i + 1 < argc) o.tokenizer = argv[++i];
-    else if (a == "--add-special-tokens") o.add_special_tokens = true;
-    else if (a == "--decode") o.decode = true;
-    else if (a == "--skip-special-tokens") o.skip_special_tokens = true;
-    else if (a == "--bench" && i + 1 < argc) o.bench_seconds = std::atof(argv[++i]);
-    else Usage(("unknown argument " + a).c_str());
-  }
-  if (o.tokenizer.empty()) Usage("--tokenizer is required");
-  return o;
-}
 
 std::string LineContext(size_t line) { return "stdin:" + std::to_string(line); }
 
@@ -113,16 +92,16 @@ int Bench(const dpo::Tokenizer& tok, const Options& o) {
     for (const std::string& t : texts) tokens += tok.Encode(t, o.add_special_tokens).size();
     total_bytes += bytes;
     seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  } while (seconds < o.bench_seconds && bytes > 0);
+  } while (seconds < *o.bench_seconds && bytes > 0);
   json r = {{"bytes", total_bytes}, {"seconds", seconds}, {"tokens", tokens},
             {"mb_per_s", seconds > 0 ? total_bytes / seconds / 1e6 : 0.0}};
   std::cout << r.dump() << "\n";
-  return 0;
+  return dpo::cli::kExitOk;
 }
 
 int Run(const Options& o) {
   auto tok = dpo::Tokenizer::Load(o.tokenizer);
-  if (o.bench_seconds > 0) return Bench(*tok, o);
+  if (o.bench_seconds) return Bench(*tok, o);
   std::string line, out;
   size_t number = 0;
   while (std::getline(std::cin, line)) {
@@ -140,19 +119,40 @@ int Run(const Options& o) {
     }
   }
   std::fwrite(out.data(), 1, out.size(), stdout);
-  return std::fflush(stdout) == 0 ? 0 : 1;
+  return std::fflush(stdout) == 0 ? dpo::cli::kExitOk : dpo::cli::kExitFailure;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::ios::sync_with_stdio(false);
-  Options o = ParseArgs(argc, argv);
+  CLI::App app("Encodes JSON lines {\"text\": ...} on stdin to {\"ids\": [...]} on stdout, one output line\n"
+               "per input line, in order (or decodes them back with --decode).",
+               "dpo-tokenize");
+  Options o;
+  app.add_option("--tokenizer", o.tokenizer,
+                 "a tokenizer.json, or a directory holding one (and tokenizer_config.json)")
+      ->type_name("PATH")
+      ->required();
+  app.add_flag("--add-special-tokens", o.add_special_tokens,
+               "add the tokenizer's special tokens (BOS, ...) as HF's encode(add_special_tokens=True)");
+  app.add_flag("--decode", o.decode, "read {\"ids\": [...]} lines and write {\"text\": ...}");
+  app.add_flag("--skip-special-tokens", o.skip_special_tokens,
+               "with --decode: leave special tokens out of the text (default: kept, so\n"
+               "decode(encode(x)) == x)");
+  app.add_option("--bench", o.bench_seconds,
+                 "read all {\"text\"} lines, encode them repeatedly on one thread for at least\n"
+                 "SECONDS and print {\"bytes\", \"seconds\", \"mb_per_s\", \"tokens\"} (MB = 1e6 bytes)")
+      ->type_name("SECONDS")
+      ->check(dpo::cli::Real(0, false));
+  app.footer("Exit status: 0 success; 1 the tokenizer cannot be loaded or a bad line (\"stdin:N: ...\"\n"
+             "on stderr); 2 bad usage.");
+  if (const auto exit = dpo::cli::Parse(app, argc, argv)) return *exit;
   try {
     return Run(o);
   } catch (const std::exception& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "dpo-tokenize: %s\n", e.what());
-    return 1;
+    return dpo::cli::kExitFailure;
   }
 }

@@ -28,6 +28,7 @@ class Case:
     stdout_has: str = ""
     when: str = ""  # the docs/cli.md row this case shows
     files: dict[str, str] = field(default_factory=dict)  # name in {tmp} -> content, written first
+    stdin: str = ""  # the program's standard input
 
     @property
     def name(self) -> str:
@@ -38,8 +39,8 @@ def run_case(case: Case, tmp: Path, timeout: float = 120) -> subprocess.Complete
     for name, content in case.files.items():
         (tmp / name).write_text(content.format(tmp=tmp, examples=EXAMPLES))
     args = [a.format(tmp=tmp, examples=EXAMPLES) for a in case.args]
-    return subprocess.run([str(BINARY_DIR / case.program), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=tmp)
+    return subprocess.run([str(BINARY_DIR / case.program), *args], input=case.stdin, capture_output=True,
+                          text=True, timeout=timeout, cwd=tmp)
 
 
 def check_case(case: Case, tmp: Path) -> None:
@@ -50,9 +51,10 @@ def check_case(case: Case, tmp: Path) -> None:
     assert case.stdout_has in result.stdout, where
 
 
-def check_help_lists(program: str, flags: list[str], tmp: Path) -> None:
-    """--help exits 0 and its generated text names every flag."""
-    result = subprocess.run([str(BINARY_DIR / program), "--help"], capture_output=True, text=True,
+def check_help_lists(program: str, flags: list[str], tmp: Path, command: tuple[str, ...] = ()) -> None:
+    """`program [command...] --help` exits 0 and its generated text names every flag (a program with
+    subcommands lists each command's flags in the command's own --help)."""
+    result = subprocess.run([str(BINARY_DIR / program), *command, "--help"], capture_output=True, text=True,
                             timeout=60, cwd=tmp)
     assert result.returncode == EXIT_OK, result.stderr
     assert result.stdout.startswith(("Usage:", Path(program).name)) or "Usage:" in result.stdout, result.stdout

@@ -1,0 +1,96 @@
+"""The command lines of the tools: dpo-tokenize, dpo-prepare, dpo-model-check, dpo-loss-check and
+bench/prepare_bench (docs/cli.md). Strict numbers, flags in any position, generated --help, the
+exit statuses."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli_cases import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Case, check_case, check_help_lists, run_case
+
+TOKENIZE = "bin/dpo-tokenize"
+PREPARE = "bin/dpo-prepare"
+TOKENIZER = "{examples}/tokenizer"
+DATA = "{examples}/data/hh_rlhf_sample.jsonl"
+
+TOKENIZE_FAILS = "the tokenizer cannot be loaded, or a bad input line (stdin:N)"
+PREPARE_FAILS = "the tokenizer or the data cannot be read, or the data has a bad line (file:line)"
+
+CASES = [
+    Case(TOKENIZE, ("--tokenizer", TOKENIZER), EXIT_OK, stdin='{"text": "hello world"}\n',
+         stdout_has='{"ids":[', when="every line is encoded (or decoded)"),
+    Case(TOKENIZE, ("--tokenizer", TOKENIZER, "--bench", "0.01"), EXIT_OK, stdin='{"text": "hello"}\n',
+         stdout_has='"mb_per_s"', when="every line is encoded (or decoded)"),
+    Case(TOKENIZE, ("--tokenizer", "{tmp}/missing"), EXIT_FAILURE, stderr_has="missing: cannot open",
+         when=TOKENIZE_FAILS),
+    Case(TOKENIZE, ("--tokenizer", TOKENIZER), EXIT_FAILURE, stdin='{"text": "ok"}\n{"text": 5}\n',
+         stderr_has="stdin:2", when=TOKENIZE_FAILS),
+    Case(TOKENIZE, (), EXIT_USAGE, stderr_has="--tokenizer is required", when="usage"),
+    Case(TOKENIZE, ("--tokenizer", TOKENIZER, "--frob"), EXIT_USAGE, stderr_has="not expected: --frob",
+         when="usage"),
+    Case(TOKENIZE, ("--tokenizer", TOKENIZER, "--bench", "2x"), EXIT_USAGE,
+         stderr_has='--bench: expected a number > 0, got "2x"', when="usage"),
+    Case(PREPARE, ("--tokenizer", TOKENIZER, "--data", DATA, "--out", "{tmp}/data.bin"), EXIT_OK,
+         stdout_has="data.bin: prepared", when="the data set is prepared (or already was)"),
+    Case(PREPARE, ("--tokenizer", TOKENIZER, "--data", "{tmp}/missing.jsonl", "--out", "{tmp}/data.bin"),
+         EXIT_FAILURE, stderr_has="missing.jsonl: cannot open", when=PREPARE_FAILS),
+    Case(PREPARE, ("--tokenizer", TOKENIZER, "--data", "{tmp}/bad.jsonl", "--out", "{tmp}/data.bin"),
+         EXIT_FAILURE, files={"bad.jsonl": "not json\n"}, stderr_has="bad.jsonl:1", when=PREPARE_FAILS),
+    Case(PREPARE, ("--data", DATA, "--out", "{tmp}/data.bin"), EXIT_USAGE, stderr_has="--tokenizer is required",
+         when="usage"),
+    Case(PREPARE, ("--tokenizer", TOKENIZER, "--data", DATA, "--out", "x", "--max-length", "2x"), EXIT_USAGE,
+         stderr_has='--max-length: expected an integer >= 0, got "2x"', when="usage"),
+    Case(PREPARE, ("--tokenizer", TOKENIZER, "--data", DATA, "--out", "x", "--threads", "-1"), EXIT_USAGE,
+         stderr_has="--threads: expected an integer >= 0", when="usage"),
+    Case(PREPARE, ("--tokenizer", TOKENIZER, "--data", DATA, "--out", "x", "--truncation-mode", "middle"),
+         EXIT_USAGE, stderr_has="--truncation-mode: middle not in", when="usage"),
+    Case(PREPARE, ("--tokenizer", TOKENIZER, "--data", DATA, "--out", "x", "--slots"), EXIT_USAGE,
+         stderr_has="not expected: --slots", when="usage"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.name}-{c.exit}-{'-'.join(c.args)[:40]}")
+def test_case(case: Case, tmp_path):
+    check_case(case, tmp_path)
+
+
+def test_tokenize_help(tmp_path):
+    check_help_lists(TOKENIZE, ["--tokenizer", "--add-special-tokens", "--decode", "--skip-special-tokens",
+                                "--bench"], tmp_path)
+
+
+def test_prepare_help(tmp_path):
+    check_help_lists(PREPARE, ["--tokenizer", "--data", "--out", "--max-length", "--max-prompt-length",
+                               "--max-completion-length", "--truncation-mode", "--chat-template", "--on-error",
+                               "--implicit-prompt", "--threads", "--max-line-bytes", "--batch-size", "--seed"],
+                      tmp_path)
+
+
+def test_tokenize_flags_in_any_order_and_spelling(tmp_path):
+    """--flag=value and flags before or after one another mean the same as the usual order."""
+    text = '{"text": "Hello there"}\n'
+    usual = run_case(Case(TOKENIZE, ("--tokenizer", TOKENIZER, "--add-special-tokens"), EXIT_OK, stdin=text),
+                     tmp_path)
+    reordered = run_case(Case(TOKENIZE, ("--add-special-tokens", f"--tokenizer={TOKENIZER}"), EXIT_OK,
+                              stdin=text), tmp_path)
+    assert usual.returncode == reordered.returncode == EXIT_OK, reordered.stderr
+    assert reordered.stdout == usual.stdout
+    ids = json.loads(usual.stdout)["ids"]
+    back = run_case(Case(TOKENIZE, ("--skip-special-tokens", "--decode", f"--tokenizer={TOKENIZER}"), EXIT_OK,
+                         stdin=json.dumps({"ids": ids}) + "\n"), tmp_path)
+    assert back.returncode == EXIT_OK, back.stderr
+    assert json.loads(back.stdout)["text"] == "Hello there"
+    bench = run_case(Case(TOKENIZE, ("--bench=0.01", f"--tokenizer={TOKENIZER}"), EXIT_OK, stdin=text), tmp_path)
+    assert bench.returncode == EXIT_OK, bench.stderr
+    assert json.loads(bench.stdout)["seconds"] >= 0.01
+
+
+def test_prepare_flags_in_any_order_and_spelling(tmp_path):
+    args = ("--max-length=64", f"--out={tmp_path}/a.bin", "--batch-size=4", "--data", DATA, "--seed=7",
+            f"--tokenizer={TOKENIZER}")
+    result = run_case(Case(PREPARE, args, EXIT_OK), tmp_path)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "a.bin: prepared" in result.stdout and "padding fraction (batch 4)" in result.stdout
+    again = run_case(Case(PREPARE, args, EXIT_OK), tmp_path)
+    assert "a.bin: up to date (reused)" in again.stdout, again.stdout
