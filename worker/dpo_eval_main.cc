@@ -1,19 +1,21 @@
 // dpo-eval --policy DIR [--reference DIR] --data FILE [--beta B] --output FILE.jsonl
+//          [--tokenizer PATH] [--max-length N] [--batch-size N] [--implicit-prompt R]
+//          [--device D] [--dtype T]
 //
 // Scores held-out preference pairs with a trained policy's implicit DPO reward, as RewardBench
 // does for DPO models: reward = beta * (log pi(y|x) - log pi_ref(y|x)) per completion. Writes one
 // JSON line per kept pair ("index": its place among the kept pairs; "line": the 1-based line of
 // the input it came from, which differs once a pair is dropped as too long) and prints a summary
 // (accuracy = share of pairs whose chosen reward is higher, mean margin) as one JSON object on
-// stdout. Without --reference the reward is
-// reference-free (beta * log pi). Exit status 0 on success, else 1 with a one-line reason: among
-// them a data file with no pairs, a tokenizer with ids past the model's vocab_size, non-finite
-// weights, and a non-finite score (never written as null).
+// stdout. Without --reference the reward is reference-free (beta * log pi).
+// Exit status (docs/cli.md): 0 on success; 1 with a one-line reason, among them a data file with
+// no pairs, a tokenizer with ids past the model's vocab_size, non-finite weights, and a
+// non-finite score (never written as null); 2 on bad usage.
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -25,6 +27,7 @@
 #include "common/model/pretrained.h"
 #include "common/tensor/device.h"
 #include "common/tokenizer/tokenizer.h"
+#include "common/util/cli.h"
 #include "common/util/error.h"
 #include "worker/train/dpo_forward.h"
 #include "worker/train/pair_batch.h"
@@ -33,66 +36,44 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kUsage =
-    "usage: dpo-eval --policy DIR [--reference DIR] --data FILE [--beta B] --output FILE.jsonl\n"
-    "                [--tokenizer PATH] [--max-length N] [--batch-size N] [--device D] [--dtype T]\n"
-    "Scores preference pairs (.jsonl/.jsonl.gz, TRL formats) by the implicit DPO reward.\n"
-    "  --beta B         reward scale (default 0.1, TRL's)\n"
-    "  --tokenizer      default: the policy directory\n"
-    "  --max-length N   tokens per prompt+completion (default 1024, TRL's); 0 = no limit\n"
-    "  --batch-size N   pairs per forward pass (default 8)\n"
-    "  --implicit-prompt R  assistant_turn | common_prefix: where {chosen, rejected} text\n"
-    "                   pairs split into prompt and completions (default assistant_turn)\n"
-    "  --device D       cpu, cuda, cuda:N or auto (default auto)\n"
-    "  --dtype T        float32 or bfloat16 (default float32)\n";
-
 struct Args {
-  std::string policy, reference, data, output, tokenizer, device = "auto", dtype = "float32";
+  std::string policy, reference, data, output, tokenizer, device = "auto", dtype = "float32",
+      implicit_prompt = "assistant_turn";
   double beta = 0.1;
   int64_t max_length = 1024, batch_size = 8;
-  dpo::ImplicitPrompt implicit_prompt = dpo::ImplicitPrompt::kAssistantTurn;
 };
 
-Args ParseArgs(int argc, char** argv) {
-  Args args;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    if (i + 1 >= argc) dpo::Fail(flag, "missing value");
-    const std::string value = argv[++i];
-    auto number = [&](const std::string& text) {
-      try {
-        size_t used = 0;
-        double v = std::stod(text, &used);
-        if (used != text.size()) throw std::invalid_argument(text);
-        return v;
-      } catch (const std::exception&) {
-        dpo::Fail(flag, "expected a number, got \"" + text + "\"");
-      }
-    };
-    if (flag == "--policy") args.policy = value;
-    else if (flag == "--reference") args.reference = value;
-    else if (flag == "--data") args.data = value;
-    else if (flag == "--output") args.output = value;
-    else if (flag == "--tokenizer") args.tokenizer = value;
-    else if (flag == "--device") args.device = value;
-    else if (flag == "--dtype") args.dtype = value;
-    else if (flag == "--beta") args.beta = number(value);
-    else if (flag == "--max-length") args.max_length = static_cast<int64_t>(number(value));
-    else if (flag == "--batch-size") args.batch_size = static_cast<int64_t>(number(value));
-    else if (flag == "--implicit-prompt") args.implicit_prompt = dpo::ParseImplicitPrompt(value);
-    else dpo::Fail(flag, "unknown flag");
-  }
-  if (args.policy.empty() || args.data.empty() || args.output.empty()) {
-    dpo::Fail("arguments", "--policy, --data and --output are required");
-  }
-  if (args.beta <= 0) dpo::Fail("--beta", "must be > 0");
-  if (args.batch_size <= 0) dpo::Fail("--batch-size", "must be > 0");
+// Fills `args` from the command line; the status to exit with when the program should not go on.
+std::optional<int> ParseArgs(int argc, char** argv, Args& args) {
+  CLI::App app("Scores preference pairs (.jsonl/.jsonl.gz, TRL formats) by the implicit DPO reward\n"
+               "beta * (log pi(y|x) - log pi_ref(y|x)): one JSON line per pair in --output, a\n"
+               "summary (accuracy, mean margin) as one JSON object on stdout.",
+               "dpo-eval");
+  app.add_option("--policy", args.policy, "the policy's model directory")->required()->option_text("DIR");
+  app.add_option("--reference", args.reference, "the reference model's directory (default: none, a\n"
+                 "reference-free reward, beta * log pi)")->option_text("DIR");
+  app.add_option("--data", args.data, "the preference pairs")->required()->option_text("FILE");
+  app.add_option("--output", args.output, "where the per-pair JSON lines go")->required()->option_text("FILE.jsonl");
+  app.add_option("--beta", args.beta, "reward scale (TRL's default)")
+      ->check(dpo::cli::Real(0, /*inclusive=*/false))
+      ->capture_default_str();
+  app.add_option("--tokenizer", args.tokenizer, "the tokenizer (default: the policy directory)")->option_text("PATH");
+  app.add_option("--max-length", args.max_length, "tokens per prompt+completion (TRL's default); 0 = no limit")
+      ->check(dpo::cli::Integer(0))
+      ->capture_default_str();
+  app.add_option("--batch-size", args.batch_size, "pairs per forward pass")
+      ->check(dpo::cli::Integer(1))
+      ->capture_default_str();
+  app.add_option("--implicit-prompt", args.implicit_prompt,
+                 "where {chosen, rejected} text pairs split into prompt and completions")
+      ->check(CLI::IsMember({"assistant_turn", "common_prefix"}))
+      ->capture_default_str();
+  app.add_option("--device", args.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  app.add_option("--dtype", args.dtype, "float32 or bfloat16")->capture_default_str();
+  app.footer("Exit status: 0 success; 1 failure, with a one-line reason on stderr; 2 bad usage.");
+  if (const auto exit = dpo::cli::Parse(app, argc, argv)) return exit;
   if (args.tokenizer.empty()) args.tokenizer = args.policy;
-  return args;
+  return std::nullopt;
 }
 
 int Run(const Args& args) {
@@ -111,7 +92,7 @@ int Run(const Args& args) {
   // Tokenize into a cache beside the output, reused while data, tokenizer and options agree.
   dpo::PrepareOptions prepare;
   prepare.tokenize.max_length = static_cast<size_t>(args.max_length);
-  prepare.tokenize.implicit_prompt = args.implicit_prompt;
+  prepare.tokenize.implicit_prompt = dpo::ParseImplicitPrompt(args.implicit_prompt);
   const std::string prepared = args.output + ".prepared";
   dpo::PrepareResult result = dpo::PrepareDataset(*tokenizer, args.data, prepared, prepare);
   std::fprintf(stderr, "%s\n", result.report.Summary().c_str());
@@ -181,20 +162,22 @@ int Run(const Args& args) {
                             {"skipped_lines", result.report.skipped},
                             {"dropped_pairs", result.report.dropped}};
   std::printf("%s\n", summary.dump().c_str());
-  return 0;
+  return dpo::cli::kExitOk;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  Args args;
+  if (const auto exit = ParseArgs(argc, argv, args)) return *exit;
   try {
-    return Run(ParseArgs(argc, argv));
+    return Run(args);
   } catch (const std::exception& e) {
     std::string text = e.what();
     for (char& c : text) {
       if (c == '\n') c = ' ';
     }
     std::fprintf(stderr, "dpo-eval: error: %s\n", text.c_str());
-    return 1;
+    return dpo::cli::kExitFailure;
   }
 }

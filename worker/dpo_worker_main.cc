@@ -1,19 +1,21 @@
 // dpo-worker --job JOB.yaml
 // Runs one DPO training job: one process, or one rank per GPU/CPU process under mpirun.
-// Exit status 0 on success; 75 when SIGTERM stopped it after a checkpoint; 76 when a collective
-// timed out; otherwise 1 with a one-line reason on stderr. <output.dir>/status.json says the
-// same, typed (docs/worker_status.md); rank 0 holds <output.dir>/.lock for the run. Every rank
-// writes its own figures to <output.dir>/ranks/rank-R.json after each logged step.
+// <output.dir>/status.json says how it ended, typed (docs/worker_status.md); rank 0 holds
+// <output.dir>/.lock for the run. Every rank writes its own figures to
+// <output.dir>/ranks/rank-R.json after each logged step.
 //
-// dpo-worker --plan JOB.yaml --ranks N [--gpu-memory GiB]
+// dpo-worker --plan JOB.yaml --ranks N [--gpu-memory GiB] [--json]
 // Prints the memory one rank would need in each train.sharding mode (common/config/
 // memory_plan.h) and exits: no collectives, no weights, only the model's config.json.
+//
+// Exit status (docs/cli.md): 0 on success; 1 with a one-line reason on stderr; 2 on bad usage
+// (on every rank, under mpirun); and the statuses of common/util/error.h's table: 75 when SIGTERM
+// stopped it after a checkpoint, 76 when a collective timed out.
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -24,6 +26,7 @@
 #include "common/config/memory_plan.h"
 #include "common/tensor/device.h"
 #include "common/util/atomic_file.h"
+#include "common/util/cli.h"
 #include "common/util/error.h"
 #include "worker/comm/process_group.h"
 #include "worker/train/checkpoint.h"
@@ -33,15 +36,6 @@
 #include "worker/train/trainer.h"
 
 namespace {
-
-constexpr const char* kUsage =
-    "usage: dpo-worker --job JOB.yaml\n"
-    "       dpo-worker --plan JOB.yaml --ranks N [--gpu-memory GiB] [--json]\n"
-    "Runs the DPO training job the spec describes (docs/job_spec.md); under mpirun, one rank\n"
-    "per GPU or CPU process. Metrics go to <output.dir>/metrics.jsonl.\n"
-    "--plan prints the memory per rank of each train.sharding mode on N ranks, and whether it\n"
-    "fits a device of --gpu-memory GiB (default 80), without training (docs/memory_plan.md);\n"
-    "--json prints it as JSON, in bytes.\n";
 
 std::string OneLine(const std::exception& e) {
   if (const auto* spec_error = dynamic_cast<const dpo::JobSpecError*>(&e)) {
@@ -103,65 +97,50 @@ void PrintPlan(const std::string& job_path, int64_t ranks, double gpu_memory_gib
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before the parsing: MPI_Init may take its own arguments out of argv. Under mpirun every rank
+  // parses, so bad usage exits 2 on each.
   dpo::MpiSession mpi(&argc, &argv);
-  std::string job_path, plan_path, ranks_text, gpu_memory_text;
+  CLI::App app("Runs the DPO training job the spec describes (docs/job_spec.md): one process, or one\n"
+               "rank per GPU or CPU process under mpirun. Metrics go to <output.dir>/metrics.jsonl.",
+               "dpo-worker");
+  std::string job_path, plan_path;
+  int64_t ranks = 0;
+  double gpu_memory_gib = 80;
   bool plan_json = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--job") == 0 && i + 1 < argc) {
-      job_path = argv[++i];
-    } else if (std::strcmp(argv[i], "--plan") == 0 && i + 1 < argc) {
-      plan_path = argv[++i];
-    } else if (std::strcmp(argv[i], "--ranks") == 0 && i + 1 < argc) {
-      ranks_text = argv[++i];
-    } else if (std::strcmp(argv[i], "--gpu-memory") == 0 && i + 1 < argc) {
-      gpu_memory_text = argv[++i];
-    } else if (std::strcmp(argv[i], "--json") == 0) {
-      plan_json = true;
-    } else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else {
-      std::fprintf(stderr, "dpo-worker: unknown argument \"%s\"\n%s", argv[i], kUsage);
-      return 2;
-    }
-  }
-  // --plan's numbers, strictly: "2x" must not plan for 2 ranks.
-  const auto ranks = dpo::ParseRanks(ranks_text);
-  const auto gpu_memory = dpo::ParseGib(gpu_memory_text.empty() ? "80" : gpu_memory_text);
-  std::string problem;
-  if (plan_path.empty()) {
-    if (!ranks_text.empty() || !gpu_memory_text.empty() || plan_json) {
-      problem = "--ranks, --gpu-memory and --json go with --plan";
-    }
-  } else if (!job_path.empty()) {
-    problem = "--plan and --job exclude each other";
-  } else if (ranks_text.empty()) {
-    problem = "--plan needs --ranks N";
-  } else if (!ranks) {
-    problem = "--ranks: expected an integer > 0, got \"" + ranks_text + "\"";
-  } else if (!gpu_memory) {
-    problem = "--gpu-memory: expected GiB > 0, got \"" + gpu_memory_text + "\"";
-  }
-  if (!problem.empty()) {
-    std::fprintf(stderr, "dpo-worker: %s\n%s", problem.c_str(), kUsage);
-    return 2;
-  }
-  if (job_path.empty() && plan_path.empty()) {
-    std::fputs(kUsage, stderr);
-    return 2;
-  }
+  CLI::Option_group* mode = app.add_option_group("mode", "what to run");
+  mode->add_option("--job", job_path, "train the job this spec describes")->option_text("JOB.yaml");
+  CLI::Option* plan =
+      mode->add_option("--plan", plan_path,
+                       "print the memory per rank of each train.sharding mode on --ranks N ranks, and\n"
+                       "whether it fits a device of --gpu-memory GiB, without training\n"
+                       "(docs/memory_plan.md); reads only the model's config.json")
+          ->option_text("JOB.yaml");
+  mode->require_option(1);
+  CLI::Option* ranks_option =
+      app.add_option("--ranks", ranks, "with --plan: the number of ranks to plan for")
+          ->check(dpo::cli::Integer(1))
+          ->needs(plan);
+  plan->needs(ranks_option);
+  app.add_option("--gpu-memory", gpu_memory_gib, "with --plan: GiB of memory per device")
+      ->check(dpo::cli::Real(0, /*inclusive=*/false))
+      ->capture_default_str()
+      ->needs(plan);
+  app.add_flag("--json", plan_json, "with --plan: print the plan as JSON, in bytes")->needs(plan);
+  app.footer("Exit status: 0 success; 1 failure, with a one-line reason on stderr; 2 bad usage;\n"
+             "75 stopped by SIGTERM after a checkpoint; 76 a collective timed out.");
+  if (const auto exit = dpo::cli::Parse(app, argc, argv)) return *exit;
   std::optional<dpo::JobSpec> spec;
   try {
-    if (!plan_path.empty()) {
-      PrintPlan(plan_path, *ranks, *gpu_memory, plan_json);
-      return 0;
+    if (*plan) {
+      PrintPlan(plan_path, ranks, gpu_memory_gib, plan_json);
+      return dpo::cli::kExitOk;
     }
     spec.emplace(dpo::LoadJobSpec(job_path));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dpo-worker: error: %s\n", OneLine(e).c_str());
     // No status.json: without a valid spec there is no output directory to write it in.
-    if (mpi.world_size() > 1) dpo::AbortAllRanks(1);
-    return 1;
+    if (mpi.world_size() > 1) dpo::AbortAllRanks(dpo::cli::kExitFailure);
+    return dpo::cli::kExitFailure;
   }
   DieWithLauncher(mpi);
   InstallStopHandler();
@@ -223,7 +202,7 @@ int main(int argc, char** argv) {
                    static_cast<long long>(summary.steps), static_cast<long long>(summary.skipped_steps),
                    summary.last_loss, summary.last_checkpoint.c_str());
     }
-    return 0;
+    return dpo::cli::kExitOk;
   } catch (const std::exception& e) {
     const std::string reason = OneLine(e);
     const auto* error = dynamic_cast<const dpo::Error*>(&e);
