@@ -1,6 +1,5 @@
-"""The command lines of the tools: dpo-tokenize, dpo-prepare, dpo-model-check, dpo-loss-check and
-bench/prepare_bench (docs/cli.md). Strict numbers, flags in any position, generated --help, the
-exit statuses."""
+"""The command lines of the tools: dpo-tokenize, dpo-prepare and bench/prepare_bench (docs/cli.md).
+Strict numbers, flags in any position, generated --help, the exit statuses."""
 from __future__ import annotations
 
 import json
@@ -11,11 +10,13 @@ from cli_cases import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Case, check_case, check
 
 TOKENIZE = "bin/dpo-tokenize"
 PREPARE = "bin/dpo-prepare"
+PREPARE_BENCH = "bench/prepare_bench"
 TOKENIZER = "{examples}/tokenizer"
 DATA = "{examples}/data/hh_rlhf_sample.jsonl"
 
 TOKENIZE_FAILS = "the tokenizer cannot be loaded, or a bad input line (stdin:N)"
 PREPARE_FAILS = "the tokenizer or the data cannot be read, or the data has a bad line (file:line)"
+PREPARE_BENCH_FAILS = "the data or the tokenizer cannot be read, or the outputs of 1 and N threads differ"
 
 CASES = [
     Case(TOKENIZE, ("--tokenizer", TOKENIZER), EXIT_OK, stdin='{"text": "hello world"}\n',
@@ -47,6 +48,15 @@ CASES = [
          EXIT_USAGE, stderr_has="--truncation-mode: middle not in", when="usage"),
     Case(PREPARE, ("--tokenizer", TOKENIZER, "--data", DATA, "--out", "x", "--slots"), EXIT_USAGE,
          stderr_has="not expected: --slots", when="usage"),
+    Case(PREPARE_BENCH, ("--tokenizer", TOKENIZER, "--data", DATA, "--batch-size", "4"), EXIT_OK,
+         stdout_has="padded batches of 4 pairs", when="the measurements are printed"),
+    Case(PREPARE_BENCH, ("--tokenizer", TOKENIZER, "--data", "{tmp}/missing.jsonl"), EXIT_FAILURE,
+         stderr_has="missing.jsonl: cannot open", when=PREPARE_BENCH_FAILS),
+    Case(PREPARE_BENCH, ("--batch-size", "2x"), EXIT_USAGE, stderr_has='--batch-size: expected an integer >= 1',
+         when="usage"),
+    Case(PREPARE_BENCH, ("--max-length", "1e3"), EXIT_USAGE, stderr_has='--max-length: expected an integer >= 0',
+         when="usage"),
+    Case(PREPARE_BENCH, ("--threads", "2"), EXIT_USAGE, stderr_has="not expected", when="usage"),
 ]
 
 
@@ -65,6 +75,10 @@ def test_prepare_help(tmp_path):
                                "--max-completion-length", "--truncation-mode", "--chat-template", "--on-error",
                                "--implicit-prompt", "--threads", "--max-line-bytes", "--batch-size", "--seed"],
                       tmp_path)
+
+
+def test_prepare_bench_help(tmp_path):
+    check_help_lists(PREPARE_BENCH, ["--tokenizer", "--data", "--max-length", "--batch-size"], tmp_path)
 
 
 def test_tokenize_flags_in_any_order_and_spelling(tmp_path):
@@ -94,3 +108,10 @@ def test_prepare_flags_in_any_order_and_spelling(tmp_path):
     assert "a.bin: prepared" in result.stdout and "padding fraction (batch 4)" in result.stdout
     again = run_case(Case(PREPARE, args, EXIT_OK), tmp_path)
     assert "a.bin: up to date (reused)" in again.stdout, again.stdout
+
+
+def test_prepare_bench_flags_in_any_order_and_spelling(tmp_path):
+    args = ("--batch-size=2", f"--data={DATA}", "--max-length=64", "--tokenizer", TOKENIZER)
+    result = run_case(Case(PREPARE_BENCH, args, EXIT_OK), tmp_path)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "max_length 64" in result.stdout and "padded batches of 2 pairs" in result.stdout
