@@ -12,15 +12,17 @@
 // prints, on rank 0, one JSON line: collective, size, mean time, algorithm bandwidth (size /
 // time) and bus bandwidth (the per-link traffic of a ring, comparable with the link speed:
 // algbw x 2(n-1)/n for all-reduce, algbw x (n-1)/n for all-gather and reduce-scatter).
+// Exit status (docs/cli.md): 0 when every result was right; 1 when one was wrong; 2 on bad usage
+// (on every rank).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <string>
 
 #include <torch/torch.h>
 
+#include "common/util/cli.h"
 #include "worker/comm/process_group.h"
 
 namespace {
@@ -77,19 +79,28 @@ void Run(dpo::ProcessGroup& group, Op op, const Buffers& b) {
 
 int main(int argc, char** argv) {
   dpo::MpiSession mpi(&argc, &argv);
+  CLI::App app("Validates and times the trainer's collectives (all-reduce, all-gather, reduce-scatter)\n"
+               "on fp32 buffers of --min-bytes to --max-bytes (x4 steps), nccl-tests style; rank 0\n"
+               "prints one JSON line per collective and size. Run under mpirun, one rank per process.",
+               "allreduce-bench");
   std::string device_name = "cpu";
   int64_t min_bytes = 1 << 10, max_bytes = 64 << 20, iters = 20;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--device") device_name = value;
-    else if (flag == "--min-bytes") min_bytes = std::atoll(value.c_str());
-    else if (flag == "--max-bytes") max_bytes = std::atoll(value.c_str());
-    else if (flag == "--iters") iters = std::atoll(value.c_str());
-    else {
-      std::fprintf(stderr, "allreduce-bench: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
-  }
+  app.add_option("--device", device_name, "cpu (MPI) or cuda (NCCL, one GPU per rank)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  // Up to 1 TiB: the x4 steps must not overflow.
+  constexpr int64_t kMaxBytes = int64_t{1} << 40;
+  app.add_option("--min-bytes", min_bytes, "the smallest buffer")
+      ->check(dpo::cli::Integer(1, kMaxBytes))
+      ->capture_default_str();
+  app.add_option("--max-bytes", max_bytes, "the largest buffer")
+      ->check(dpo::cli::Integer(1, kMaxBytes))
+      ->capture_default_str();
+  app.add_option("--iters", iters, "timed runs per collective and size, after 2 warm-up runs")
+      ->check(dpo::cli::Integer(1))
+      ->capture_default_str();
+  app.footer("Exit status: 0 every result right; 1 a collective gave a wrong result; 2 bad usage.");
+  if (const auto exit = dpo::cli::Parse(app, argc, argv)) return *exit;
   const bool cuda = device_name == "cuda";
   const int local = cuda ? mpi.local_rank() % std::max<int>(1, torch::cuda::device_count()) : 0;
   const c10::Device device = cuda ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local))
@@ -111,7 +122,7 @@ int main(int argc, char** argv) {
           std::fprintf(stderr, "allreduce-bench: %s: %.0f wrong elements at %lld bytes\n",
                        collective.name, wrong_everywhere, static_cast<long long>(bytes));
         }
-        return 1;
+        return dpo::cli::kExitFailure;
       }
       for (int warmup = 0; warmup < 2; ++warmup) Run(*group, collective.op, buffers);
       Synchronize(device);
@@ -132,5 +143,5 @@ int main(int argc, char** argv) {
       }
     }
   }
-  return 0;
+  return dpo::cli::kExitOk;
 }

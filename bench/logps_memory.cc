@@ -7,18 +7,18 @@
 //
 //   logps-memory-bench --impl chunked|reference|plain [--batch 8] [--time 1024] [--vocab 151936]
 //                      [--hidden 896] [--chunk 512] [--threads 2]
-// Prints one JSON line.
+// Prints one JSON line. Exit status (docs/cli.md): 0 on success; 1 when the step failed (out of
+// memory, a size torch refuses); 2 on bad usage.
 #include <sys/resource.h>
 #include <torch/torch.h>
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <iostream>
 #include <string>
 
 #include "common/loss/sequence_logps.h"
+#include "common/util/cli.h"
 
 namespace {
 
@@ -28,31 +28,33 @@ double MaxRssMb() {
   return usage.ru_maxrss / 1024.0;  // Linux reports KiB
 }
 
-int Usage() {
-  std::cerr << "usage: logps-memory-bench --impl chunked|reference|plain [--batch N] [--time N] "
-               "[--vocab N] [--hidden N] [--chunk N] [--threads N]\n";
-  return 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
+  CLI::App app("Peak host memory of one forward + backward of the completion log-probs over random\n"
+               "inputs of the given shape; prints one JSON line. Run each configuration in its own\n"
+               "process (bench/logps_memory.sh does).",
+               "logps-memory-bench");
   std::string impl;
   int64_t batch = 8, time = 1024, vocab = 151936, hidden = 896, chunk = 512, threads = 2;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    const char* value = argv[i + 1];
-    if (flag == "--impl") impl = value;
-    else if (flag == "--batch") batch = std::atoll(value);
-    else if (flag == "--time") time = std::atoll(value);
-    else if (flag == "--vocab") vocab = std::atoll(value);
-    else if (flag == "--hidden") hidden = std::atoll(value);
-    else if (flag == "--chunk") chunk = std::atoll(value);
-    else if (flag == "--threads") threads = std::atoll(value);
-    else return Usage();
-  }
-  if ((impl != "chunked" && impl != "reference" && impl != "plain") || argc % 2 == 0)
-    return Usage();
+  app.add_option("--impl", impl,
+                 "chunked: ComputeSequenceLogps, --chunk rows of logits at a time; reference:\n"
+                 "ComputeSequenceLogpsReference, full fp32 logits; plain: what a transformers-style\n"
+                 "loss does (full logits, log_softmax, gather)")
+      ->required()
+      ->check(CLI::IsMember({"chunked", "reference", "plain"}));
+  app.add_option("--batch", batch, "sequences")->check(dpo::cli::Integer(1))->capture_default_str();
+  app.add_option("--time", time, "tokens per sequence, >= 2: a one-token prompt, the others scored")
+      ->check(dpo::cli::Integer(2))
+      ->capture_default_str();
+  app.add_option("--vocab", vocab, "vocabulary size")->check(dpo::cli::Integer(1))->capture_default_str();
+  app.add_option("--hidden", hidden, "hidden size")->check(dpo::cli::Integer(1))->capture_default_str();
+  app.add_option("--chunk", chunk, "with --impl chunked: tokens per chunk")
+      ->check(dpo::cli::Integer(1))
+      ->capture_default_str();
+  app.add_option("--threads", threads, "torch threads")->check(dpo::cli::Integer(1))->capture_default_str();
+  app.footer("Exit status: 0 success; 1 the step failed (out of memory, a size torch refuses); 2 bad usage.");
+  if (const auto exit = dpo::cli::Parse(app, argc, argv)) return *exit;
   try {
     torch::set_num_threads(static_cast<int>(threads));
     torch::manual_seed(0);
@@ -90,7 +92,7 @@ int main(int argc, char** argv) {
         logps.sum().item<double>());
   } catch (const std::exception& e) {
     std::cerr << "logps-memory-bench: " << e.what() << "\n";
-    return 1;
+    return dpo::cli::kExitFailure;
   }
-  return 0;
+  return dpo::cli::kExitOk;
 }

@@ -1,7 +1,8 @@
-"""The command lines of the training engine's programs: dpo-worker and dpo-eval (docs/cli.md).
-Strict numbers, flags in any position, generated --help, the exit statuses. dpo-worker's statuses
-75 (stopped by SIGTERM) and 76 (a collective timed out) are tested in test_worker_faults.py, by the
-faults that cause them."""
+"""The command lines of the training engine's programs: dpo-worker, dpo-eval, and the benchmarks
+allreduce-bench and logps-memory-bench (docs/cli.md). Strict numbers, flags in any position,
+generated --help, the exit statuses. dpo-worker's statuses 75 (stopped by SIGTERM) and 76 (a
+collective timed out) are tested in test_worker_faults.py, by the faults that cause them; a wrong
+collective result, allreduce-bench's status 1, cannot be caused on demand."""
 from __future__ import annotations
 
 import json
@@ -25,13 +26,16 @@ output:
 PAIRS = ('{{"prompt": "Hi", "chosen": " there", "rejected": " no"}}\n'
          '{{"prompt": "One", "chosen": " two", "rejected": " three"}}\n')
 WORKER, EVAL = "bin/dpo-worker", "bin/dpo-eval"
+ALLREDUCE, LOGPS = "bin/allreduce-bench", "bin/logps-memory-bench"
 # dpo-eval's cases score with {tmp}/policy, a random tiny Llama that test_case writes first.
 POLICY = "{tmp}/policy"
 EVAL_ARGS = ("--policy", POLICY, "--tokenizer", "{examples}/tokenizer", "--data", "{tmp}/pairs.jsonl",
              "--output", "{tmp}/scores.jsonl", "--device", "cpu")
+SMALL_LOGPS = ("--batch", "1", "--time", "8", "--vocab", "32", "--hidden", "8", "--threads", "1")
 
 WORKER_USAGE = "usage: a flag unknown, malformed or missing, or --job and --plan together"
 EVAL_USAGE = "usage: a flag unknown, malformed or missing"
+BENCH_USAGE = "usage: a flag unknown or malformed"
 
 CASES = [
     Case(WORKER, ("--plan", "{tmp}/job.yaml", "--ranks", "2"), EXIT_OK, files={"job.yaml": SPEC},
@@ -64,6 +68,26 @@ CASES = [
          when=EVAL_USAGE),
     Case(EVAL, EVAL_ARGS[2:], EXIT_USAGE, stderr_has="--policy is required", when=EVAL_USAGE),
 
+    Case(ALLREDUCE, ("--min-bytes", "1024", "--max-bytes", "1024", "--iters", "1"), EXIT_OK,
+         stdout_has='"collective": "reduce_scatter"', when="every collective gave the right result"),
+    Case(ALLREDUCE, ("--iters", "2x"), EXIT_USAGE, stderr_has='--iters: expected an integer >= 1, got "2x"',
+         when=BENCH_USAGE),
+    Case(ALLREDUCE, ("--min-bytes", "0"), EXIT_USAGE, stderr_has="--min-bytes: expected an integer in [1, ",
+         when=BENCH_USAGE),
+    Case(ALLREDUCE, ("--device", "tpu"), EXIT_USAGE, stderr_has="--device", when=BENCH_USAGE),
+    Case(ALLREDUCE, ("--bogus",), EXIT_USAGE, stderr_has="not expected: --bogus", when=BENCH_USAGE),
+
+    Case(LOGPS, ("--impl", "chunked", "--chunk", "4") + SMALL_LOGPS, EXIT_OK, stdout_has='"impl": "chunked"',
+         when="the step ran (one JSON line on stdout)"),
+    # 2^31-1 cubed elements: more than torch can count.
+    Case(LOGPS, ("--impl", "plain", "--batch", "2147483647", "--time", "2147483647", "--hidden", "2147483647"),
+         EXIT_FAILURE, stderr_has="logps-memory-bench: ", when="the step failed (out of memory, a size torch refuses)"),
+    Case(LOGPS, SMALL_LOGPS, EXIT_USAGE, stderr_has="--impl is required", when=BENCH_USAGE + ", or --impl missing"),
+    Case(LOGPS, ("--impl", "fused"), EXIT_USAGE, stderr_has="--impl", when=BENCH_USAGE + ", or --impl missing"),
+    Case(LOGPS, ("--impl", "plain", "--batch", "2x"), EXIT_USAGE,
+         stderr_has='--batch: expected an integer >= 1, got "2x"', when=BENCH_USAGE + ", or --impl missing"),
+    Case(LOGPS, ("--impl", "plain", "--bogus"), EXIT_USAGE, stderr_has="not expected: --bogus",
+         when=BENCH_USAGE + ", or --impl missing"),
 ]
 
 
@@ -92,6 +116,15 @@ def test_eval_help(tmp_path):
                             "--max-length", "--batch-size", "--implicit-prompt", "--device", "--dtype"], tmp_path)
 
 
+def test_allreduce_bench_help(tmp_path):
+    check_help_lists(ALLREDUCE, ["--device", "--min-bytes", "--max-bytes", "--iters"], tmp_path)
+
+
+def test_logps_memory_bench_help(tmp_path):
+    check_help_lists(LOGPS, ["--impl", "--batch", "--time", "--vocab", "--hidden", "--chunk", "--threads"],
+                     tmp_path)
+
+
 def test_worker_plan_flags_in_any_order(tmp_path):
     result = run_case(Case(WORKER, ("--json", "--gpu-memory=0.001", "--ranks=3", "--plan={tmp}/job.yaml"),
                            EXIT_OK, files={"job.yaml": SPEC}), tmp_path)
@@ -110,3 +143,19 @@ def test_eval_flags_in_any_order(tmp_path):
     assert summary["pairs"] == 2 and summary["beta"] == 0.5 and summary["reference_free"], summary
     assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 2
 
+
+def test_allreduce_bench_flags_in_any_order(tmp_path):
+    result = run_case(Case(ALLREDUCE, ("--iters=1", "--max-bytes=4096", "--device=cpu", "--min-bytes=4096"),
+                           EXIT_OK), tmp_path)
+    assert result.returncode == EXIT_OK, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["collective"] for line in lines] == ["all_reduce", "all_gather", "reduce_scatter"], lines
+    assert all(line["bytes"] == 4096 for line in lines), lines
+
+
+def test_logps_memory_bench_flags_in_any_order(tmp_path):
+    args = ("--threads=1", "--vocab=32", "--hidden=8", "--time=8", "--batch=2", "--impl=reference")
+    result = run_case(Case(LOGPS, args, EXIT_OK), tmp_path)
+    assert result.returncode == EXIT_OK, result.stderr
+    line = json.loads(result.stdout)
+    assert (line["impl"], line["batch"], line["time"], line["vocab"], line["hidden"]) == ("reference", 2, 8, 32, 8)
