@@ -4,6 +4,8 @@
 // job table and makes the certificate and the token.
 //   service_load_bench --server ADDR --ca-cert PEM --token TOKEN --method get|list|submit
 //                      [--clients 64] [--seconds 5] [--jobs 10000] [--spec FILE] [--rate R]
+// Exit status (docs/cli.md): 0 when no call failed, 1 when one did (the first error is printed)
+// or a file cannot be read, 2 on bad usage.
 // get: GetJob of a random id in 1..jobs. list: ListJobs pages of 50, following next_page_token
 // (from the first page again after the last). submit: SubmitJob of FILE with "@N@" replaced by a
 // number unique to the call (its output directory).
@@ -22,8 +24,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
-#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -32,6 +34,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "common/util/cli.h"
 #include "common/util/path_util.h"
 #include "dpo/v1/job_service.grpc.pb.h"
 
@@ -68,18 +71,16 @@ struct Call {
 
 class LoadRun {
  public:
-  explicit LoadRun(std::map<std::string, std::string> flags) : flags_(std::move(flags)) {
-    method_ = flags_["--method"];
-    jobs_ = std::stoll(flags_["--jobs"]);
-    spec_ = flags_.count("--spec") ? dpo::ReadWholeFile(flags_["--spec"]) : "";
-    bearer_ = "Bearer " + flags_["--token"];
+  // `jobs`: GetJob asks for ids in 1..jobs; `spec`: SubmitJob's template ("" for the others).
+  LoadRun(const std::string& server, const std::string& ca_cert, const std::string& token, std::string method,
+          int clients, int64_t jobs, std::string spec)
+      : method_(std::move(method)), spec_(std::move(spec)), bearer_("Bearer " + token), jobs_(jobs) {
     grpc::SslCredentialsOptions tls;
-    tls.pem_root_certs = dpo::ReadWholeFile(flags_["--ca-cert"]);
-    const int clients = std::stoi(flags_["--clients"]);
+    tls.pem_root_certs = dpo::ReadWholeFile(ca_cert);
     for (int c = 0; c < clients; ++c) {
       grpc::ChannelArguments args;
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
-      auto channel = grpc::CreateCustomChannel(flags_["--server"], grpc::SslCredentials(tls), args);
+      auto channel = grpc::CreateCustomChannel(server, grpc::SslCredentials(tls), args);
       channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10));
       clients_.push_back({v1::JobService::NewStub(channel), std::mt19937_64(c), ""});
     }
@@ -172,7 +173,6 @@ class LoadRun {
     }
   }
 
-  std::map<std::string, std::string> flags_;
   std::string method_, spec_, bearer_;
   int64_t jobs_ = 0;
   std::vector<Client> clients_;
@@ -191,16 +191,42 @@ class LoadRun {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::map<std::string, std::string> flags = {{"--clients", "64"}, {"--seconds", "5"}, {"--jobs", "10000"}};
-  for (int i = 1; i + 1 < argc; i += 2) flags[argv[i]] = argv[i + 1];
-  for (const char* required : {"--server", "--ca-cert", "--token", "--method"}) {
-    if (!flags.count(required)) {
-      std::fprintf(stderr, "service_load_bench: %s is required (see the header of service_load_bench.cc)\n", required);
-      return 2;
-    }
+  CLI::App app("N concurrent clients, each on its own TLS connection, call one JobService method for a\n"
+               "while; prints one JSON line with the sustained rate and the latency percentiles.",
+               "service_load_bench");
+  app.footer("Exit status: 0 no call failed; 1 a call failed (the first error is on stderr) or a file\n"
+             "cannot be read; 2 bad usage.");
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: its last value
+  std::string server, ca_cert, token, method, spec_path;
+  int clients = 64;
+  double seconds = 5, rate = 0;
+  int64_t jobs = 10000;
+  app.add_option("--server", server, "the coordinator, HOST:PORT")->required();
+  app.add_option("--ca-cert", ca_cert, "the PEM certificate the coordinator's TLS is trusted by")->required();
+  app.add_option("--token", token, "the bearer token of every call")->required();
+  app.add_option("--method", method,
+                 "get: GetJob of a random id in 1..--jobs; list: ListJobs pages of 50, following\n"
+                 "next_page_token; submit: SubmitJob of --spec")
+      ->required()
+      ->check(CLI::IsMember({"get", "list", "submit"}));
+  app.add_option("--clients", clients, "concurrent clients")->check(dpo::cli::Integer(1))->capture_default_str();
+  app.add_option("--seconds", seconds, "how long the calls go on")
+      ->check(dpo::cli::Real(0, false))
+      ->capture_default_str();
+  app.add_option("--jobs", jobs, "jobs in the coordinator's table")
+      ->check(dpo::cli::Integer(1, INT64_MAX))
+      ->capture_default_str();
+  app.add_option("--spec", spec_path, "submit's spec, \"@N@\" replaced by a number unique to the call");
+  app.add_option("--rate", rate, "calls/s, open-loop (default: closed-loop, one call in flight per client)")
+      ->check(dpo::cli::Real(0, false));
+  if (const auto exit = dpo::cli::Parse(app, argc, argv)) return *exit;
+  try {
+    LoadRun run(server, ca_cert, token, method, clients, jobs, spec_path.empty() ? "" : dpo::ReadWholeFile(spec_path));
+    run.Run(seconds, rate);
+    run.Report();
+    return run.errors() > 0 ? dpo::cli::kExitFailure : dpo::cli::kExitOk;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "service_load_bench: %s\n", e.what());
+    return dpo::cli::kExitFailure;
   }
-  LoadRun run(flags);
-  run.Run(std::stod(flags["--seconds"]), flags.count("--rate") ? std::stod(flags["--rate"]) : 0.0);
-  run.Report();
-  return run.errors() > 0 ? 1 : 0;
 }

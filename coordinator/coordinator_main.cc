@@ -1,10 +1,15 @@
 // dpo-coordinator: the job service. Accepts job specs over gRPC (dpoctl is its client), keeps
 // them in SQLite, runs each as a worker group (dpo-worker, or an mpirun of them), and serves
 // Prometheus metrics.
+//   dpo-coordinator [--listen ADDR] [--db FILE] [--work-dir DIR] [--tls-cert PEM --tls-key PEM] ...
+//   dpo-coordinator token add NAME [--admin] | token list | token revoke NAME  [--db FILE]
+// (--help lists every flag and its default.) Exit status (docs/cli.md): 0 when stopped by SIGINT
+// or SIGTERM, or the token command is done; 1 when the database, a TLS file or the address
+// cannot be used, or a token command fails (a name taken, no token to revoke); 2 on bad usage,
+// including a --listen address other than loopback without a user token and TLS.
 #include <signal.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -13,12 +18,13 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
-#include "common/config/memory_plan.h"
+#include "common/util/cli.h"
 #include "common/util/path_util.h"
 #include "coordinator/job_runner.h"
 #include "coordinator/job_service.h"
@@ -27,55 +33,6 @@
 #include "coordinator/token_store.h"
 
 namespace {
-
-constexpr const char* kUsage =
-    "usage: dpo-coordinator [--listen ADDR] [--db FILE] [--work-dir DIR] [--metrics-listen PORT]\n"
-    "                       [--tls-cert PEM --tls-key PEM] [--require-auth]\n"
-    "                       [--read-root DIR]... [--write-root DIR]\n"
-    "                       [--max-queued-per-user N] [--max-rps-per-user R]\n"
-    "                       [--worker PATH] [--launcher \"mpirun -np N ...\"] [--slots N]\n"
-    "                       [--gpus-per-slot N] [--ranks-per-group N] [--gpu-memory-gib G]\n"
-    "                       [--max-retries N] [--retry-backoff-ms MS] [--prepare-timeout-ms MS]\n"
-    "                       [--stop-grace-ms MS]\n"
-    "       dpo-coordinator token add NAME [--admin] | token list | token revoke NAME  [--db FILE]\n"
-    "  --listen          gRPC address (default 127.0.0.1:50051; port 0 picks a free one). Any\n"
-    "                    other than loopback needs a token (token add) and --tls-cert/--tls-key\n"
-    "  --db              SQLite job database, also holding the users' token hashes\n"
-    "                    (default dpo-coordinator.db)\n"
-    "  --work-dir        per-job spec and log folders (default dpo-jobs)\n"
-    "  --metrics-listen  Prometheus /metrics, civetweb syntax (default 127.0.0.1:9464; port 0\n"
-    "                    picks one)\n"
-    "  --tls-cert, --tls-key  PEM certificate chain and private key: serve gRPC over TLS\n"
-    "  --require-auth    every call needs a token, even while none exists (default: needed as\n"
-    "                    soon as one exists; until then every caller on loopback is the admin)\n"
-    "  --read-root       a directory specs may read data, models and tokenizers from; repeatable\n"
-    "                    (default: none, reads unconfined)\n"
-    "  --write-root      every output.dir and data.prepared_dir must be in <DIR>/<user> (an\n"
-    "                    admin's: in DIR) (default: none, writes unconfined)\n"
-    "  --max-queued-per-user  queued jobs per user; more are RESOURCE_EXHAUSTED (default 100)\n"
-    "  --max-rps-per-user     calls per second per user, bursts of twice that; more are\n"
-    "                    RESOURCE_EXHAUSTED (default 50; 0: no limit)\n"
-    "  --worker          dpo-worker binary (default: the one beside this program)\n"
-    "  --launcher        words put before the worker, e.g. \"mpirun -np 8\" (default: none)\n"
-    "  --slots           jobs run at once, one worker group each (default 1)\n"
-    "  --gpus-per-slot   GPUs of each group: group s gets CUDA_VISIBLE_DEVICES s*N..s*N+N-1\n"
-    "                    (default 0: devices untouched)\n"
-    "  --ranks-per-group ranks of each worker group, as the launcher starts them (default 1)\n"
-    "  --gpu-memory-gib  memory of one GPU: a job whose train.sharding mode needs more per rank\n"
-    "                    on --ranks-per-group ranks is refused at submission (default: no check)\n"
-    "  --max-retries     launches after a failure a retry can fix (a rank killed by a signal,\n"
-    "                    a lost rank, a collective timeout), per job (default 2)\n"
-    "  --retry-backoff-ms  the n-th retry waits this * 2^(n-1) (default 5000)\n"
-    "  --prepare-timeout-ms  a job's data preparation is stopped, and the job failed, after\n"
-    "                    this long (default 3600000)\n"
-    "  --stop-grace-ms   at shutdown, how long running groups get to checkpoint and exit on\n"
-    "                    SIGTERM; those still running are left to the next coordinator\n"
-    "                    (default 8000)\n"
-    "Runs until SIGINT or SIGTERM; running worker groups are then sent SIGTERM (they checkpoint)\n"
-    "and requeued, to resume from their latest checkpoint when the coordinator starts again;\n"
-    "a group still running --stop-grace-ms later is left running and adopted by the next\n"
-    "coordinator. One coordinator per database: a second one on the same --db refuses to start.\n"
-    "In-flight calls get 1 s to finish, so that the coordinator is gone within 10 s of SIGTERM.\n";
 
 std::string BesideThisProgram(const std::string& name) {
   char self[PATH_MAX];
@@ -91,22 +48,6 @@ std::vector<std::string> Words(const std::string& text) {
   return words;
 }
 
-// The flags the memory check reads are parsed strictly: a threshold misread from "8o" would turn
-// away every job, or none. Prints the problem; returns the usage exit status.
-// A whole decimal number >= 0 (below 2^31), or nullopt.
-std::optional<int64_t> ParseCount(const std::string& value) {
-  int64_t n = 0;
-  const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), n);
-  if (error != std::errc() || end != value.data() + value.size() || n < 0 || n > INT32_MAX) return std::nullopt;
-  return n;
-}
-
-int BadNumber(const std::string& flag, const char* expected, const std::string& value) {
-  std::fprintf(stderr, "dpo-coordinator: %s: expected %s, got \"%s\"\n%s", flag.c_str(), expected,
-               value.c_str(), kUsage);
-  return 2;
-}
-
 // Whether gRPC address `listen` (host:port, [v6]:port or unix:path) is reachable from this
 // machine only.
 bool IsLoopback(const std::string& listen) {
@@ -116,123 +57,163 @@ bool IsLoopback(const std::string& listen) {
   return host == "localhost" || host == "::1" || host.starts_with("127.");
 }
 
-// dpo-coordinator token add NAME [--admin] | list | revoke NAME, each [--db FILE].
-int TokenCommand(std::vector<std::string> args) {
-  std::string db = "dpo-coordinator.db";
+// The `token` commands: `add` prints the new token (shown this once; only its hash is kept),
+// `list` the names (admins marked), `revoke` fails when the name has no token.
+struct TokenCommand {
+  CLI::App* add = nullptr;
+  CLI::App* list = nullptr;  // neither: revoke
+  std::string name;
   bool admin = false;
-  for (size_t i = 0; i < args.size();) {
-    if (args[i] == "--db" && i + 1 < args.size()) {
-      db = args[i + 1];
-      args.erase(args.begin() + i, args.begin() + i + 2);
-    } else if (args[i] == "--admin") {
-      admin = true;
-      args.erase(args.begin() + i);
-    } else {
-      ++i;
+
+  int Run(const std::string& db) const {
+    dpo::TokenStore tokens(db);
+    if (add->parsed()) {
+      std::printf("%s\n", tokens.Add(name, admin).c_str());
+    } else if (list->parsed()) {
+      for (const dpo::TokenInfo& t : tokens.List()) std::printf("%s%s\n", t.name.c_str(), t.admin ? " admin" : "");
+    } else if (!tokens.Revoke(name)) {
+      std::fprintf(stderr, "dpo-coordinator: token revoke: no token for \"%s\"\n", name.c_str());
+      return dpo::cli::kExitFailure;
     }
+    return dpo::cli::kExitOk;
   }
-  dpo::TokenStore tokens(db);
-  if (args.size() == 2 && args[0] == "add") {
-    // The token is shown this once; only its hash is kept.
-    std::printf("%s\n", tokens.Add(args[1], admin).c_str());
-    return 0;
-  }
-  if (args.size() == 1 && args[0] == "list" && !admin) {
-    for (const dpo::TokenInfo& t : tokens.List()) {
-      std::printf("%s%s\n", t.name.c_str(), t.admin ? " admin" : "");
-    }
-    return 0;
-  }
-  if (args.size() == 2 && args[0] == "revoke" && !admin) {
-    if (tokens.Revoke(args[1])) return 0;
-    std::fprintf(stderr, "dpo-coordinator: token revoke: no token for \"%s\"\n", args[1].c_str());
-    return 1;
-  }
-  std::fputs(kUsage, stderr);
-  return 2;
-}
+};
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc >= 2 && std::string(argv[1]) == "token") {
-    try {
-      return TokenCommand(std::vector<std::string>(argv + 2, argv + argc));
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "dpo-coordinator: %s\n", e.what());
-      return 1;
-    }
-  }
+  CLI::App app("The job service: accepts job specs over gRPC (dpoctl is its client), keeps them in\n"
+               "SQLite, runs each as a worker group (dpo-worker, or an mpirun of them), and serves\n"
+               "Prometheus metrics.",
+               "dpo-coordinator");
+  app.footer(
+      "Runs until SIGINT or SIGTERM; running worker groups are then sent SIGTERM (they checkpoint)\n"
+      "and requeued, to resume from their latest checkpoint when the coordinator starts again;\n"
+      "a group still running --stop-grace-ms later is left running and adopted by the next\n"
+      "coordinator. One coordinator per database: a second one on the same --db refuses to start.\n"
+      "In-flight calls get 1 s to finish, so that the coordinator is gone within 10 s of SIGTERM.\n"
+      "Exit status: 0 stopped by a signal; 1 the database, a TLS file or the address cannot be used;\n"
+      "2 bad usage (a non-loopback --listen without a user token and TLS included).");
+  // Flags after a subcommand's own go to the app: `token list --db FILE`.
+  app.fallthrough();
+  app.require_subcommand(0, 1);
+  // A flag given twice takes its last value, as before CLI11: scripts append overrides.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::string listen = "127.0.0.1:50051", db = "dpo-coordinator.db", work_dir = "dpo-jobs";
   std::string metrics_listen = "127.0.0.1:9464", tls_cert, tls_key;
   dpo::JobRunnerOptions runner_options;
   dpo::JobServiceOptions service_options;
   runner_options.worker_binary = BesideThisProgram("dpo-worker");
   runner_options.prepare_binary = BesideThisProgram("dpo-prepare-job");
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    if (flag == "--require-auth") {
-      service_options.require_auth = true;
-      continue;
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "dpo-coordinator: %s needs a value\n%s", flag.c_str(), kUsage);
-      return 2;
-    }
-    const std::string value = argv[++i];
-    if (flag == "--listen") listen = value;
-    else if (flag == "--db") db = value;
-    else if (flag == "--work-dir") work_dir = value;
-    else if (flag == "--metrics-listen") metrics_listen = value;
-    else if (flag == "--tls-cert") tls_cert = value;
-    else if (flag == "--tls-key") tls_key = value;
-    else if (flag == "--read-root") service_options.roots.read.push_back(value);
-    else if (flag == "--write-root") service_options.roots.write = value;
-    else if (flag == "--max-queued-per-user") {
-      const auto n = dpo::ParseRanks(value);
-      if (!n) return BadNumber(flag, "an integer > 0", value);
-      service_options.max_queued_per_user = static_cast<int>(*n);
-    } else if (flag == "--max-rps-per-user") {
-      char* end = nullptr;
-      service_options.max_rps_per_user = std::strtod(value.c_str(), &end);
-      if (value.empty() || *end != '\0' || !(service_options.max_rps_per_user >= 0)) {
-        return BadNumber(flag, "requests per second >= 0", value);
-      }
-    }
-    else if (flag == "--worker") runner_options.worker_binary = value;
-    else if (flag == "--launcher") runner_options.launcher = Words(value);
-    else if (flag == "--slots") runner_options.slots = std::atoi(value.c_str());
-    else if (flag == "--gpus-per-slot") runner_options.gpus_per_slot = std::atoi(value.c_str());
-    else if (flag == "--max-retries" || flag == "--retry-backoff-ms" || flag == "--prepare-timeout-ms" ||
-             flag == "--stop-grace-ms") {
-      const auto n = ParseCount(value);
-      if (!n) return BadNumber(flag, "an integer >= 0", value);
-      if (flag == "--max-retries") runner_options.max_retries = static_cast<int>(*n);
-      else if (flag == "--retry-backoff-ms") runner_options.retry_backoff = std::chrono::milliseconds(*n);
-      else if (flag == "--prepare-timeout-ms") runner_options.prepare_timeout = std::chrono::milliseconds(*n);
-      else runner_options.stop_grace = std::chrono::milliseconds(*n);
-    }
-    else if (flag == "--ranks-per-group") {
-      const auto ranks = dpo::ParseRanks(value);
-      if (!ranks) return BadNumber(flag, "an integer > 0", value);
-      service_options.ranks_per_group = *ranks;
-    } else if (flag == "--gpu-memory-gib") {
-      service_options.gpu_memory_gib = dpo::ParseGib(value);
-      if (!service_options.gpu_memory_gib) return BadNumber(flag, "GiB > 0", value);
-    } else {
-      std::fprintf(stderr, "dpo-coordinator: unknown flag \"%s\"\n%s", flag.c_str(), kUsage);
-      return 2;
+  int64_t retry_backoff_ms = runner_options.retry_backoff.count();
+  int64_t prepare_timeout_ms = runner_options.prepare_timeout.count();
+  int64_t stop_grace_ms = runner_options.stop_grace.count();
+  double gpu_memory_gib = 0;
+  std::string launcher;
+
+  app.add_option("--db", db, "SQLite job database, also holding the users' token hashes")->capture_default_str();
+  CLI::Option* tls_cert_option =
+      app.add_option("--tls-cert", tls_cert, "PEM certificate chain: serve gRPC over TLS (with --tls-key)");
+  CLI::Option* tls_key_option = app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
+  tls_cert_option->needs(tls_key_option);
+  tls_key_option->needs(tls_cert_option);
+  // The serving flags; the token commands refuse them.
+  const std::vector<CLI::Option*> serving = {
+      app.add_option("--listen", listen,
+                     "gRPC address (port 0 picks a free one). Any other than loopback needs a token\n"
+                     "(token add) and --tls-cert/--tls-key")
+          ->capture_default_str(),
+      app.add_option("--work-dir", work_dir, "per-job spec and log folders")->capture_default_str(),
+      app.add_option("--metrics-listen", metrics_listen, "Prometheus /metrics, civetweb syntax (port 0 picks one)")
+          ->capture_default_str(),
+      tls_cert_option,
+      tls_key_option,
+      app.add_flag("--require-auth", service_options.require_auth,
+                   "every call needs a token, even while none exists (default: needed as soon as\n"
+                   "one exists; until then every caller on loopback is the admin)"),
+      app.add_option("--read-root", service_options.roots.read,
+                     "a directory specs may read data, models and tokenizers from; repeatable\n"
+                     "(default: none, reads unconfined)")
+          ->allow_extra_args(false)
+          ->take_all(),
+      app.add_option("--write-root", service_options.roots.write,
+                     "every output.dir and data.prepared_dir must be in <DIR>/<user> (an admin's: in\n"
+                     "DIR) (default: none, writes unconfined)"),
+      app.add_option("--max-queued-per-user", service_options.max_queued_per_user,
+                     "queued jobs per user; more are RESOURCE_EXHAUSTED")
+          ->check(dpo::cli::Integer(1))
+          ->capture_default_str(),
+      app.add_option("--max-rps-per-user", service_options.max_rps_per_user,
+                     "calls per second per user, bursts of twice that; more are RESOURCE_EXHAUSTED\n"
+                     "(0: no limit)")
+          ->check(dpo::cli::Real(0, true))
+          ->capture_default_str(),
+      app.add_option("--worker", runner_options.worker_binary,
+                     "dpo-worker binary (default: the one beside this program)"),
+      app.add_option("--launcher", launcher, "words put before the worker, e.g. \"mpirun -np 8\" (default: none)"),
+      app.add_option("--slots", runner_options.slots, "jobs run at once, one worker group each")
+          ->check(dpo::cli::Integer(1))
+          ->capture_default_str(),
+      app.add_option("--gpus-per-slot", runner_options.gpus_per_slot,
+                     "GPUs of each group: group s gets CUDA_VISIBLE_DEVICES s*N..s*N+N-1\n"
+                     "(0: devices untouched)")
+          ->check(dpo::cli::Integer(0))
+          ->capture_default_str(),
+      app.add_option("--ranks-per-group", service_options.ranks_per_group,
+                     "ranks of each worker group, as the launcher starts them")
+          ->check(dpo::cli::Integer(1))
+          ->capture_default_str(),
+      app.add_option("--gpu-memory-gib", gpu_memory_gib,
+                     "memory of one GPU: a job whose train.sharding mode needs more per rank on\n"
+                     "--ranks-per-group ranks is refused at submission (default: no check)")
+          ->check(dpo::cli::Real(0, false)),
+      app.add_option("--max-retries", runner_options.max_retries,
+                     "launches after a failure a retry can fix (a rank killed by a signal, a lost\n"
+                     "rank, a collective timeout), per job")
+          ->check(dpo::cli::Integer(0))
+          ->capture_default_str(),
+      app.add_option("--retry-backoff-ms", retry_backoff_ms, "the n-th retry waits this * 2^(n-1)")
+          ->check(dpo::cli::Integer(0))
+          ->capture_default_str(),
+      app.add_option("--prepare-timeout-ms", prepare_timeout_ms,
+                     "a job's data preparation is stopped, and the job failed, after this long")
+          ->check(dpo::cli::Integer(0))
+          ->capture_default_str(),
+      app.add_option("--stop-grace-ms", stop_grace_ms,
+                     "at shutdown, how long running groups get to checkpoint and exit on SIGTERM;\n"
+                     "those still running are left to the next coordinator")
+          ->check(dpo::cli::Integer(0))
+          ->capture_default_str(),
+  };
+
+  CLI::App* token =
+      app.add_subcommand("token", "the service's users, in --db: token add NAME [--admin] | list | revoke NAME");
+  token->require_subcommand(1);
+  token->footer("Exit status: 0 done; 1 the database cannot be used, the name is taken or not a valid\n"
+                "name, or it has no token to revoke; 2 bad usage.");
+  for (CLI::Option* option : serving) token->excludes(option);
+  TokenCommand command;
+  command.add = token->add_subcommand("add", "prints a new bearer token for NAME, once (only its SHA-256 is stored)");
+  command.add->add_option("NAME", command.name, "the user")->required();
+  command.add->add_flag("--admin", command.admin, "the user may see and cancel every user's jobs");
+  command.list = token->add_subcommand("list", "the users, admins marked");
+  CLI::App* revoke = token->add_subcommand("revoke", "removes NAME's token");
+  revoke->add_option("NAME", command.name, "the user")->required();
+  if (const auto exit = dpo::cli::Parse(app, argc, argv)) return *exit;
+  if (token->parsed()) {
+    try {
+      return command.Run(db);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "dpo-coordinator: %s\n", e.what());
+      return dpo::cli::kExitFailure;
     }
   }
   runner_options.work_dir = work_dir;
-  if (tls_cert.empty() != tls_key.empty()) {
-    std::fprintf(stderr, "dpo-coordinator: --tls-cert and --tls-key go together\n%s", kUsage);
-    return 2;
-  }
+  runner_options.launcher = Words(launcher);
+  runner_options.retry_backoff = std::chrono::milliseconds(retry_backoff_ms);
+  runner_options.prepare_timeout = std::chrono::milliseconds(prepare_timeout_ms);
+  runner_options.stop_grace = std::chrono::milliseconds(stop_grace_ms);
+  if (gpu_memory_gib > 0) service_options.gpu_memory_gib = gpu_memory_gib;
 
   // Signals are taken by sigwait below, on this thread: block them before any thread starts.
   sigset_t stop_signals;
@@ -248,7 +229,7 @@ int main(int argc, char** argv) {
       if (!tokens.Any() || tls_cert.empty()) {
         std::fprintf(stderr, "dpo-coordinator: --listen %s is not a loopback address: it needs a "
                      "user token (dpo-coordinator token add NAME) and --tls-cert/--tls-key\n", listen.c_str());
-        return 2;
+        return dpo::cli::kExitUsage;
       }
       service_options.require_auth = true;
     }
@@ -282,7 +263,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
     if (!server || port == 0) {
       std::fprintf(stderr, "dpo-coordinator: cannot listen on %s\n", listen.c_str());
-      return 1;
+      return dpo::cli::kExitFailure;
     }
     std::printf("dpo-coordinator: grpc port %d, metrics port %d\n", port, metrics.port());
     std::fflush(stdout);
@@ -294,7 +275,7 @@ int main(int argc, char** argv) {
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dpo-coordinator: %s\n", e.what());
-    return 1;
+    return dpo::cli::kExitFailure;
   }
-  return 0;
+  return dpo::cli::kExitOk;
 }
