@@ -15,6 +15,9 @@
 // IN.mode = "pipeline": options, hidden / weight (policy), ref_hidden / ref_weight, input_ids,
 //   completion_mask ([2B, T]), chunk_tokens: log-probs then loss, as a training step runs them.
 //   OUT: loss, chosen_rewards, rejected_rewards, grad_weight, metrics.
+//
+// Exit status (docs/cli.md): 0 OUT written; 1 IN cannot be read or holds bad tensors or options;
+// 2 bad usage.
 #include <torch/torch.h>
 
 #include <fstream>
@@ -25,6 +28,7 @@
 #include "common/config/job_spec.h"
 #include "common/loss/dpo_loss.h"
 #include "common/loss/sequence_logps.h"
+#include "common/util/cli.h"
 #include "common/util/error.h"
 
 namespace dpo {
@@ -163,12 +167,18 @@ json RunPipeline(const json& in) {
 }
 
 int Main(int argc, char** argv) {
-  if (argc != 3) {
-    std::cerr << "usage: dpo-loss-check IN.json OUT.json\n";
-    return 2;
-  }
-  std::ifstream file(argv[1]);
-  if (!file) Fail(argv[1], "cannot open");
+  CLI::App app("Runs the loss area on tensors given as JSON and writes the results, for the oracle\n"
+               "tests (tests/oracle/test_logps.py, test_losses.py). IN.mode is \"logps\", \"loss\" or\n"
+               "\"pipeline\"; the header of common/loss/dpo_loss_check.cc lists their fields.",
+               "dpo-loss-check");
+  std::string in_path, out_path;
+  app.add_option("IN.json", in_path, "the mode and its tensors ({shape, data, dtype})")->required();
+  app.add_option("OUT.json", out_path, "the results, written")->required();
+  app.footer("Exit status: 0 OUT written; 1 IN cannot be read or holds bad tensors or options; 2 bad\n"
+             "usage.");
+  if (const auto exit = cli::Parse(app, argc, argv)) return *exit;
+  std::ifstream file(in_path);
+  if (!file) Fail(in_path, "cannot open");
   const json in = json::parse(file);
   const std::string mode = in.value("mode", "");
   json out;
@@ -179,11 +189,11 @@ int Main(int argc, char** argv) {
   } else if (mode == "pipeline") {
     out = RunPipeline(in);
   } else {
-    Fail(std::string(argv[1]) + ": mode",
+    Fail(in_path + ": mode",
          "expected \"logps\", \"loss\" or \"pipeline\", got \"" + mode + "\"");
   }
-  std::ofstream(argv[2]) << out.dump();
-  return 0;
+  std::ofstream(out_path) << out.dump();
+  return cli::kExitOk;
 }
 
 }  // namespace
@@ -194,6 +204,6 @@ int main(int argc, char** argv) {
     return dpo::Main(argc, argv);
   } catch (const std::exception& e) {
     std::cerr << "dpo-loss-check: " << e.what() << "\n";
-    return 1;
+    return dpo::cli::kExitFailure;
   }
 }

@@ -1,5 +1,5 @@
 // dpo-model-check: drives the model from the command line for the oracle tests and the GPU
-// machine's precision check.
+// machine's precision check. One command (a CLI11 subcommand; `dpo-model-check CMD --help`):
 //
 //   dpo-model-check logits --model DIR --ids IN.safetensors --out OUT.safetensors
 //                          [--dtype float32|bfloat16|float16] [--checkpointing]
@@ -16,9 +16,14 @@
 //   dpo-model-check init --config config.json --seed N --out DIR [--dtype D] [--max-shard-bytes N]
 //       Saves a randomly initialized model.
 //   dpo-model-check precision [--device cpu|cuda|cuda:N]
-//       Prints the bf16-vs-fp32 and device-vs-CPU table; exit status 1 if a row fails.
+//       Prints the bf16-vs-fp32 and device-vs-CPU table.
+//
+// Exit status (docs/cli.md): 0 success; 1 the command failed (a file that cannot be read, a
+// missing tensor, a precision row out of tolerance); 2 bad usage.
 #include <cstdio>
-#include <map>
+#include <cstdint>
+#include <limits>
+#include <optional>
 #include <string>
 
 #include <torch/torch.h>
@@ -26,38 +31,21 @@
 #include "common/model/checkpoint_io.h"
 #include "common/model/precision_check.h"
 #include "common/model/pretrained.h"
+#include "common/util/cli.h"
 #include "common/util/error.h"
 
 namespace dpo {
 namespace {
 
-class Args {
- public:
-  Args(int argc, char** argv) {
-    for (int i = 2; i < argc; ++i) {
-      std::string key = argv[i];
-      if (key.rfind("--", 0) != 0) Fail("arguments", "unexpected '" + key + "'");
-      if (key == "--checkpointing") {
-        values_[key] = "1";
-      } else {
-        if (i + 1 >= argc) Fail("arguments", key + " needs a value");
-        values_[key] = argv[++i];
-      }
-    }
-  }
-  std::string Get(const std::string& key) const {
-    auto it = values_.find(key);
-    if (it == values_.end()) Fail("arguments", "missing " + key);
-    return it->second;
-  }
-  std::string Get(const std::string& key, const std::string& fallback) const {
-    auto it = values_.find(key);
-    return it == values_.end() ? fallback : it->second;
-  }
-  bool Has(const std::string& key) const { return values_.count(key) != 0; }
-
- private:
-  std::map<std::string, std::string> values_;
+// The flags of every command; each command reads only its own.
+struct Flags {
+  std::string model, ids, out, config;
+  std::string device = "cpu";
+  std::string dtype;  // Default: "" = float32 for logits, the model's own dtype for save and init.
+  std::string span_attention = "auto";
+  bool checkpointing = false;
+  uint64_t seed = 0;
+  std::optional<int64_t> max_shard_bytes;  // Default: SaveOptions' own.
 };
 
 torch::ScalarType Dtype(const std::string& name) {
@@ -67,11 +55,10 @@ torch::ScalarType Dtype(const std::string& name) {
   Fail("--dtype", "expected float32, bfloat16 or float16, got '" + name + "'");
 }
 
-SaveOptions SaveOptionsFrom(const Args& args) {
+SaveOptions SaveOptionsFrom(const Flags& flags) {
   SaveOptions options;
-  if (args.Has("--dtype")) options.dtype = Dtype(args.Get("--dtype"));
-  if (args.Has("--max-shard-bytes"))
-    options.max_shard_bytes = std::stoll(args.Get("--max-shard-bytes"));
+  if (!flags.dtype.empty()) options.dtype = Dtype(flags.dtype);
+  if (flags.max_shard_bytes) options.max_shard_bytes = *flags.max_shard_bytes;
   return options;
 }
 
@@ -103,28 +90,28 @@ ModelInputs ReadInputs(const CheckpointReader& file) {
 }
 
 // The model of --model in `dtype`, set up as --checkpointing and --span-attention say.
-std::shared_ptr<CausalLM> LoadModel(const Args& args, torch::ScalarType dtype) {
-  auto model = LoadPretrained(args.Get("--model"), dtype);
-  model->SetActivationCheckpointing(args.Has("--checkpointing"));
-  model->SetSpanAttention(SpanAttentionMode(args.Get("--span-attention", "auto")));
+std::shared_ptr<CausalLM> LoadModel(const Flags& flags, torch::ScalarType dtype) {
+  auto model = LoadPretrained(flags.model, dtype);
+  model->SetActivationCheckpointing(flags.checkpointing);
+  model->SetSpanAttention(SpanAttentionMode(flags.span_attention));
   return model;
 }
 
-int Logits(const Args& args) {
-  auto model = LoadModel(args, Dtype(args.Get("--dtype", "float32")));
-  CheckpointReader file(args.Get("--ids"));
+int Logits(const Flags& flags) {
+  auto model = LoadModel(flags, flags.dtype.empty() ? torch::kFloat32 : Dtype(flags.dtype));
+  CheckpointReader file(flags.ids);
   ModelInputs in = ReadInputs(file);
   torch::NoGradGuard no_grad;
   torch::Tensor hidden = model->Hidden(in.ids, in.positions, in.spans);
   torch::Tensor logits = torch::linear(hidden, model->lm_head_weight());
-  WriteTensors(args.Get("--out"),
+  WriteTensors(flags.out,
                {{"logits", logits.to(torch::kFloat32)}, {"hidden", hidden.to(torch::kFloat32)}});
-  return 0;
+  return cli::kExitOk;
 }
 
-int Grads(const Args& args) {
-  auto model = LoadModel(args, torch::kFloat32);
-  CheckpointReader file(args.Get("--ids"));
+int Grads(const Flags& flags) {
+  auto model = LoadModel(flags, torch::kFloat32);
+  CheckpointReader file(flags.ids);
   ModelInputs in = ReadInputs(file);
   torch::Tensor labels = file.Read("labels", torch::kInt64);
   torch::Tensor mask = labels.ne(-100);
@@ -137,48 +124,101 @@ int Grads(const Args& args) {
   loss.backward();
   NamedTensors out{{"loss", loss.detach()}};
   for (const auto& p : model->named_parameters()) out.emplace_back(p.key(), p.value().grad());
-  WriteTensors(args.Get("--out"), out);
-  return 0;
+  WriteTensors(flags.out, out);
+  return cli::kExitOk;
 }
 
-int Save(const Args& args) {
-  const std::string source = args.Get("--model");
-  auto model = LoadPretrained(source, torch::kFloat32);
-  SaveOptions options = SaveOptionsFrom(args);
-  options.tokenizer_dir = source;
-  SavePretrained(*model, args.Get("--out"), options);
-  return 0;
+int Save(const Flags& flags) {
+  auto model = LoadPretrained(flags.model, torch::kFloat32);
+  SaveOptions options = SaveOptionsFrom(flags);
+  options.tokenizer_dir = flags.model;
+  SavePretrained(*model, flags.out, options);
+  return cli::kExitOk;
 }
 
-int Init(const Args& args) {
-  ModelConfig config = ModelConfig::FromJsonFile(args.Get("--config"));
-  auto model = RandomInit(config, std::stoull(args.Get("--seed")));
-  SavePretrained(*model, args.Get("--out"), SaveOptionsFrom(args));
-  return 0;
+int Init(const Flags& flags) {
+  ModelConfig config = ModelConfig::FromJsonFile(flags.config);
+  auto model = RandomInit(config, flags.seed);
+  SavePretrained(*model, flags.out, SaveOptionsFrom(flags));
+  return cli::kExitOk;
 }
 
-int Precision(const Args& args) {
-  std::string name = args.Get("--device", "cpu");
-  torch::Device device(name);
+int Precision(const Flags& flags) {
+  torch::Device device(flags.device);
   if (device.is_cuda() && !torch::cuda::is_available()) Fail("--device", "CUDA is not available");
   auto rows = RunPrecisionChecks(device);
   std::fputs(FormatPrecisionTable(rows).c_str(), stdout);
   for (const auto& r : rows) {
-    if (!r.pass()) return 1;
+    if (!r.pass()) return cli::kExitFailure;
   }
-  return 0;
+  return cli::kExitOk;
+}
+
+// --dtype on `command`; `fallback` names what its absence means.
+void AddDtype(CLI::App& command, Flags& flags, const std::string& fallback) {
+  command.add_option("--dtype", flags.dtype, "the weights' dtype (default: " + fallback + ")")
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
+}
+
+// The flags of logits and grads: the model, its inputs and outputs, and how it runs.
+void AddModelRun(CLI::App& command, Flags& flags, const std::string& out) {
+  command.add_option("--model", flags.model, "a Hugging Face model directory")->type_name("DIR")->required();
+  command.add_option("--ids", flags.ids,
+                     "input_ids [B,T] int64, optional position_ids and spans [N,5] (row, offset,\n"
+                     "length, prefix_offset, prefix_length) for packed rows")
+      ->type_name("IN.safetensors")
+      ->required();
+  command.add_option("--out", flags.out, out)->type_name("OUT.safetensors")->required();
+  command.add_flag("--checkpointing", flags.checkpointing, "activation checkpointing per layer");
+  command.add_option("--span-attention", flags.span_attention, "the attention of packed rows' spans")
+      ->check(CLI::IsMember({"auto", "per-span", "mask"}))
+      ->capture_default_str();
+}
+
+// The flags of save and init: where and how the model is written.
+void AddSave(CLI::App& command, Flags& flags) {
+  command.add_option("--out", flags.out, "the model directory written")->type_name("DIR")->required();
+  AddDtype(command, flags, "the model's own");
+  command.add_option("--max-shard-bytes", flags.max_shard_bytes,
+                     "above this many bytes of weights, shard the checkpoint (default 5 GiB)")
+      ->type_name("N")
+      ->check(cli::Integer(1, std::numeric_limits<int64_t>::max()));
 }
 
 int Main(int argc, char** argv) {
-  if (argc < 2) Fail("usage", "dpo-model-check logits|save|init|precision [--flag value ...]");
-  const std::string command = argv[1];
-  Args args(argc, argv);
-  if (command == "logits") return Logits(args);
-  if (command == "grads") return Grads(args);
-  if (command == "save") return Save(args);
-  if (command == "init") return Init(args);
-  if (command == "precision") return Precision(args);
-  Fail("usage", "unknown command '" + command + "'");
+  CLI::App app("Drives the model from the command line for the oracle tests and the GPU machine's\n"
+               "precision check.",
+               "dpo-model-check");
+  app.require_subcommand(1);
+  Flags flags;
+  CLI::App* logits = app.add_subcommand("logits", "writes \"logits\" [B,T,V] and \"hidden\" [B,T,H] as float32");
+  AddModelRun(*logits, flags, "gets logits and hidden");
+  AddDtype(*logits, flags, "float32");
+  CLI::App* grads = app.add_subcommand(
+      "grads", "writes \"loss\" = the sum of log p(label) over IN's \"labels\" [B,T] (-100 = ignored),\n"
+               "and every parameter's gradient of it, by its HF name");
+  AddModelRun(*grads, flags, "gets loss and the gradients");
+  CLI::App* save = app.add_subcommand("save", "loads and saves again (tokenizer files copied from the source)");
+  save->add_option("--model", flags.model, "a Hugging Face model directory")->type_name("DIR")->required();
+  AddSave(*save, flags);
+  CLI::App* init = app.add_subcommand("init", "saves a randomly initialized model");
+  init->add_option("--config", flags.config, "the model's config.json")->type_name("FILE")->required();
+  init->add_option("--seed", flags.seed, "the initialization's seed")
+      ->type_name("N")
+      ->check(cli::Integer(0, std::numeric_limits<int64_t>::max()))
+      ->required();
+  AddSave(*init, flags);
+  CLI::App* precision = app.add_subcommand("precision", "prints the bf16-vs-fp32 and device-vs-CPU table");
+  precision->add_option("--device", flags.device, "cpu, cuda or cuda:N")->capture_default_str();
+  app.footer("Exit status: 0 success; 1 the command failed (a file that cannot be read, a missing\n"
+             "tensor, a precision row out of tolerance); 2 bad usage. `dpo-model-check CMD --help`\n"
+             "lists a command's flags.");
+  if (const auto exit = cli::Parse(app, argc, argv)) return *exit;
+  if (*logits) return Logits(flags);
+  if (*grads) return Grads(flags);
+  if (*save) return Save(flags);
+  if (*init) return Init(flags);
+  return Precision(flags);
 }
 
 }  // namespace
@@ -189,6 +229,6 @@ int main(int argc, char** argv) {
     return dpo::Main(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dpo-model-check: %s\n", e.what());
-    return 2;
+    return dpo::cli::kExitFailure;
   }
 }
