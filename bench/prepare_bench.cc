@@ -53,6 +53,7 @@ int Main(int argc, char** argv) {
                "identical), then reports one epoch's share of padding in padded batches without and\n"
                "with length grouping, and the tokens a packed layout saves.",
                "prepare_bench");
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: its last value
   std::string tokenizer_path = "../shared/tokenizers/qwen3";
   std::string data_path = "../shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
   size_t max_length = 1024, batch = 8;

@@ -44,6 +44,7 @@ int Main(int argc, char** argv) {
                "load report, pairs/s, and with --batch-size the padding fraction of one epoch's\n"
                "padded batches with and without length grouping.",
                "dpo-prepare");
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: its last value
   std::string tokenizer_path, data_path, out_path;
   PrepareOptions options;
   std::string truncation_mode = "keep_start", on_error = "fail", implicit_prompt = "assistant_turn";
