@@ -79,7 +79,7 @@ void Run(dpo::ProcessGroup& group, Op op, const Buffers& b) {
 
 int main(int argc, char** argv) {
   dpo::MpiSession mpi(&argc, &argv);
-  CLI::App app("Validates and times the trainer's collectives (all-reduce, all-gather, reduce-scatter)\n"
+  dpo::cli::App app("Validates and times the trainer's collectives (all-reduce, all-gather, reduce-scatter)\n"
                "on fp32 buffers of --min-bytes to --max-bytes (x4 steps), nccl-tests style; rank 0\n"
                "prints one JSON line per collective and size. Run under mpirun, one rank per process.",
                "allreduce-bench");

@@ -31,7 +31,7 @@ double MaxRssMb() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app("Peak host memory of one forward + backward of the completion log-probs over random\n"
+  dpo::cli::App app("Peak host memory of one forward + backward of the completion log-probs over random\n"
                "inputs of the given shape; prints one JSON line. Run each configuration in its own\n"
                "process (bench/logps_memory.sh does).",
                "logps-memory-bench");

@@ -49,11 +49,10 @@ Padding EpochPadding(const PreparedDataset& data, const CollateOptions& collate,
 }
 
 int Main(int argc, char** argv) {
-  CLI::App app("Prepares a data set with 1 thread and with every core (pairs/s each, outputs checked\n"
+  dpo::cli::App app("Prepares a data set with 1 thread and with every core (pairs/s each, outputs checked\n"
                "identical), then reports one epoch's share of padding in padded batches without and\n"
                "with length grouping, and the tokens a packed layout saves.",
                "prepare_bench");
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: its last value
   std::string tokenizer_path = "../shared/tokenizers/qwen3";
   std::string data_path = "../shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
   size_t max_length = 1024, batch = 8;

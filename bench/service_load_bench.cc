@@ -191,12 +191,11 @@ class LoadRun {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app("N concurrent clients, each on its own TLS connection, call one JobService method for a\n"
+  dpo::cli::App app("N concurrent clients, each on its own TLS connection, call one JobService method for a\n"
                "while; prints one JSON line with the sustained rate and the latency percentiles.",
                "service_load_bench");
   app.footer("Exit status: 0 no call failed; 1 a call failed (the first error is on stderr) or a file\n"
              "cannot be read; 2 bad usage.");
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: its last value
   std::string server, ca_cert, token, method, spec_path;
   int clients = 64;
   double seconds = 5, rate = 0;

@@ -82,7 +82,7 @@ struct TokenCommand {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app("The job service: accepts job specs over gRPC (dpoctl is its client), keeps them in\n"
+  dpo::cli::App app("The job service: accepts job specs over gRPC (dpoctl is its client), keeps them in\n"
                "SQLite, runs each as a worker group (dpo-worker, or an mpirun of them), and serves\n"
                "Prometheus metrics.",
                "dpo-coordinator");
@@ -98,7 +98,6 @@ int main(int argc, char** argv) {
   app.fallthrough();
   app.require_subcommand(0, 1);
   // A flag given twice takes its last value, as before CLI11: scripts append overrides.
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::string listen = "127.0.0.1:50051", db = "dpo-coordinator.db", work_dir = "dpo-jobs";
   std::string metrics_listen = "127.0.0.1:9464", tls_cert, tls_key;
   dpo::JobRunnerOptions runner_options;

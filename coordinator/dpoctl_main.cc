@@ -231,7 +231,7 @@ int List(Client& client, int limit) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app("The command-line client of dpo-coordinator's JobService.", "dpoctl");
+  dpo::cli::App app("The command-line client of dpo-coordinator's JobService.", "dpoctl");
   app.footer(
       "The token comes from --token-file, else $DPO_TOKEN, else ~/.config/dpo/token (which must\n"
       "not be readable by group or others); with none, calls carry no token (a coordinator in\n"
@@ -241,7 +241,6 @@ int main(int argc, char** argv) {
   // The options above may also come after the command: `dpoctl list --server HOST:PORT`.
   app.fallthrough();
   app.require_subcommand(1);
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: its last value
   std::string server = "localhost:50051", ca_cert, token_file;
   app.add_option("--server", server, "the coordinator, HOST:PORT")->envname("DPO_COORDINATOR")->capture_default_str();
   app.add_option("--ca-cert", ca_cert, "speak TLS, trusting this CA's PEM certificate");

@@ -16,7 +16,7 @@
 #include "common/util/error.h"
 
 int main(int argc, char** argv) {
-  CLI::App app("Tokenizes a resolved job spec's data sets into their prepared files, as the worker\n"
+  dpo::cli::App app("Tokenizes a resolved job spec's data sets into their prepared files, as the worker\n"
                "would; dpo-coordinator runs it once per job.",
                "dpo-prepare-job");
   std::string spec_path;

@@ -45,7 +45,7 @@ struct Args {
 
 // Fills `args` from the command line; the status to exit with when the program should not go on.
 std::optional<int> ParseArgs(int argc, char** argv, Args& args) {
-  CLI::App app("Scores preference pairs (.jsonl/.jsonl.gz, TRL formats) by the implicit DPO reward\n"
+  dpo::cli::App app("Scores preference pairs (.jsonl/.jsonl.gz, TRL formats) by the implicit DPO reward\n"
                "beta * (log pi(y|x) - log pi_ref(y|x)): one JSON line per pair in --output, a\n"
                "summary (accuracy, mean margin) as one JSON object on stdout.",
                "dpo-eval");

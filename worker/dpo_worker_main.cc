@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
   // Before the parsing: MPI_Init may take its own arguments out of argv. Under mpirun every rank
   // parses, so bad usage exits 2 on each.
   dpo::MpiSession mpi(&argc, &argv);
-  CLI::App app("Runs the DPO training job the spec describes (docs/job_spec.md): one process, or one\n"
+  dpo::cli::App app("Runs the DPO training job the spec describes (docs/job_spec.md): one process, or one\n"
                "rank per GPU or CPU process under mpirun. Metrics go to <output.dir>/metrics.jsonl.",
                "dpo-worker");
   std::string job_path, plan_path;

@@ -40,11 +40,10 @@ double EpochPaddingFraction(const PreparedDataset& data, const CollateOptions& c
 }
 
 int Main(int argc, char** argv) {
-  CLI::App app("Tokenizes a preference data set once into the binary file training maps; prints the\n"
+  dpo::cli::App app("Tokenizes a preference data set once into the binary file training maps; prints the\n"
                "load report, pairs/s, and with --batch-size the padding fraction of one epoch's\n"
                "padded batches with and without length grouping.",
                "dpo-prepare");
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: its last value
   std::string tokenizer_path, data_path, out_path;
   PrepareOptions options;
   std::string truncation_mode = "keep_start", on_error = "fail", implicit_prompt = "assistant_turn";

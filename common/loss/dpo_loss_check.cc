@@ -167,7 +167,7 @@ json RunPipeline(const json& in) {
 }
 
 int Main(int argc, char** argv) {
-  CLI::App app("Runs the loss area on tensors given as JSON and writes the results, for the oracle\n"
+  dpo::cli::App app("Runs the loss area on tensors given as JSON and writes the results, for the oracle\n"
                "tests (tests/oracle/test_logps.py, test_losses.py). IN.mode is \"logps\", \"loss\" or\n"
                "\"pipeline\"; the header of common/loss/dpo_loss_check.cc lists their fields.",
                "dpo-loss-check");

@@ -186,10 +186,9 @@ void AddSave(CLI::App& command, Flags& flags) {
 }
 
 int Main(int argc, char** argv) {
-  CLI::App app("Drives the model from the command line for the oracle tests and the GPU machine's\n"
+  dpo::cli::App app("Drives the model from the command line for the oracle tests and the GPU machine's\n"
                "precision check.",
                "dpo-model-check");
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: its last value
   app.require_subcommand(1);
   Flags flags;
   CLI::App* logits = app.add_subcommand("logits", "writes \"logits\" [B,T,V] and \"hidden\" [B,T,H] as float32");

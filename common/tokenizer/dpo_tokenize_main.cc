@@ -126,10 +126,9 @@ int Run(const Options& o) {
 
 int main(int argc, char** argv) {
   std::ios::sync_with_stdio(false);
-  CLI::App app("Encodes JSON lines {\"text\": ...} on stdin to {\"ids\": [...]} on stdout, one output line\n"
+  dpo::cli::App app("Encodes JSON lines {\"text\": ...} on stdin to {\"ids\": [...]} on stdout, one output line\n"
                "per input line, in order (or decodes them back with --decode).",
                "dpo-tokenize");
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: its last value
   Options o;
   app.add_option("--tokenizer", o.tokenizer,
                  "a tokenizer.json, or a directory holding one (and tokenizer_config.json)")

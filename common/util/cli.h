@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <string>
+#include <utility>
 
 #include <CLI/CLI.hpp>
 
@@ -23,6 +25,16 @@ namespace dpo::cli {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
+
+// CLI::App with the rules every program shares: a flag given twice takes its last value, as the
+// hand-written parsers did (scripts append overrides; CLI11 alone refuses the second). Options that
+// take several values (`->take_all()`, vectors) keep them all.
+class App : public CLI::App {
+ public:
+  App(std::string description, std::string name) : CLI::App(std::move(description), std::move(name)) {
+    option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  }
+};
 
 // A whole decimal number in [min, max]: digits only, an optional leading '-', nothing else.
 CLI::Validator Integer(int64_t min, int64_t max = std::numeric_limits<int32_t>::max());

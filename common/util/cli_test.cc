@@ -98,6 +98,17 @@ TEST(CliTest, FlagsInAnyPositionAndBothSpellings) {
   EXPECT_TRUE(verbose);
 }
 
+TEST(CliTest, RepeatedFlagTakesItsLastValueAndListsKeepAll) {
+  App app("test", "prog");
+  int n = 0;
+  std::vector<std::string> roots;
+  app.add_option("--n", n)->check(Integer(0));
+  app.add_option("--root", roots)->take_all();
+  EXPECT_EQ(ParseWords(app, {"--n", "1", "--root", "a", "--n=2", "--root", "b"}).exit, std::nullopt);
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(roots, (std::vector<std::string>{"a", "b"}));
+}
+
 TEST(CliTest, HelpGoesToStdoutWithStatusZero) {
   CLI::App app("Does one thing.", "prog");
   int n = 0;
