@@ -1,7 +1,5 @@
 #include "common/config/memory_plan.h"
 
-#include <charconv>
-#include <cmath>
 #include <cstdio>
 #include <string_view>
 
@@ -98,18 +96,6 @@ std::string DeviceGib(double gib) {
   char text[32];
   std::snprintf(text, sizeof text, "%g", gib);
   return text;
-}
-
-template <typename T>
-std::optional<T> ParsePositive(std::string_view text) {
-  T value{};
-  const char* end = text.data() + text.size();
-  const auto [stop, error] = std::from_chars(text.data(), end, value);
-  if (text.empty() || error != std::errc() || stop != end || !(value > 0) ||
-      !std::isfinite(static_cast<double>(value))) {
-    return std::nullopt;
-  }
-  return value;
 }
 
 }  // namespace
@@ -215,9 +201,9 @@ std::string FormatMemoryPlan(const MemoryPlan& plan) {
   row("activations (estimate)", &ModeMemory::activations);
   row("total", &ModeMemory::total);
   const std::string device = DeviceGib(plan.device_gib) + " GiB per device";
-  for (size_t i = 0; i < plan.modes.size(); ++i) {
-    out += std::string(ToString(kModes[i])) + ": " +
-           (plan.modes[i].fits ? "fits" : "does not fit") + " in " + device + "\n";
+  for (const TrainSection::Sharding sharding : kModes) {
+    out += std::string(ToString(sharding)) + ": " +
+           (plan.mode(sharding).fits ? "fits" : "does not fit") + " in " + device + "\n";
   }
   if (plan.reference_precompute_only) {
     out += "the reference is resident only while its log-probs are precomputed, before "
@@ -228,9 +214,9 @@ std::string FormatMemoryPlan(const MemoryPlan& plan) {
 
 std::string MemoryPlanJson(const MemoryPlan& plan) {
   nlohmann::json modes;
-  for (size_t i = 0; i < plan.modes.size(); ++i) {
-    const ModeMemory& m = plan.modes[i];
-    modes[std::string(ToString(kModes[i]))] = {
+  for (const TrainSection::Sharding sharding : kModes) {
+    const ModeMemory& m = plan.mode(sharding);
+    modes[std::string(ToString(sharding))] = {
         {"parameters", m.parameters}, {"gradients", m.gradients}, {"optimizer", m.optimizer},
         {"reference", m.reference},   {"activations", m.activations}, {"total", m.total},
         {"fits", m.fits}};
@@ -260,9 +246,5 @@ std::string DescribeMisfit(const MemoryPlan& plan, TrainSection::Sharding shardi
          Gib(mode.activations) + " estimated) but a device has " + DeviceGib(plan.device_gib) +
          " GiB; " + (fitting.empty() ? "no mode fits" : "modes that fit: " + fitting);
 }
-
-std::optional<int64_t> ParseRanks(std::string_view text) { return ParsePositive<int64_t>(text); }
-
-std::optional<double> ParseGib(std::string_view text) { return ParsePositive<double>(text); }
 
 }  // namespace dpo

@@ -13,7 +13,6 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include <string_view>
 
 #include "common/config/job_spec.h"
 #include "common/model/model_config.h"
@@ -92,11 +91,5 @@ std::string MemoryPlanJson(const MemoryPlan& plan);
 // One mode in one line, for a refusal: "train.sharding: none needs 93.54 GiB per rank on 8
 // rank(s) (in GiB: parameters 29.92, ...) but a device has 80 GiB; modes that fit: optimizer, full".
 std::string DescribeMisfit(const MemoryPlan& plan, TrainSection::Sharding sharding);
-
-// Command-line values of the plan's inputs, strictly: the whole text must be an integer > 0
-// (ranks) or a finite number > 0 (GiB); "2x", "abc", "0", "-1", "inf" give nullopt, so a typo
-// never plans for another cluster.
-std::optional<int64_t> ParseRanks(std::string_view text);
-std::optional<double> ParseGib(std::string_view text);
 
 }  // namespace dpo

@@ -227,15 +227,5 @@ TEST(MemoryPlanTest, FitsComparesTheTotalWithTheDevice) {
   EXPECT_THROW(PlanMemory(Tiny(), TinySpec(), options), Error);
 }
 
-TEST(MemoryPlanTest, CommandLineNumbersAreParsedStrictly) {
-  EXPECT_EQ(ParseRanks("64"), 64);
-  EXPECT_EQ(ParseGib("80"), 80.0);
-  EXPECT_EQ(ParseGib("0.001"), 0.001);
-  for (const char* bad : {"", "2x", "abc", "0", "-2", " 2", "2.5"}) EXPECT_FALSE(ParseRanks(bad)) << bad;
-  for (const char* bad : {"", "8x", "abc", "0", "-1", "inf", "nan", "1e999"}) {
-    EXPECT_FALSE(ParseGib(bad)) << bad;
-  }
-}
-
 }  // namespace
 }  // namespace dpo
