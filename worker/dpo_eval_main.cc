@@ -23,7 +23,7 @@
 
 #include "common/data/prepared_dataset.h"
 #include "common/model/causal_lm.h"
-#include "common/model/model_config.h"
+#include "common/config/model_config.h"
 #include "common/model/pretrained.h"
 #include "common/tensor/device.h"
 #include "common/tokenizer/tokenizer.h"

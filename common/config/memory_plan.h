@@ -15,7 +15,7 @@
 #include <string>
 
 #include "common/config/job_spec.h"
-#include "common/model/model_config.h"
+#include "common/config/model_config.h"
 
 namespace dpo {
 

@@ -19,7 +19,7 @@
 #include <torch/types.h>
 
 #include "common/model/attention_span.h"
-#include "common/model/model_config.h"
+#include "common/config/model_config.h"
 
 namespace dpo {
 

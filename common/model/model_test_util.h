@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "common/model/model_config.h"
+#include "common/config/model_config.h"
 
 namespace dpo::testing {
 

@@ -10,7 +10,7 @@
 #include "common/config/data_preparation.h"
 #include "common/data/sampler.h"
 #include "common/model/causal_lm.h"
-#include "common/model/model_config.h"
+#include "common/config/model_config.h"
 #include "common/model/checkpoint_io.h"
 #include "common/model/pretrained.h"
 #include "common/tensor/device.h"

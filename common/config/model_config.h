@@ -1,5 +1,6 @@
 // The architecture of a Llama-family decoder, read from and written to a Hugging Face
-// config.json. Torch-free (dpo_core) so config parsing can be fuzzed and used by the coordinator.
+// config.json. Torch-free, in the config area: the parser is fuzzed, and the coordinator's memory
+// plan reads a job's model through it without linking the model area.
 //
 // Covered model_type values: "llama" (Llama 2/3/3.1), "mistral", "qwen2" (q/k/v bias), "qwen3"
 // (per-head q/k RMSNorm, head_dim from config). Anything else is rejected with a dpo::Error.

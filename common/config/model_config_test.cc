@@ -1,4 +1,4 @@
-#include "common/model/model_config.h"
+#include "common/config/model_config.h"
 
 #include <string>
 
