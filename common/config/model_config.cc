@@ -101,7 +101,8 @@ constexpr double kMaxParameters = 1e13;
 struct CheckedInt {
   int64_t value = 0;
   bool overflow = false;
-  CheckedInt(int64_t v = 0, bool o = false) : value(v), overflow(o) {}
+  // Implicit, as double's is: CountParameters below is written once for both number types.
+  CheckedInt(int64_t v = 0, bool o = false) : value(v), overflow(o) {}  // NOLINT(google-explicit-constructor)
   friend CheckedInt operator+(CheckedInt a, CheckedInt b) {
     int64_t r = 0;
     bool o = __builtin_add_overflow(a.value, b.value, &r);
@@ -118,14 +119,15 @@ struct CheckedInt {
 template <typename T>
 T CountParameters(const ModelConfig& c) {
   const T h = c.hidden_size, i = c.intermediate_size, head_dim = c.head_dim;
-  const T q = T(c.num_attention_heads) * head_dim, kv = T(c.num_key_value_heads) * head_dim;
+  const T q = static_cast<T>(c.num_attention_heads) * head_dim;
+  const T kv = static_cast<T>(c.num_key_value_heads) * head_dim;
   T layer = h * q * 2 + h * kv * 2 + h * i * 3 + h * 2;
   if (c.qkv_bias) layer = layer + q + kv * 2;
   if (c.o_bias) layer = layer + h;
   if (c.mlp_bias) layer = layer + i * 2 + h;
   if (c.qk_norm) layer = layer + head_dim * 2;
-  const T embed = T(c.vocab_size) * h;
-  T total = embed + h + T(c.num_hidden_layers) * layer;
+  const T embed = static_cast<T>(c.vocab_size) * h;
+  T total = embed + h + static_cast<T>(c.num_hidden_layers) * layer;
   if (!c.tie_word_embeddings) total = total + embed;
   return total;
 }
