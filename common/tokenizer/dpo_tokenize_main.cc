@@ -94,7 +94,7 @@ int Bench(const dpo::Tokenizer& tok, const Options& o) {
     seconds = std::chrono::duration<double>(Clock::now() - start).count();
   } while (seconds < *o.bench_seconds && bytes > 0);
   json r = {{"bytes", total_bytes}, {"seconds", seconds}, {"tokens", tokens},
-            {"mb_per_s", seconds > 0 ? total_bytes / seconds / 1e6 : 0.0}};
+            {"mb_per_s", seconds > 0 ? static_cast<double>(total_bytes) / seconds / 1e6 : 0.0}};
   std::cout << r.dump() << "\n";
   return dpo::cli::kExitOk;
 }

@@ -17,6 +17,7 @@ struct Outcome {
 Outcome ParseWords(CLI::App& app, std::vector<std::string> words) {
   words.insert(words.begin(), "prog");
   std::vector<char*> argv;
+  argv.reserve(words.size());
   for (std::string& w : words) argv.push_back(w.data());
   testing::internal::CaptureStdout();
   testing::internal::CaptureStderr();
