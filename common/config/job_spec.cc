@@ -176,7 +176,7 @@ std::optional<std::string> SuggestKey(const std::string& section, const std::str
 // Absent keys keep the caller's default; `key: null` is accepted only by optional fields.
 class Section {
  public:
-  Section(SpecReader& r, const std::optional<YAML::Node>& node, std::string path)
+  Section(SpecReader& r, const std::optional<YAML::Node>& node, const std::string& path)
       : r_(r), map_(r, node.value_or(YAML::Node()), path), keys_(SectionOf(path)) {}
 
   // The raw value of `key`, a null node for `key:`; nullopt when absent.

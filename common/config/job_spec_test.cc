@@ -326,7 +326,7 @@ TEST(JobSpecTest, ReportsEveryProblemAtOnceInFileOrder) {
     ParseJobSpec(yaml, "bad.yaml");
     FAIL() << "accepted a bad spec";
   } catch (const JobSpecError& e) {
-    const std::vector<std::string> p = e.problems();
+    const std::vector<std::string>& p = e.problems();
     ASSERT_EQ(p.size(), 6u) << e.what();
     EXPECT_EQ(p[0], "bad.yaml:2:24: data.max_length: must be > 0");
     EXPECT_EQ(p[1], "bad.yaml:3:28: dpo.loss_type[1]: unknown loss type \"sigmoidd\"; did you "

@@ -11,7 +11,7 @@ namespace dpo {
 namespace {
 
 std::string Quoted(const std::string& s) {
-  static const char kHex[] = "0123456789abcdef";
+  static constexpr char kHex[] = "0123456789abcdef";
   std::string out = "\"";
   for (const char c : s) {
     const auto u = static_cast<unsigned char>(c);

@@ -13,7 +13,7 @@ OnError ParseOnError(const std::string& name) {
 void DataReport::AddSkipped(const RecordError& error) {
   ++skipped;
   ++skipped_by_reason[RecordErrorName(error.kind())];
-  if (first_messages.size() < kMaxMessages) first_messages.push_back(error.what());
+  if (first_messages.size() < kMaxMessages) first_messages.emplace_back(error.what());
 }
 
 void DataReport::Merge(const DataReport& other) {

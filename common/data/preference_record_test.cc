@@ -13,7 +13,6 @@ namespace dpo {
 namespace {
 
 using nlohmann::json;
-using testing::ScratchFile;
 
 RecordErrorKind KindOf(const std::string& line, std::string* message = nullptr) {
   try {

@@ -170,8 +170,8 @@ class AtomicWriter {
     Write(data, bytes);
   }
   void PadTo8(uint64_t written) {
-    static const char zeros[8] = {};
-    Write(zeros, Align8(written) - written);
+    static constexpr char kZeros[8] = {};
+    Write(kZeros, Align8(written) - written);
   }
   void Commit() {
     if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0) {

@@ -1,6 +1,7 @@
 #include "common/data/sampler.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "common/util/error.h"
@@ -38,7 +39,9 @@ TrainEvalSplit SplitTrainEval(size_t num_pairs, double eval_fraction, uint64_t s
   }
   // The eval pairs are the first ones of a shuffle on a stream no epoch uses.
   auto order = ShuffledOrder(num_pairs, seed ^ 0x65766131ULL, UINT64_MAX);
-  size_t eval = static_cast<size_t>(static_cast<double>(num_pairs) * eval_fraction + 0.5);
+  // llround: truncating x + 0.5 is not round(x), as the sum itself rounds (0.49999999999999994
+  // + 0.5 is 1).
+  const auto eval = static_cast<size_t>(std::llround(static_cast<double>(num_pairs) * eval_fraction));
   TrainEvalSplit split;
   split.eval.assign(order.begin(), order.begin() + eval);
   split.train.assign(order.begin() + eval, order.end());
