@@ -181,6 +181,7 @@ void WriteSafetensors(const std::string& path, const std::vector<SafetensorsEntr
   // Larger elements first, so every tensor starts aligned to its element size while the data
   // stays contiguous (the safetensors library rejects gaps between tensors).
   std::vector<const SafetensorsEntry*> order;
+  order.reserve(entries.size());
   for (const auto& e : entries) order.push_back(&e);
   std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
     return SafetensorsElementSize(a->dtype) > SafetensorsElementSize(b->dtype);

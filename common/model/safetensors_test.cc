@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <string_view>
 
 #include <gtest/gtest.h>
 
@@ -120,7 +121,7 @@ TEST(SafetensorsTest, WriteThenReadRoundTrips) {
   EXPECT_EQ(ta->begin % 4, 0u);
   auto bytes = file.Bytes(*ta);
   ASSERT_EQ(bytes.size(), sizeof(a));
-  EXPECT_EQ(std::memcmp(bytes.data(), a, sizeof(a)), 0);
+  EXPECT_EQ(bytes, std::string_view(reinterpret_cast<const char*>(a), sizeof(a)));
   // No temp file is left behind.
   EXPECT_FALSE(PathExists(path + ".tmp." + std::to_string(::getpid())));
   RemoveTree(dir);

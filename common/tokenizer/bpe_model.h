@@ -35,8 +35,8 @@ class BpeModel {
 
   // Token string (as written in tokenizer.json) of a vocabulary id; empty view if none.
   std::string_view IdToToken(Id id) const {
-    return id >= 0 && static_cast<size_t>(id) < tokens_.size() ? std::string_view(tokens_[id])
-                                                                : std::string_view();
+    if (id < 0 || static_cast<size_t>(id) >= tokens_.size()) return {};
+    return tokens_[id];
   }
   // Id of a token string as written in tokenizer.json.
   const Id* TokenToId(std::string_view token) const;
@@ -58,7 +58,9 @@ class BpeModel {
     const MergeValue* Find(Id a, Id b) const;
 
    private:
-    static uint64_t Key(Id a, Id b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
+    static uint64_t Key(Id a, Id b) {
+      return (uint64_t{static_cast<uint32_t>(a)} << 32) | static_cast<uint32_t>(b);
+    }
     std::vector<uint64_t> keys_;
     std::vector<MergeValue> values_;
     uint64_t mask_ = 0;

@@ -135,7 +135,7 @@ std::string Decoder::Decode(std::vector<std::string> tokens) const {
           if (IsValidUtf8(pending)) {
             out.push_back(pending);
           } else {
-            for (size_t i = 0; i < pending.size(); ++i) out.push_back("\xEF\xBF\xBD");
+            for (size_t i = 0; i < pending.size(); ++i) out.emplace_back("\xEF\xBF\xBD");
           }
           pending.clear();
         };
@@ -155,7 +155,8 @@ std::string Decoder::Decode(std::vector<std::string> tokens) const {
       case Kind::kFuse: {
         std::string all;
         for (const std::string& t : tokens) all += t;
-        tokens.assign(1, std::move(all));
+        tokens.clear();
+        tokens.push_back(std::move(all));
         break;
       }
       case Kind::kStrip:

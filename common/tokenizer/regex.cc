@@ -22,7 +22,7 @@ namespace {
 // enough for long whitespace runs (the 32 KiB default overflows on `\s+(?!\S)` over ~10k spaces).
 struct MatchScratch {
   pcre2_match_data* data = pcre2_match_data_create(1, nullptr);
-  pcre2_jit_stack* stack = pcre2_jit_stack_create(32 * 1024, 64 * 1024 * 1024, nullptr);
+  pcre2_jit_stack* stack = pcre2_jit_stack_create(size_t{32} * 1024, size_t{64} * 1024 * 1024, nullptr);
   pcre2_match_context* context = pcre2_match_context_create(nullptr);
   MatchScratch() { pcre2_jit_stack_assign(context, nullptr, stack); }
   ~MatchScratch() {
@@ -66,7 +66,7 @@ const std::vector<CodePointRange>& NativeRanges(const std::string& native) {
   auto [it, inserted] = cache.try_emplace(native);
   if (!inserted) return it->second;
   std::string text;  // every code point but the surrogates, in order
-  text.reserve(4 * 0x110000);
+  text.reserve(size_t{4} * 0x110000);
   for (char32_t cp = 0; cp <= 0x10FFFF; ++cp)
     if (cp < 0xD800 || cp > 0xDFFF) AppendUtf8(cp, &text);
   std::string pattern = "[" + native + "]+";

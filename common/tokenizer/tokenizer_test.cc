@@ -134,13 +134,16 @@ TEST(TokenizerTest, ConcurrentEncodeMatchesSequential) {
   // Each thread has its own word cache and regex scratch; results must not depend on them.
   auto tok = Tokenizer::FromJson(ByteLevelJson().dump(), "", "tiny.json");
   std::vector<std::string> texts;
+  texts.reserve(200);
   for (int i = 0; i < 200; ++i)
     texts.push_back("hello world " + std::to_string(i) + std::string(i % 7, ' ') + "<|end|>x");
   std::vector<std::vector<TokenId>> want;
+  want.reserve(texts.size());
   for (const auto& t : texts) want.push_back(tok->Encode(t, true));
   std::vector<int> mismatches(4, 0);
   std::vector<std::thread> threads;
-  for (int k = 0; k < 4; ++k)
+  threads.reserve(4);
+  for (size_t k = 0; k < 4; ++k)
     threads.emplace_back([&, k] {
       for (int rep = 0; rep < 20; ++rep)
         for (size_t i = 0; i < texts.size(); ++i)
