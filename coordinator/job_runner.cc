@@ -128,9 +128,11 @@ struct SpawnSetup {
 // SIGINT/SIGTERM in its threads to take them with sigwait.
 pid_t Spawn(std::vector<std::string> words, const std::string& log, std::vector<std::string> env) {
   std::vector<char*> argv;
+  argv.reserve(words.size() + 1);
   for (std::string& w : words) argv.push_back(w.data());
   argv.push_back(nullptr);
   std::vector<char*> envp;
+  envp.reserve(env.size() + 1);
   for (std::string& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
   SpawnSetup setup;
@@ -542,7 +544,7 @@ pid_t JobRunner::Launch(const JobRecord& job, int slot, const std::string& launc
   // The environment: the launch's id and slot (how a restarted coordinator recognizes the group),
   // and this slot's GPUs when groups are given GPUs of their own.
   std::vector<std::string> drop{"DPO_LAUNCH_ID", "DPO_LAUNCH_SLOT"};
-  if (options_.gpus_per_slot > 0) drop.push_back("CUDA_VISIBLE_DEVICES");
+  if (options_.gpus_per_slot > 0) drop.emplace_back("CUDA_VISIBLE_DEVICES");
   std::vector<std::string> env = EnvironmentWithout(drop);
   env.push_back("DPO_LAUNCH_ID=" + launch_id);
   env.push_back("DPO_LAUNCH_SLOT=" + std::to_string(slot));

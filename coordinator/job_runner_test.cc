@@ -35,7 +35,7 @@ class JobRunnerTest : public ::testing::Test {
 
   // An executable /bin/sh script in the scratch folder.
   std::string Script(const std::string& name, const std::string& body) {
-    const std::string path = JoinPath(dir_, name);
+    std::string path = JoinPath(dir_, name);
     std::ofstream(path) << "#!/bin/sh\n" << body;
     ::chmod(path.c_str(), 0755);
     return path;
@@ -168,6 +168,7 @@ TEST_F(JobRunnerTest, ACancelRightAfterLaunchStopsTheGroup) {
   options_.slots = 3;
   JobRunner runner(store_, options_);
   std::vector<int64_t> ids;
+  ids.reserve(3);
   for (int i = 0; i < 3; ++i) ids.push_back(Submit("long" + std::to_string(i)));
   runner.Wake();
   for (int64_t id : ids) {

@@ -26,8 +26,8 @@ constexpr int kDefaultPageSize = 50;
 constexpr int kMaxPageSize = 100;
 constexpr size_t kMaxListedText = 1024;
 // GetJob and WatchJob: the spec is bounded at submission; the error is the worker's one line.
-constexpr size_t kMaxErrorText = 16 * 1024;
-constexpr int64_t kDefaultLogTail = 64 * 1024;
+constexpr size_t kMaxErrorText = size_t{16} * 1024;
+constexpr int64_t kDefaultLogTail = int64_t{64} * 1024;
 constexpr int64_t kMaxLogTail = 1 << 20;
 // Open WatchJob streams: per user, and in all (of the server's 256 threads).
 constexpr int kMaxWatchesPerUser = 8;

@@ -127,7 +127,7 @@ TEST_F(PathPolicyTest, SingleUserModeAcceptsAnyRegularPathAndMissingInputs) {
   spec.data.train = (root_ / "outside" / "no-such-file").string();
   spec.output.dir = (root_ / "outside" / "run").string();
   EXPECT_EQ(Refusal(spec, PathRoots{}), "");
-  EXPECT_NE(Refusal(spec, roots_).find("\n"), std::string::npos);  // both fields, one line each
+  EXPECT_NE(Refusal(spec, roots_).find('\n'), std::string::npos);  // both fields, one line each
 }
 
 }  // namespace

@@ -14,7 +14,7 @@ namespace dpo {
 namespace {
 
 std::string Hex(const unsigned char* bytes, size_t n) {
-  static const char* kDigits = "0123456789abcdef";
+  static constexpr char kDigits[] = "0123456789abcdef";
   std::string text;
   for (size_t i = 0; i < n; ++i) {
     text += kDigits[bytes[i] >> 4];
@@ -86,7 +86,7 @@ std::string TokenStore::Add(const std::string& name, bool admin) {
                                         "starting with a letter or digit");
   unsigned char secret[32];
   if (RAND_bytes(secret, sizeof secret) != 1) Fail("token add", "no randomness from OpenSSL");
-  const std::string token = "dpo_" + Hex(secret, sizeof secret);
+  std::string token = "dpo_" + Hex(secret, sizeof secret);
   Digest digest;
   SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), digest.data());
   const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -135,7 +135,7 @@ void TokenStore::Reload() {
     for (size_t i = 0; i < digest.size() && 2 * i + 1 < hex.size(); ++i) {
       digest[i] = static_cast<unsigned char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
     }
-    cache_.push_back({digest, Principal{Column(s, 1), sqlite3_column_int(s, 2) != 0}});
+    cache_.emplace_back(digest, Principal{Column(s, 1), sqlite3_column_int(s, 2) != 0});
   });
   data_version_ = version;
 }

@@ -22,7 +22,7 @@ struct WorkerStatus {
 };
 
 // The most a status.json may hold; a bigger one is refused unread.
-inline constexpr int64_t kMaxWorkerStatusBytes = 64 * 1024;
+inline constexpr int64_t kMaxWorkerStatusBytes = int64_t{64} * 1024;
 
 // Reads <output_dir>/status.json. nullopt when there is none yet; also nullopt, with `problem`
 // set, when it is not a regular file (never opened blocking: a FIFO cannot stall the caller), is
@@ -47,7 +47,7 @@ struct RankStatus {
 // The most a rank file may hold (a bigger one is skipped unread), and the most rank files read
 // from one job (a group's ranks; anything past it is ignored, so a crowded directory cannot make
 // a poll slow).
-inline constexpr int64_t kMaxRankStatusBytes = 4 * 1024;
+inline constexpr int64_t kMaxRankStatusBytes = int64_t{4} * 1024;
 inline constexpr int kMaxRankStatuses = 4096;
 
 // Reads <output_dir>/ranks/rank-*.json, sorted by rank; empty when there is no such folder.
