@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: set-up (idempotent), then three builds, each with its ctest run:
 #   build-asan  the torch-free core (util, tokenizer, data, config, the model's parsers) and the
-#               job service, clang with AddressSanitizer + UBSan: their unit tests and the libFuzzer
-#               targets, each fuzzed for 30 s (first: the cheapest, ~100 compile steps, tests 2 min)
+#               job service, clang with AddressSanitizer + UBSan: their unit tests, the libFuzzer
+#               targets, each fuzzed for 30 s, and clang-tidy over their sources (first: the
+#               cheapest, ~100 compile steps, tests 2 min + clang-tidy 7 min on 2 cores)
 #   build       everything (g++, LibTorch, CUDA + NCCL when the toolkit is present): unit tests,
 #               oracle tests against transformers/tokenizers/TRL, multi-rank MPI and integration
 #   build-tsan  the same torch-free targets as build-asan, clang with ThreadSanitizer and

@@ -14,7 +14,8 @@ namespace {
 
 using testing::ByteTokenizer;
 using testing::ScratchFile;
-constexpr int64_t B = ByteTokenizer::kBos, E = ByteTokenizer::kEos, P = 0;
+// One-letter names keep the expected token rows below aligned.
+constexpr int64_t B = ByteTokenizer::kBos, E = ByteTokenizer::kEos, P = 0;  // NOLINT(readability-identifier-naming)
 
 // Pair 0: <s>ab | c</s> | </s>-only is impossible (completions are non-empty), so "d"</s>.
 // Pair 1: <s>x | yz</s> | w</s>.
