@@ -63,8 +63,8 @@ Buffers Prepare(Op op, int64_t count, int rank, int n, const at::TensorOptions& 
     return {torch::full({shard}, rank + 1.0, options), torch::empty({n, shard}, options),
             torch::arange(1, n + 1, options).unsqueeze(1).expand({n, shard})};
   }
-  return {(torch::arange(1, n + 1, options) * (rank + 1.0)).repeat_interleave(shard),
-          torch::empty({shard}, options), torch::full({shard}, rank_sum * (rank + 1), options)};
+  return {(torch::arange(1, n + 1, options) * (rank + 1.0)).repeat_interleave(shard), torch::empty({shard}, options),
+          torch::full({shard}, rank_sum * (rank + 1), options)};
 }
 
 void Run(dpo::ProcessGroup& group, Op op, const Buffers& b) {
@@ -79,10 +79,11 @@ void Run(dpo::ProcessGroup& group, Op op, const Buffers& b) {
 
 int main(int argc, char** argv) {
   dpo::MpiSession mpi(&argc, &argv);
-  dpo::cli::App app("Validates and times the trainer's collectives (all-reduce, all-gather, reduce-scatter)\n"
-               "on fp32 buffers of --min-bytes to --max-bytes (x4 steps), nccl-tests style; rank 0\n"
-               "prints one JSON line per collective and size. Run under mpirun, one rank per process.",
-               "allreduce-bench");
+  dpo::cli::App app(
+      "Validates and times the trainer's collectives (all-reduce, all-gather, reduce-scatter)\n"
+      "on fp32 buffers of --min-bytes to --max-bytes (x4 steps), nccl-tests style; rank 0\n"
+      "prints one JSON line per collective and size. Run under mpirun, one rank per process.",
+      "allreduce-bench");
   std::string device_name = "cpu";
   int64_t min_bytes = 1 << 10, max_bytes = 64 << 20, iters = 20;
   app.add_option("--device", device_name, "cpu (MPI) or cuda (NCCL, one GPU per rank)")
@@ -103,8 +104,8 @@ int main(int argc, char** argv) {
   if (const auto exit = dpo::cli::Parse(app, argc, argv)) return *exit;
   const bool cuda = device_name == "cuda";
   const int local = cuda ? mpi.local_rank() % std::max<int>(1, torch::cuda::device_count()) : 0;
-  const c10::Device device = cuda ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local))
-                                  : c10::Device(c10::kCPU);
+  const c10::Device device =
+      cuda ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local)) : c10::Device(c10::kCPU);
   auto group = cuda ? dpo::MakeNcclProcessGroup(local) : dpo::MakeMpiProcessGroup();
   const int n = group->world_size();
   const auto options = torch::dtype(torch::kFloat).device(device);
@@ -119,8 +120,8 @@ int main(int argc, char** argv) {
       const double wrong_everywhere = group->AllReduceScalar(static_cast<double>(wrong));
       if (wrong_everywhere != 0.0) {
         if (group->rank() == 0) {
-          std::fprintf(stderr, "allreduce-bench: %s: %.0f wrong elements at %lld bytes\n",
-                       collective.name, wrong_everywhere, static_cast<long long>(bytes));
+          std::fprintf(stderr, "allreduce-bench: %s: %.0f wrong elements at %lld bytes\n", collective.name,
+                       wrong_everywhere, static_cast<long long>(bytes));
         }
         return dpo::cli::kExitFailure;
       }
@@ -131,14 +132,14 @@ int main(int argc, char** argv) {
       for (int64_t i = 0; i < iters; ++i) Run(*group, collective.op, buffers);
       Synchronize(device);
       group->Barrier();  // the clock stops when the slowest rank is done
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
       if (group->rank() == 0) {
         const double algbw = static_cast<double>(bytes) / seconds / 1e9;
-        std::printf("{\"collective\": \"%s\", \"ranks\": %d, \"device\": \"%s\", \"bytes\": %lld, "
-                    "\"time_us\": %.1f, \"algbw_gbs\": %.3f, \"busbw_gbs\": %.3f}\n",
-                    collective.name, n, device_name.c_str(), static_cast<long long>(bytes),
-                    seconds * 1e6, algbw, algbw * collective.bus_factor * (n - 1) / n);
+        std::printf(
+            "{\"collective\": \"%s\", \"ranks\": %d, \"device\": \"%s\", \"bytes\": %lld, "
+            "\"time_us\": %.1f, \"algbw_gbs\": %.3f, \"busbw_gbs\": %.3f}\n",
+            collective.name, n, device_name.c_str(), static_cast<long long>(bytes), seconds * 1e6, algbw,
+            algbw * collective.bus_factor * (n - 1) / n);
         std::fflush(stdout);
       }
     }

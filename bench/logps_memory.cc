@@ -10,12 +10,13 @@
 // Prints one JSON line. Exit status (docs/cli.md): 0 on success; 1 when the step failed (out of
 // memory, a size torch refuses); 2 on bad usage.
 #include <sys/resource.h>
-#include <torch/torch.h>
 
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <string>
+
+#include <torch/torch.h>
 
 #include "common/loss/sequence_logps.h"
 #include "common/util/cli.h"
@@ -31,10 +32,11 @@ double MaxRssMb() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dpo::cli::App app("Peak host memory of one forward + backward of the completion log-probs over random\n"
-               "inputs of the given shape; prints one JSON line. Run each configuration in its own\n"
-               "process (bench/logps_memory.sh does).",
-               "logps-memory-bench");
+  dpo::cli::App app(
+      "Peak host memory of one forward + backward of the completion log-probs over random\n"
+      "inputs of the given shape; prints one JSON line. Run each configuration in its own\n"
+      "process (bench/logps_memory.sh does).",
+      "logps-memory-bench");
   std::string impl;
   int64_t batch = 8, time = 1024, vocab = 151936, hidden = 896, chunk = 512, threads = 2;
   app.add_option("--impl", impl,
@@ -70,25 +72,21 @@ int main(int argc, char** argv) {
     at::Tensor logps;
     if (impl == "plain") {
       const at::Tensor logits = at::matmul(h.slice(1, 0, time - 1), w.t());
-      logps = logits.log_softmax(2).gather(2, ids.slice(1, 1).unsqueeze(2)).squeeze(2) *
-              mask.slice(1, 1);
+      logps = logits.log_softmax(2).gather(2, ids.slice(1, 1).unsqueeze(2)).squeeze(2) * mask.slice(1, 1);
     } else {
-      logps = (impl == "chunked"
-                   ? dpo::ComputeSequenceLogps(h, w, ids, mask, {.chunk_tokens = chunk})
-                   : dpo::ComputeSequenceLogpsReference(h, w, ids, mask))
+      logps = (impl == "chunked" ? dpo::ComputeSequenceLogps(h, w, ids, mask, {.chunk_tokens = chunk})
+                                 : dpo::ComputeSequenceLogpsReference(h, w, ids, mask))
                   .token_logps;
     }
     logps.sum().backward();
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double peak = MaxRssMb();
     std::printf(
         "{\"impl\": \"%s\", \"batch\": %lld, \"time\": %lld, \"vocab\": %lld, \"hidden\": %lld, "
         "\"chunk\": %lld, \"baseline_mb\": %.0f, \"peak_mb\": %.0f, \"step_mb\": %.0f, "
         "\"seconds\": %.1f, \"checksum\": %.6g}\n",
-        impl.c_str(), static_cast<long long>(batch), static_cast<long long>(time),
-        static_cast<long long>(vocab), static_cast<long long>(hidden),
-        static_cast<long long>(chunk), baseline, peak, peak - baseline, seconds,
+        impl.c_str(), static_cast<long long>(batch), static_cast<long long>(time), static_cast<long long>(vocab),
+        static_cast<long long>(hidden), static_cast<long long>(chunk), baseline, peak, peak - baseline, seconds,
         logps.sum().item<double>());
   } catch (const std::exception& e) {
     std::cerr << "logps-memory-bench: " << e.what() << "\n";

@@ -9,12 +9,13 @@
 // share of padding tokens in padded batches without and with length grouping, and the tokens
 // a packed (padding-free) layout saves. Exit status (docs/cli.md): 0 measured; 1 the data or
 // tokenizer cannot be read, or the outputs differ; 2 bad usage.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <string>
 #include <thread>
-#include <unistd.h>
 
 #include "common/data/batch.h"
 #include "common/data/prepared_dataset.h"
@@ -49,10 +50,11 @@ Padding EpochPadding(const PreparedDataset& data, const CollateOptions& collate,
 }
 
 int Main(int argc, char** argv) {
-  dpo::cli::App app("Prepares a data set with 1 thread and with every core (pairs/s each, outputs checked\n"
-               "identical), then reports one epoch's share of padding in padded batches without and\n"
-               "with length grouping, and the tokens a packed layout saves.",
-               "prepare_bench");
+  dpo::cli::App app(
+      "Prepares a data set with 1 thread and with every core (pairs/s each, outputs checked\n"
+      "identical), then reports one epoch's share of padding in padded batches without and\n"
+      "with length grouping, and the tokens a packed layout saves.",
+      "prepare_bench");
   std::string tokenizer_path = "../shared/tokenizers/qwen3";
   std::string data_path = "../shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
   size_t max_length = 1024, batch = 8;
@@ -70,8 +72,9 @@ int Main(int argc, char** argv) {
       ->type_name("B")
       ->check(cli::Integer(1))
       ->capture_default_str();
-  app.footer("Run from the repository root (the defaults are in ../shared). Exit status: 0 measured;\n"
-             "1 the data or tokenizer cannot be read, or the outputs differ; 2 bad usage.");
+  app.footer(
+      "Run from the repository root (the defaults are in ../shared). Exit status: 0 measured;\n"
+      "1 the data or tokenizer cannot be read, or the outputs differ; 2 bad usage.");
   if (const auto exit = cli::Parse(app, argc, argv)) return *exit;
   auto tokenizer = Tokenizer::Load(tokenizer_path);
   auto dir = std::filesystem::temp_directory_path() / ("prepare_bench_" + std::to_string(::getpid()));
@@ -85,8 +88,8 @@ int Main(int argc, char** argv) {
     options.num_threads = threads;
     std::string out = (dir / ("t" + std::to_string(threads) + ".bin")).string();
     PrepareResult r = PrepareDataset(*tokenizer, data_path, out, options);
-    std::printf("prepare threads=%zu: %zu pairs in %.3f s = %.0f pairs/s (%s)\n", threads, r.report.lines,
-                r.seconds, static_cast<double>(r.report.lines) / r.seconds, r.report.Summary().c_str());
+    std::printf("prepare threads=%zu: %zu pairs in %.3f s = %.0f pairs/s (%s)\n", threads, r.report.lines, r.seconds,
+                static_cast<double>(r.report.lines) / r.seconds, r.report.Summary().c_str());
     outputs[threads == 1 ? 0 : 1] = out;
   }
   if (HashFile(outputs[0]) != HashFile(outputs[1])) Fail("prepare_bench", "outputs differ between thread counts");
@@ -101,8 +104,8 @@ int Main(int argc, char** argv) {
   collate.max_length = max_length;
   Padding random = EpochPadding(data, collate, batch, false);
   Padding grouped = EpochPadding(data, collate, batch, true);
-  std::printf("padded batches of %zu pairs (%zu rows): padding fraction random %.4f, length-grouped %.4f\n",
-              batch, 2 * batch, random.fraction(), grouped.fraction());
+  std::printf("padded batches of %zu pairs (%zu rows): padding fraction random %.4f, length-grouped %.4f\n", batch,
+              2 * batch, random.fraction(), grouped.fraction());
   std::printf("packed layout: %zu tokens vs %zu padded cells (grouped)\n", grouped.real, grouped.cells);
   dpo::RemoveTree(dir.string());
   return cli::kExitOk;

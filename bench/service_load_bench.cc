@@ -21,6 +21,8 @@
 // completes), as load generators such as ghz do, rather than by a thread per client: on this
 // 2-core machine 64 blocking client threads take the cores from the server they measure, and
 // their run-queue waits, not the server, made the tail.
+#include <grpcpp/grpcpp.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -31,8 +33,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "common/util/cli.h"
 #include "common/util/path_util.h"
@@ -112,12 +112,15 @@ class LoadRun {
   void Report() {
     std::sort(latencies_ms_.begin(), latencies_ms_.end());
     const auto at = [&](double q) {
-      return latencies_ms_.empty() ? 0.0 : latencies_ms_[std::min(latencies_ms_.size() - 1, size_t(q * latencies_ms_.size()))];
+      return latencies_ms_.empty()
+                 ? 0.0
+                 : latencies_ms_[std::min(latencies_ms_.size() - 1, size_t(q * latencies_ms_.size()))];
     };
-    std::printf("{\"method\": \"%s\", \"paced\": %s, \"clients\": %zu, \"calls\": %zu, \"errors\": %lld, "
-                "\"per_second\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f}\n",
-                method_.c_str(), closed_loop_ ? "false" : "true", clients_.size(), latencies_ms_.size(),
-                static_cast<long long>(errors_), latencies_ms_.size() / elapsed_, at(0.50), at(0.99));
+    std::printf(
+        "{\"method\": \"%s\", \"paced\": %s, \"clients\": %zu, \"calls\": %zu, \"errors\": %lld, "
+        "\"per_second\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f}\n",
+        method_.c_str(), closed_loop_ ? "false" : "true", clients_.size(), latencies_ms_.size(),
+        static_cast<long long>(errors_), latencies_ms_.size() / elapsed_, at(0.50), at(0.99));
   }
 
   int64_t errors() const { return errors_; }
@@ -191,11 +194,13 @@ class LoadRun {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dpo::cli::App app("N concurrent clients, each on its own TLS connection, call one JobService method for a\n"
-               "while; prints one JSON line with the sustained rate and the latency percentiles.",
-               "service_load_bench");
-  app.footer("Exit status: 0 no call failed; 1 a call failed (the first error is on stderr) or a file\n"
-             "cannot be read; 2 bad usage.");
+  dpo::cli::App app(
+      "N concurrent clients, each on its own TLS connection, call one JobService method for a\n"
+      "while; prints one JSON line with the sustained rate and the latency percentiles.",
+      "service_load_bench");
+  app.footer(
+      "Exit status: 0 no call failed; 1 a call failed (the first error is on stderr) or a file\n"
+      "cannot be read; 2 bad usage.");
   std::string server, ca_cert, token, method, spec_path;
   int clients = 64;
   double seconds = 5, rate = 0;

@@ -7,6 +7,9 @@
 // or SIGTERM, or the token command is done; 1 when the database, a TLS file or the address
 // cannot be used, or a token command fails (a name taken, no token to revoke); 2 on bad usage,
 // including a --listen address other than loopback without a user token and TLS.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -19,10 +22,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 
 #include "common/util/cli.h"
 #include "common/util/path_util.h"
@@ -52,8 +51,8 @@ std::vector<std::string> Words(const std::string& text) {
 // machine only.
 bool IsLoopback(const std::string& listen) {
   if (listen.starts_with("unix:")) return true;
-  const std::string host = listen.starts_with("[") ? listen.substr(1, listen.find(']') - 1)
-                                                   : listen.substr(0, listen.rfind(':'));
+  const std::string host =
+      listen.starts_with("[") ? listen.substr(1, listen.find(']') - 1) : listen.substr(0, listen.rfind(':'));
   return host == "localhost" || host == "::1" || host.starts_with("127.");
 }
 
@@ -82,10 +81,11 @@ struct TokenCommand {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dpo::cli::App app("The job service: accepts job specs over gRPC (dpoctl is its client), keeps them in\n"
-               "SQLite, runs each as a worker group (dpo-worker, or an mpirun of them), and serves\n"
-               "Prometheus metrics.",
-               "dpo-coordinator");
+  dpo::cli::App app(
+      "The job service: accepts job specs over gRPC (dpoctl is its client), keeps them in\n"
+      "SQLite, runs each as a worker group (dpo-worker, or an mpirun of them), and serves\n"
+      "Prometheus metrics.",
+      "dpo-coordinator");
   app.footer(
       "Runs until SIGINT or SIGTERM; running worker groups are then sent SIGTERM (they checkpoint)\n"
       "and requeued, to resume from their latest checkpoint when the coordinator starts again;\n"
@@ -188,8 +188,9 @@ int main(int argc, char** argv) {
   CLI::App* token =
       app.add_subcommand("token", "the service's users, in --db: token add NAME [--admin] | list | revoke NAME");
   token->require_subcommand(1);
-  token->footer("Exit status: 0 done; 1 the database cannot be used, the name is taken or not a valid\n"
-                "name, or it has no token to revoke; 2 bad usage.");
+  token->footer(
+      "Exit status: 0 done; 1 the database cannot be used, the name is taken or not a valid\n"
+      "name, or it has no token to revoke; 2 bad usage.");
   for (CLI::Option* option : serving) token->excludes(option);
   TokenCommand command;
   command.add = token->add_subcommand("add", "prints a new bearer token for NAME, once (only its SHA-256 is stored)");
@@ -226,8 +227,10 @@ int main(int argc, char** argv) {
     if (!IsLoopback(listen)) {
       // Reachable from other machines: never the open single-user mode, never tokens in clear.
       if (!tokens.Any() || tls_cert.empty()) {
-        std::fprintf(stderr, "dpo-coordinator: --listen %s is not a loopback address: it needs a "
-                     "user token (dpo-coordinator token add NAME) and --tls-cert/--tls-key\n", listen.c_str());
+        std::fprintf(stderr,
+                     "dpo-coordinator: --listen %s is not a loopback address: it needs a "
+                     "user token (dpo-coordinator token add NAME) and --tls-cert/--tls-key\n",
+                     listen.c_str());
         return dpo::cli::kExitUsage;
       }
       service_options.require_auth = true;

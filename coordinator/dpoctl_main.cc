@@ -9,21 +9,20 @@
 // IDs are whole numbers > 0. Exit status (docs/cli.md): 0 on success (for watch: the job
 // succeeded), 1 when the call fails or the watched job failed or was cancelled, 2 on bad usage
 // (nothing was sent). Errors go to stderr as "dpoctl: CODE: message".
+#include <grpcpp/grpcpp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstdint>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <string>
-
-#include <grpcpp/grpcpp.h>
 
 #include "common/util/cli.h"
 #include "common/util/error.h"
@@ -66,11 +65,11 @@ void PrintJob(const dpo::v1::Job& job) {
 
 // Prints the failed call's status; returns the failure exit status.
 int Fail(const grpc::Status& status) {
-  static constexpr const char* kCodes[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  static constexpr const char* kCodes[] = {
+      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+      "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+      "DATA_LOSS", "UNAUTHENTICATED"};
   const int code = status.error_code();
   std::fprintf(stderr, "dpoctl: %s: %s\n", code >= 0 && code <= 16 ? kCodes[code] : "ERROR",
                status.error_message().c_str());

@@ -26,8 +26,7 @@ namespace {
 constexpr int kExitInterrupted = 75;
 
 int64_t NowUnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -165,8 +164,7 @@ std::vector<std::string> EnvironmentWithout(const std::vector<std::string>& drop
 
 }  // namespace
 
-JobRunner::JobRunner(JobStore& store, JobRunnerOptions options)
-    : store_(store), options_(std::move(options)) {
+JobRunner::JobRunner(JobStore& store, JobRunnerOptions options) : store_(store), options_(std::move(options)) {
   if (options_.worker_binary.empty()) Fail("JobRunnerOptions.worker_binary", "required");
   if (options_.prepare_binary.empty()) Fail("JobRunnerOptions.prepare_binary", "required");
   if (options_.work_dir.empty()) Fail("JobRunnerOptions.work_dir", "required");
@@ -210,8 +208,7 @@ JobRunner::~JobRunner() {
       try {
         Settle(it->first, it->second, ended, /*stopping=*/true);
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "dpo-coordinator: stopping job %lld: %s\n",
-                     static_cast<long long>(it->first), e.what());
+        std::fprintf(stderr, "dpo-coordinator: stopping job %lld: %s\n", static_cast<long long>(it->first), e.what());
       }
       it = running.erase(it);
     }
@@ -310,8 +307,7 @@ void JobRunner::PrepareLoop() {
     try {
       Prepare(*job);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "dpo-coordinator: preparing job %lld: %s\n", static_cast<long long>(job->id),
-                   e.what());
+      std::fprintf(stderr, "dpo-coordinator: preparing job %lld: %s\n", static_cast<long long>(job->id), e.what());
     }
     {
       MutexLock lock(mutex_);
@@ -419,8 +415,8 @@ void JobRunner::Reap() {
     MutexLock lock(mutex_);
     for (const auto& [id, group] : running_) {
       const auto read = rank_progress_.find(id);
-      dirs.push_back({id, group.output_dir,
-                      read == rank_progress_.end() || now - read->second.at >= options_.rank_poll});
+      dirs.push_back(
+          {id, group.output_dir, read == rank_progress_.end() || now - read->second.at >= options_.rank_poll});
     }
   }
   for (const Dir& dir : dirs) {
@@ -456,8 +452,8 @@ void JobRunner::Settle(int64_t id, const Running& group, std::optional<int> wait
     store_.MarkFinished(id, JobState::kSucceeded, 0, "");
     return;
   }
-  const bool interrupted = end.exit_code == kExitInterrupted || (status && status->state == "interrupted") ||
-                           (stopping && !failed_status);
+  const bool interrupted =
+      end.exit_code == kExitInterrupted || (status && status->state == "interrupted") || (stopping && !failed_status);
   bool retryable = false;
   if (interrupted) {
     end.reason = stopping ? "stopped with the coordinator" : "interrupted: checkpointed on SIGTERM";
@@ -473,8 +469,9 @@ void JobRunner::Settle(int64_t id, const Running& group, std::optional<int> wait
     end.reason = "a process of the group was killed by signal " + std::to_string(end.exit_code - 128);
     retryable = true;
   } else if (!wait_status) {
-    end.reason = "the worker group ended without a final status (a previous coordinator started it: "
-                 "its exit status is unknown)";
+    end.reason =
+        "the worker group ended without a final status (a previous coordinator started it: "
+        "its exit status is unknown)";
     retryable = true;
   } else {
     // Ended without a status.json failure (it failed before it could write one): the end of its
@@ -487,8 +484,8 @@ void JobRunner::Settle(int64_t id, const Running& group, std::optional<int> wait
     store_.Requeue(id, end, /*retry=*/false, 0);
   } else if (retryable && job->retries < options_.max_retries) {
     const auto backoff = options_.retry_backoff * (int64_t{1} << job->retries);
-    end.reason += "; retry " + std::to_string(job->retries + 1) + " of " +
-                  std::to_string(options_.max_retries) + " in " + std::to_string(backoff.count()) + " ms";
+    end.reason += "; retry " + std::to_string(job->retries + 1) + " of " + std::to_string(options_.max_retries) +
+                  " in " + std::to_string(backoff.count()) + " ms";
     store_.Requeue(id, end, /*retry=*/true, NowUnixMs() + backoff.count());
   } else {
     if (retryable) end.reason += " (after " + std::to_string(job->retries) + " retries)";

@@ -44,11 +44,11 @@
 namespace dpo {
 
 struct JobRunnerOptions {
-  std::string worker_binary;          // dpo-worker. Required.
-  std::string prepare_binary;         // dpo-prepare-job. Required.
+  std::string worker_binary;   // dpo-worker. Required.
+  std::string prepare_binary;  // dpo-prepare-job. Required.
   // Words put before the worker, e.g. {"mpirun", "-np", "4"}. Default: none (one process).
   std::vector<std::string> launcher;
-  std::string work_dir;               // Required: per-job spec and log folders.
+  std::string work_dir;  // Required: per-job spec and log folders.
   // Jobs running at once (worker groups). Default: 1, one job owns the machine.
   int slots = 1;
   // GPUs per worker group: group s sees GPUs [s * n, (s + 1) * n) through CUDA_VISIBLE_DEVICES,
@@ -103,9 +103,9 @@ class JobRunner {
 
  private:
   struct Running {
-    pid_t pgid;     // process group (its leader's pid)
+    pid_t pgid;  // process group (its leader's pid)
     int slot;
-    bool adopted;   // started by a previous coordinator: not our child, watched through /proc
+    bool adopted;  // started by a previous coordinator: not our child, watched through /proc
     std::string launch_id;
     std::string output_dir;
   };
@@ -129,14 +129,14 @@ class JobRunner {
   Mutex mutex_;
   std::condition_variable_any wake_;
   bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
-  std::map<int64_t, Running> running_ ABSL_GUARDED_BY(mutex_);  // by job id
+  std::map<int64_t, Running> running_ ABSL_GUARDED_BY(mutex_);        // by job id
   std::map<int64_t, WorkerStatus> progress_ ABSL_GUARDED_BY(mutex_);  // by job id, running only
   struct RankProgressRead {
     std::chrono::steady_clock::time_point at;
     std::vector<RankStatus> ranks;
   };
   std::map<int64_t, RankProgressRead> rank_progress_ ABSL_GUARDED_BY(mutex_);  // running only
-  std::set<int64_t> preparing_ ABSL_GUARDED_BY(mutex_);  // ids of the jobs being prepared
+  std::set<int64_t> preparing_ ABSL_GUARDED_BY(mutex_);                        // ids of the jobs being prepared
   std::thread thread_;
   std::vector<std::thread> preparers_;
 };

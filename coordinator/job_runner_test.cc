@@ -3,14 +3,13 @@
 // scripts/test.sh also runs these under ThreadSanitizer.
 #include "coordinator/job_runner.h"
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "common/util/path_util.h"
 #include "common/util/scratch_dir_test_util.h"
@@ -46,12 +45,17 @@ class JobRunnerTest : public ::testing::Test {
     const char* source = std::getenv("DPO_SOURCE_DIR");
     const std::string examples = JoinPath(source ? source : ".", "examples");
     const std::string out = JoinPath(dir_, name);
-    const std::string spec =
-        "model:\n  random: {config: \"" + JoinPath(examples, "tiny-llama/config.json") + "\", seed: 7}\n"
-        "tokenizer:\n  path: \"" + JoinPath(examples, "tokenizer") + "\"\n"
-        "data:\n  train: \"" + JoinPath(examples, "data/hh_rlhf_sample.jsonl") + "\"\n"
-        "train:\n  max_steps: 2\n"
-        "output:\n  dir: \"" + out + "\"\n";
+    const std::string spec = "model:\n  random: {config: \"" + JoinPath(examples, "tiny-llama/config.json") +
+                             "\", seed: 7}\n"
+                             "tokenizer:\n  path: \"" +
+                             JoinPath(examples, "tokenizer") +
+                             "\"\n"
+                             "data:\n  train: \"" +
+                             JoinPath(examples, "data/hh_rlhf_sample.jsonl") +
+                             "\"\n"
+                             "train:\n  max_steps: 2\n"
+                             "output:\n  dir: \"" +
+                             out + "\"\n";
     MakeDirectories(out);
     return store_.Insert(name, spec, out).job.id;
   }
@@ -124,13 +128,12 @@ TEST_F(JobRunnerTest, AGroupKilledByASignalIsRetriedThenFails) {
 
 TEST_F(JobRunnerTest, StatusJsonDecidesRetryOrFailureAndItsReason) {
   // A deterministic failure is not retried; its reason is status.json's, not the log's.
-  options_.worker_binary = Script(
-      "worker.sh",
-      "out=$(sed -n 's/^  dir: \"\\(.*\\)\"$/\\1/p' \"$2\")\n"
-      "echo 'the last log line' >&2\n"
-      "echo '{\"state\": \"failed\", \"step\": 3, \"error_code\": \"non_finite\", "
-      "\"reason\": \"training: 1 non-finite step\", \"rank\": 0}' > \"$out/status.json\"\n"
-      "exit 1\n");
+  options_.worker_binary = Script("worker.sh",
+                                  "out=$(sed -n 's/^  dir: \"\\(.*\\)\"$/\\1/p' \"$2\")\n"
+                                  "echo 'the last log line' >&2\n"
+                                  "echo '{\"state\": \"failed\", \"step\": 3, \"error_code\": \"non_finite\", "
+                                  "\"reason\": \"training: 1 non-finite step\", \"rank\": 0}' > \"$out/status.json\"\n"
+                                  "exit 1\n");
   const int64_t id = Submit("diverged");
   JobRunner runner(store_, options_);
   const JobRecord job = WaitFor(id, JobState::kFailed);
@@ -190,11 +193,11 @@ TEST_F(JobRunnerTest, AGroupOfAPreviousCoordinatorIsAdoptedNotRelaunched) {
   // A group started by the coordinator that died: its own session, the launch id in its
   // environment; it succeeds a little after the new runner has started.
   const std::string go = JoinPath(dir_, "go"), ready = JoinPath(dir_, "ready");
-  ASSERT_EQ(std::system(("DPO_LAUNCH_ID=launch-from-before setsid sh -c 'touch " + ready + "; while [ ! -e " + go +
-                         " ]; do sleep 0.05; done; echo \"{\\\"state\\\": \\\"succeeded\\\"}\" > " + out +
-                         "/status.json' &")
-                            .c_str()),
-            0);
+  ASSERT_EQ(
+      std::system(("DPO_LAUNCH_ID=launch-from-before setsid sh -c 'touch " + ready + "; while [ ! -e " + go +
+                   " ]; do sleep 0.05; done; echo \"{\\\"state\\\": \\\"succeeded\\\"}\" > " + out + "/status.json' &")
+                      .c_str()),
+      0);
   while (!std::ifstream(ready).good()) std::this_thread::sleep_for(milliseconds(10));
   options_.worker_binary = Script("worker.sh", "echo relaunched >> " + JoinPath(dir_, "relaunched") + "\n");
   JobRunner runner(store_, options_);
@@ -228,14 +231,14 @@ TEST_F(JobRunnerTest, AJobThatEndedWhileNoCoordinatorRanIsSettledFromItsStatus) 
 TEST_F(JobRunnerTest, EachRanksFileIsServedLabelledByRankWhileTheGroupRuns) {
   options_.rank_poll = milliseconds(20);
   // Two ranks' files, as dpo-worker's ranks write them, plus a key /metrics must not serve.
-  options_.worker_binary = Script(
-      "worker.sh",
-      "out=$(sed -n 's/^  dir: \"\\(.*\\)\"$/\\1/p' \"$2\")\n"
-      "mkdir -p \"$out/ranks\"\n"
-      "for r in 1 0; do echo '{\"rank\": '$r', \"world_size\": 2, \"step\": 4, \"metrics\": "
-      "{\"step_seconds\": 0.5, \"comm_hidden_ratio\": 0.25, \"skipped_steps_total\": 1, "
-      "\"made_up\": 7}}' > \"$out/ranks/rank-$r.json\"; done\n"
-      "exec sleep 600\n");
+  options_.worker_binary =
+      Script("worker.sh",
+             "out=$(sed -n 's/^  dir: \"\\(.*\\)\"$/\\1/p' \"$2\")\n"
+             "mkdir -p \"$out/ranks\"\n"
+             "for r in 1 0; do echo '{\"rank\": '$r', \"world_size\": 2, \"step\": 4, \"metrics\": "
+             "{\"step_seconds\": 0.5, \"comm_hidden_ratio\": 0.25, \"skipped_steps_total\": 1, "
+             "\"made_up\": 7}}' > \"$out/ranks/rank-$r.json\"; done\n"
+             "exec sleep 600\n");
   const int64_t id = Submit("ranks");
   JobRunner runner(store_, options_);
   WaitFor(id, JobState::kRunning);
@@ -252,8 +255,7 @@ TEST_F(JobRunnerTest, EachRanksFileIsServedLabelledByRankWhileTheGroupRuns) {
   EXPECT_EQ(ranks[1].metrics.at("comm_hidden_ratio"), 0.25);
   const std::string text = RenderJobMetrics(store_, runner);
   for (const char* rank : {"0", "1"}) {
-    const std::string labels =
-        "{job_id=\"" + std::to_string(id) + "\",name=\"ranks\",rank=\"" + rank + "\"}";
+    const std::string labels = "{job_id=\"" + std::to_string(id) + "\",name=\"ranks\",rank=\"" + rank + "\"}";
     EXPECT_NE(text.find("\ndpo_rank_comm_hidden_ratio" + labels + " 0.25\n"), std::string::npos) << text;
     EXPECT_NE(text.find("\ndpo_rank_step_seconds" + labels + " 0.5\n"), std::string::npos) << text;
     EXPECT_NE(text.find("\ndpo_rank_global_step" + labels + " 4\n"), std::string::npos) << text;

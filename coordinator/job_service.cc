@@ -139,8 +139,8 @@ std::optional<JobRecord> JobServiceImpl::FindJob(const Principal& who, int64_t i
     if (!record) {
       *status = grpc::Status(grpc::StatusCode::NOT_FOUND, "no job " + std::to_string(id));
     } else if (!who.admin && record->owner != who.name) {
-      *status = grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                             "job " + std::to_string(id) + " belongs to another user");
+      *status =
+          grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "job " + std::to_string(id) + " belongs to another user");
     } else {
       return record;
     }
@@ -202,18 +202,18 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context, const v1::S
     std::lock_guard lock(submit_mutex_);
     JobStore::ListQuery queued{who->name, JobState::kQueued, options_.max_queued_per_user, 0};
     if (static_cast<int>(store_.List(queued).jobs.size()) >= options_.max_queued_per_user) {
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          "user \"" + who->name + "\" has " + std::to_string(options_.max_queued_per_user) +
-                              " jobs queued already, the most allowed");
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "user \"" + who->name + "\" has " +
+                                                                    std::to_string(options_.max_queued_per_user) +
+                                                                    " jobs queued already, the most allowed");
     }
     const std::string name = request->name().empty() ? spec.output.dir : request->name();
     const JobStore::InsertResult added = store_.Insert(name, ToYaml(spec), spec.output.dir, who->name);
     if (!added.inserted) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                          ReplyText("output.dir: \"" + spec.output.dir + "\" is in use by job " +
-                                        std::to_string(added.job.id) + " (" +
-                                        std::string(ToString(added.job.state)) + ")",
-                                    kMaxErrorText));
+      return grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          ReplyText("output.dir: \"" + spec.output.dir + "\" is in use by job " + std::to_string(added.job.id) + " (" +
+                        std::string(ToString(added.job.state)) + ")",
+                    kMaxErrorText));
     }
     ToProto(added.job, false, job);
   } catch (const std::exception& e) {
@@ -244,8 +244,7 @@ grpc::Status JobServiceImpl::CheckMemory(const JobSpec& spec) const {
   return Invalid(DescribeMisfit(plan, spec.train.sharding));
 }
 
-grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
-                                    v1::Job* job) {
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request, v1::Job* job) {
   grpc::Status status;
   const auto who = Admit(*context, &status);
   if (!who) return status;
@@ -297,8 +296,7 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context, const v1::C
   try {
     if (IsFinished(record->state)) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                          "job " + std::to_string(record->id) + " already " +
-                              std::string(ToString(record->state)));
+                          "job " + std::to_string(record->id) + " already " + std::string(ToString(record->state)));
     }
     if (!store_.RequestCancel(record->id)) runner_.Stop(record->id);
     ToProto(*store_.Get(record->id), false, job);
@@ -342,9 +340,9 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context, const v1::Wa
     std::lock_guard lock(watch_mutex_);
     if (watches_[who->name] >= kMaxWatchesPerUser || total_watches_ >= kMaxWatches) {
       if (watches_[who->name] == 0) watches_.erase(who->name);
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          "too many open WatchJob streams (" + std::to_string(kMaxWatchesPerUser) +
-                              " per user, " + std::to_string(kMaxWatches) + " in all)");
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "too many open WatchJob streams (" +
+                                                                    std::to_string(kMaxWatchesPerUser) + " per user, " +
+                                                                    std::to_string(kMaxWatches) + " in all)");
     }
     ++watches_[who->name];
     ++total_watches_;

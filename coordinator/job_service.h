@@ -55,19 +55,18 @@ class JobServiceImpl final : public v1::JobService::Service {
  public:
   // store, runner and tokens must outlive the service.
   JobServiceImpl(JobStore& store, JobRunner& runner, TokenStore& tokens, JobServiceOptions options = {})
-      : store_(store), runner_(runner), tokens_(tokens), options_(std::move(options)),
+      : store_(store),
+        runner_(runner),
+        tokens_(tokens),
+        options_(std::move(options)),
         limiter_(options_.max_rps_per_user) {}
 
-  grpc::Status SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* request,
-                         v1::Job* job) override;
-  grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
-                      v1::Job* job) override;
+  grpc::Status SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* request, v1::Job* job) override;
+  grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request, v1::Job* job) override;
   grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
                         v1::ListJobsResponse* response) override;
-  grpc::Status CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
-                         v1::Job* job) override;
-  grpc::Status GetJobLog(grpc::ServerContext* context, const v1::GetJobLogRequest* request,
-                         v1::JobLog* log) override;
+  grpc::Status CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request, v1::Job* job) override;
+  grpc::Status GetJobLog(grpc::ServerContext* context, const v1::GetJobLogRequest* request, v1::JobLog* log) override;
   grpc::Status WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
                         grpc::ServerWriter<v1::Job>* writer) override;
 

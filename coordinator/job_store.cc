@@ -15,12 +15,11 @@
 namespace dpo {
 namespace {
 
-constexpr JobState kAllStates[] = {JobState::kQueued, JobState::kRunning, JobState::kSucceeded,
-                                   JobState::kFailed, JobState::kCancelled};
+constexpr JobState kAllStates[] = {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
+                                   JobState::kCancelled};
 
 int64_t NowUnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -185,8 +184,7 @@ std::string_view ToString(JobState state) {
 }
 
 bool IsFinished(JobState state) {
-  return state == JobState::kSucceeded || state == JobState::kFailed ||
-         state == JobState::kCancelled;
+  return state == JobState::kSucceeded || state == JobState::kFailed || state == JobState::kCancelled;
 }
 
 int JobStore::SchemaVersion() { return static_cast<int>(std::size(kMigrations)); }
@@ -253,11 +251,10 @@ std::optional<JobRecord> JobStore::GetLocked(int64_t id) {
 }
 
 JobStore::InsertResult JobStore::Insert(const std::string& name, const std::string& spec_yaml,
-                                       const std::string& output_dir, const std::string& owner) {
+                                        const std::string& output_dir, const std::string& owner) {
   MutexLock lock(mutex_);
   Transaction transaction(db_, path_);
-  Statement busy(db_, std::string("SELECT ") + kColumns +
-                          " FROM jobs WHERE output_dir = ? AND state IN (?, ?) LIMIT 1",
+  Statement busy(db_, std::string("SELECT ") + kColumns + " FROM jobs WHERE output_dir = ? AND state IN (?, ?) LIMIT 1",
                  path_);
   if (busy.Bind(1, output_dir).Bind(2, Name(JobState::kQueued)).Bind(3, Name(JobState::kRunning)).Step()) {
     return {ReadRecord(busy, path_), false};
@@ -280,8 +277,8 @@ std::optional<JobRecord> JobStore::Get(int64_t id) {
 
 std::vector<JobRecord> JobStore::List(int limit, std::optional<JobState> state) {
   MutexLock lock(mutex_);
-  Statement s(db_, std::string("SELECT ") + kColumns +
-                       " FROM jobs WHERE ? = '' OR state = ? ORDER BY id DESC LIMIT ?", path_);
+  Statement s(db_, std::string("SELECT ") + kColumns + " FROM jobs WHERE ? = '' OR state = ? ORDER BY id DESC LIMIT ?",
+              path_);
   const std::string wanted = state ? std::string(ToString(*state)) : "";
   s.Bind(1, wanted).Bind(2, wanted).Bind(3, limit > 0 ? limit : -1);
   std::vector<JobRecord> jobs;
@@ -291,9 +288,11 @@ std::vector<JobRecord> JobStore::List(int limit, std::optional<JobState> state) 
 
 JobStore::ListPage JobStore::List(const ListQuery& query) {
   MutexLock lock(mutex_);
-  Statement s(db_, std::string("SELECT ") + kColumns +
-                       " FROM jobs WHERE (?1 = '' OR owner = ?1) AND (?2 = '' OR state = ?2)"
-                       " AND (?3 = 0 OR id < ?3) ORDER BY id DESC LIMIT ?4", path_);
+  Statement s(db_,
+              std::string("SELECT ") + kColumns +
+                  " FROM jobs WHERE (?1 = '' OR owner = ?1) AND (?2 = '' OR state = ?2)"
+                  " AND (?3 = 0 OR id < ?3) ORDER BY id DESC LIMIT ?4",
+              path_);
   s.Bind(1, query.owner).Bind(2, query.state ? std::string(ToString(*query.state)) : "");
   s.Bind(3, query.before_id).Bind(4, int64_t{query.page_size} + 1);  // one more: is there a next page?
   ListPage page;
@@ -307,8 +306,7 @@ JobStore::ListPage JobStore::List(const ListQuery& query) {
 
 std::optional<JobRecord> JobStore::NextToPrepare(const std::vector<int64_t>& busy) {
   MutexLock lock(mutex_);
-  std::string sql = std::string("SELECT ") + kColumns +
-                    " FROM jobs WHERE state = ? AND data_prepared = 0";
+  std::string sql = std::string("SELECT ") + kColumns + " FROM jobs WHERE state = ? AND data_prepared = 0";
   if (!busy.empty()) {
     sql += " AND id NOT IN (?";
     for (size_t i = 1; i < busy.size(); ++i) sql += ", ?";
@@ -323,9 +321,10 @@ std::optional<JobRecord> JobStore::NextToPrepare(const std::vector<int64_t>& bus
 
 std::optional<JobRecord> JobStore::NextQueued() {
   MutexLock lock(mutex_);
-  Statement s(db_, std::string("SELECT ") + kColumns +
-                       " FROM jobs WHERE state = ? AND data_prepared = 1 AND not_before_ms <= ?"
-                       " ORDER BY id LIMIT 1",
+  Statement s(db_,
+              std::string("SELECT ") + kColumns +
+                  " FROM jobs WHERE state = ? AND data_prepared = 1 AND not_before_ms <= ?"
+                  " ORDER BY id LIMIT 1",
               path_);
   if (!s.Bind(1, Name(JobState::kQueued)).Bind(2, NowUnixMs()).Step()) return std::nullopt;
   return ReadRecord(s, path_);
@@ -346,7 +345,12 @@ bool JobStore::MarkRunning(int64_t id, const std::string& launch_id) {
               "UPDATE jobs SET state = ?, started_ms = ?, attempts = attempts + 1, "
               "launch_id = ?, pgid = 0 WHERE id = ? AND state = ?",
               path_);
-  s.Bind(1, Name(JobState::kRunning)).Bind(2, now).Bind(3, launch_id).Bind(4, id).Bind(5, Name(JobState::kQueued)).Step();
+  s.Bind(1, Name(JobState::kRunning))
+      .Bind(2, now)
+      .Bind(3, launch_id)
+      .Bind(4, id)
+      .Bind(5, Name(JobState::kQueued))
+      .Step();
   if (sqlite3_changes(db_) != 1) return false;
   Statement attempt(db_,
                     "INSERT INTO attempts (job_id, number, launch_id, started_ms) "
@@ -384,8 +388,7 @@ void JobStore::CloseAttempt(int64_t id, const AttemptRecord& end) {
   s.Bind(1, NowUnixMs()).Bind(2, end.exit_code).Bind(3, end.signal).Bind(4, end.reason).Bind(5, id).Step();
 }
 
-void JobStore::MarkFinished(int64_t id, JobState state, int exit_code, const std::string& error,
-                            int signal) {
+void JobStore::MarkFinished(int64_t id, JobState state, int exit_code, const std::string& error, int signal) {
   MutexLock lock(mutex_);
   Transaction transaction(db_, path_);
   Statement s(db_,

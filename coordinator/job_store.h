@@ -28,19 +28,19 @@ struct JobRecord {
   int64_t id = 0;
   std::string name;
   JobState state = JobState::kQueued;
-  std::string spec_yaml;   // resolved: absolute paths, every key
+  std::string spec_yaml;  // resolved: absolute paths, every key
   std::string output_dir;
   int64_t submitted_unix_ms = 0, started_unix_ms = 0, finished_unix_ms = 0;
   int exit_code = 0;
-  std::string error;       // one-line reason for FAILED
-  int attempts = 0;        // launches so far
+  std::string error;  // one-line reason for FAILED
+  int attempts = 0;   // launches so far
   bool cancel_requested = false;
   bool data_prepared = false;  // its data sets are tokenized; only then may it launch
   // The latest launch: its id (in the group's environment as DPO_LAUNCH_ID) and process group
   // (0 until the group has started).
   std::string launch_id;
   int64_t pgid = 0;
-  int retries = 0;               // launches that were retries of a transient failure
+  int retries = 0;                 // launches that were retries of a transient failure
   int64_t not_before_unix_ms = 0;  // a requeued job launches no earlier (retry backoff)
   // The worker's status.json as its group last left it (coordinator/worker_status.h; "" if none):
   // the progress of a job that is no longer running.
@@ -54,8 +54,8 @@ struct AttemptRecord {
   std::string launch_id;
   int64_t pgid = 0;
   int64_t started_unix_ms = 0, finished_unix_ms = 0;  // finished 0 while it runs
-  int exit_code = 0;  // the group's exit status; -1 when unknown (adopted, or never started)
-  int signal = 0;     // the signal that killed it, 0 if none
+  int exit_code = 0;   // the group's exit status; -1 when unknown (adopted, or never started)
+  int signal = 0;      // the signal that killed it, 0 if none
   std::string reason;  // why it ended ("" for success)
 };
 
@@ -71,19 +71,17 @@ class JobStore {
   static int SchemaVersion();
 
   struct InsertResult {
-    JobRecord job;   // the new job; or, when not inserted, the job that holds output_dir
+    JobRecord job;  // the new job; or, when not inserted, the job that holds output_dir
     bool inserted = false;
   };
   // Inserts a QUEUED job and returns it with its id, unless a queued or running job already
   // writes to output_dir: then nothing is inserted. One transaction under the lock, so two
   // submissions of one directory cannot both pass.
-  InsertResult Insert(const std::string& name, const std::string& spec_yaml,
-                      const std::string& output_dir, const std::string& owner = "")
-      ABSL_LOCKS_EXCLUDED(mutex_);
+  InsertResult Insert(const std::string& name, const std::string& spec_yaml, const std::string& output_dir,
+                      const std::string& owner = "") ABSL_LOCKS_EXCLUDED(mutex_);
   std::optional<JobRecord> Get(int64_t id) ABSL_LOCKS_EXCLUDED(mutex_);
   // Newest first; limit 0 = all; only jobs in `state` when given.
-  std::vector<JobRecord> List(int limit = 0, std::optional<JobState> state = std::nullopt)
-      ABSL_LOCKS_EXCLUDED(mutex_);
+  std::vector<JobRecord> List(int limit = 0, std::optional<JobState> state = std::nullopt) ABSL_LOCKS_EXCLUDED(mutex_);
   // One page of a listing, newest first.
   struct ListQuery {
     std::string owner;              // only this user's jobs; "" = everyone's
@@ -98,8 +96,7 @@ class JobStore {
   ListPage List(const ListQuery& query) ABSL_LOCKS_EXCLUDED(mutex_);
   // The oldest QUEUED job whose data is not prepared yet and whose id is not in `busy` (being
   // prepared already), if any.
-  std::optional<JobRecord> NextToPrepare(const std::vector<int64_t>& busy = {})
-      ABSL_LOCKS_EXCLUDED(mutex_);
+  std::optional<JobRecord> NextToPrepare(const std::vector<int64_t>& busy = {}) ABSL_LOCKS_EXCLUDED(mutex_);
   // Records that a QUEUED job's data is prepared. False if it is no longer queued.
   bool MarkPrepared(int64_t id) ABSL_LOCKS_EXCLUDED(mutex_);
   // The oldest QUEUED job whose data is prepared and whose backoff has passed: the next to launch.
@@ -109,13 +106,12 @@ class JobStore {
   bool MarkRunning(int64_t id, const std::string& launch_id) ABSL_LOCKS_EXCLUDED(mutex_);
   // Records the process group of the running launch `launch_id`. Returns whether a cancel was
   // requested meanwhile (the caller must then stop the group it just started).
-  bool RecordLaunch(int64_t id, const std::string& launch_id, int64_t pgid)
-      ABSL_LOCKS_EXCLUDED(mutex_);
+  bool RecordLaunch(int64_t id, const std::string& launch_id, int64_t pgid) ABSL_LOCKS_EXCLUDED(mutex_);
   // RUNNING (or, when its data cannot be prepared, QUEUED) -> SUCCEEDED / FAILED / CANCELLED
   // with the worker's exit status (0 when none ran), the signal that killed it (0: none) and
   // reason; closes the open attempt. A finished job stays as it is.
-  void MarkFinished(int64_t id, JobState state, int exit_code, const std::string& error,
-                    int signal = 0) ABSL_LOCKS_EXCLUDED(mutex_);
+  void MarkFinished(int64_t id, JobState state, int exit_code, const std::string& error, int signal = 0)
+      ABSL_LOCKS_EXCLUDED(mutex_);
   // RUNNING -> QUEUED, to be launched again no earlier than `not_before_unix_ms`, closing the
   // open attempt with its end; `retry` counts it as a retry. A job whose cancel was requested
   // becomes CANCELLED instead: cancel wins. Returns the state the job is left in.

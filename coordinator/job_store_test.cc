@@ -234,13 +234,11 @@ TEST_F(JobStoreTest, AVersionZeroDatabaseIsMigratedWithItsRows) {
 }
 
 TEST_F(JobStoreTest, ADatabaseFromANewerCoordinatorIsRefused) {
-  {
-    JobStore store(path_);
-  }
+  { JobStore store(path_); }
   sqlite3* db = nullptr;
   sqlite3_open(path_.c_str(), &db);
-  sqlite3_exec(db, ("PRAGMA user_version = " + std::to_string(JobStore::SchemaVersion() + 1)).c_str(),
-               nullptr, nullptr, nullptr);
+  sqlite3_exec(db, ("PRAGMA user_version = " + std::to_string(JobStore::SchemaVersion() + 1)).c_str(), nullptr, nullptr,
+               nullptr);
   sqlite3_close(db);
   EXPECT_THROW(JobStore store(path_), Error);
 }

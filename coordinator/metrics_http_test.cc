@@ -1,7 +1,6 @@
 #include "coordinator/metrics_http.h"
 
 #include <civetweb.h>
-
 #include <gtest/gtest.h>
 
 #include <stdexcept>

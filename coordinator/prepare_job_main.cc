@@ -16,9 +16,10 @@
 #include "common/util/error.h"
 
 int main(int argc, char** argv) {
-  dpo::cli::App app("Tokenizes a resolved job spec's data sets into their prepared files, as the worker\n"
-               "would; dpo-coordinator runs it once per job.",
-               "dpo-prepare-job");
+  dpo::cli::App app(
+      "Tokenizes a resolved job spec's data sets into their prepared files, as the worker\n"
+      "would; dpo-coordinator runs it once per job.",
+      "dpo-prepare-job");
   std::string spec_path;
   app.add_option("JOB.yaml", spec_path, "the resolved job spec")->required();
   if (const auto exit = dpo::cli::Parse(app, argc, argv)) return *exit;

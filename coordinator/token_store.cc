@@ -42,8 +42,9 @@ TokenStore::TokenStore(const std::string& path) : path_(path) {
     Fail(path, "cannot open the token database: " + why);
   }
   sqlite3_busy_timeout(db_, 5000);
-  Exec("CREATE TABLE IF NOT EXISTS tokens (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE,"
-       " admin INTEGER NOT NULL, created_ms INTEGER NOT NULL)");
+  Exec(
+      "CREATE TABLE IF NOT EXISTS tokens (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE,"
+      " admin INTEGER NOT NULL, created_ms INTEGER NOT NULL)");
 }
 
 TokenStore::~TokenStore() { sqlite3_close(db_); }
@@ -64,9 +65,11 @@ template <typename Row>
 void Query(sqlite3* db, const std::string& where, const char* sql, const std::vector<std::string>& text,
            std::optional<int64_t> number, Row row) {
   sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) != SQLITE_OK) Fail(where, std::string("SQLite: ") + sqlite3_errmsg(db));
+  if (sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) != SQLITE_OK)
+    Fail(where, std::string("SQLite: ") + sqlite3_errmsg(db));
   int index = 1;
-  for (const std::string& t : text) sqlite3_bind_text(stmt, index++, t.data(), static_cast<int>(t.size()), SQLITE_TRANSIENT);
+  for (const std::string& t : text)
+    sqlite3_bind_text(stmt, index++, t.data(), static_cast<int>(t.size()), SQLITE_TRANSIENT);
   if (number) sqlite3_bind_int64(stmt, index, *number);
   int rc;
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) row(stmt);
@@ -82,15 +85,18 @@ std::string Column(sqlite3_stmt* stmt, int column) {
 }  // namespace
 
 std::string TokenStore::Add(const std::string& name, bool admin) {
-  if (!ValidName(name)) Fail("token add", "name \"" + name + "\": use 1-64 letters, digits, '.', '_', '@' or '-', "
-                                        "starting with a letter or digit");
+  if (!ValidName(name))
+    Fail("token add", "name \"" + name +
+                          "\": use 1-64 letters, digits, '.', '_', '@' or '-', "
+                          "starting with a letter or digit");
   unsigned char secret[32];
   if (RAND_bytes(secret, sizeof secret) != 1) Fail("token add", "no randomness from OpenSSL");
   std::string token = "dpo_" + Hex(secret, sizeof secret);
   Digest digest;
   SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), digest.data());
-  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch()).count();
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   std::lock_guard lock(mutex_);
   bool exists = false;
   Query(db_, path_, "SELECT 1 FROM tokens WHERE name = ?", {name}, std::nullopt, [&](sqlite3_stmt*) { exists = true; });
@@ -104,10 +110,9 @@ std::string TokenStore::Add(const std::string& name, bool admin) {
 std::vector<TokenInfo> TokenStore::List() {
   std::lock_guard lock(mutex_);
   std::vector<TokenInfo> tokens;
-  Query(db_, path_, "SELECT name, admin, created_ms FROM tokens ORDER BY name", {}, std::nullopt,
-        [&](sqlite3_stmt* s) {
-          tokens.push_back({Column(s, 0), sqlite3_column_int(s, 1) != 0, sqlite3_column_int64(s, 2)});
-        });
+  Query(db_, path_, "SELECT name, admin, created_ms FROM tokens ORDER BY name", {}, std::nullopt, [&](sqlite3_stmt* s) {
+    tokens.push_back({Column(s, 0), sqlite3_column_int(s, 1) != 0, sqlite3_column_int64(s, 2)});
+  });
   return tokens;
 }
 
@@ -126,7 +131,8 @@ bool TokenStore::Any() {
 
 void TokenStore::Reload() {
   int64_t version = 0;
-  Query(db_, path_, "PRAGMA data_version", {}, std::nullopt, [&](sqlite3_stmt* s) { version = sqlite3_column_int64(s, 0); });
+  Query(db_, path_, "PRAGMA data_version", {}, std::nullopt,
+        [&](sqlite3_stmt* s) { version = sqlite3_column_int64(s, 0); });
   if (version == data_version_) return;
   cache_.clear();
   Query(db_, path_, "SELECT sha256, name, admin FROM tokens", {}, std::nullopt, [&](sqlite3_stmt* s) {

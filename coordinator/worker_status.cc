@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-
 #include <nlohmann/json.hpp>
 
 #include "common/util/error.h"
@@ -22,8 +21,7 @@ namespace {
 // `max_bytes`; nullopt when it does not exist (`why` empty) or cannot be used (`why` says why:
 // not a regular file, too big, unreadable). Never opened blocking, so a FIFO put there cannot
 // stall the caller; a symbolic link is not followed.
-std::optional<std::string> ReadSmallFile(int dir_fd, const std::string& name, int64_t max_bytes,
-                                         std::string& why) {
+std::optional<std::string> ReadSmallFile(int dir_fd, const std::string& name, int64_t max_bytes, std::string& why) {
   why.clear();
   // O_NONBLOCK: opening a FIFO put there returns at once, and fstat then refuses it.
   const int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
@@ -36,8 +34,8 @@ std::optional<std::string> ReadSmallFile(int dir_fd, const std::string& name, in
   if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
     why = name + ": not a regular file";
   } else if (info.st_size > max_bytes) {
-    why = name + ": " + std::to_string(info.st_size) + " bytes, more than the " +
-          std::to_string(max_bytes) + " it may have";
+    why = name + ": " + std::to_string(info.st_size) + " bytes, more than the " + std::to_string(max_bytes) +
+          " it may have";
   } else {
     text.resize(static_cast<size_t>(max_bytes) + 1);
     size_t got = 0;
@@ -74,8 +72,7 @@ std::optional<int> RankOfFileName(const std::string& name) {
 std::optional<WorkerStatus> ReadWorkerStatus(const std::string& output_dir, std::string* problem) {
   std::string ignored;
   std::string& why = problem ? *problem : ignored;
-  const auto text = ReadSmallFile(AT_FDCWD, JoinPath(output_dir, "status.json"),
-                                  kMaxWorkerStatusBytes, why);
+  const auto text = ReadSmallFile(AT_FDCWD, JoinPath(output_dir, "status.json"), kMaxWorkerStatusBytes, why);
   if (!text) return std::nullopt;
   auto status = ParseWorkerStatus(*text);
   if (!status) why = JoinPath(output_dir, "status.json") + ": not a status object";
@@ -104,15 +101,14 @@ std::vector<RankStatus> ReadRankStatuses(const std::string& output_dir) {
     if (status && status->rank == *rank) ranks.push_back(std::move(*status));
   }
   ::closedir(listing);
-  std::sort(ranks.begin(), ranks.end(),
-            [](const RankStatus& a, const RankStatus& b) { return a.rank < b.rank; });
+  std::sort(ranks.begin(), ranks.end(), [](const RankStatus& a, const RankStatus& b) { return a.rank < b.rank; });
   return ranks;
 }
 
 std::optional<RankStatus> ParseRankStatus(const std::string& text) {
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("rank") || !j["rank"].is_number_integer() ||
-      !j.contains("metrics") || !j["metrics"].is_object()) {
+  if (!j.is_object() || !j.contains("rank") || !j["rank"].is_number_integer() || !j.contains("metrics") ||
+      !j["metrics"].is_object()) {
     return std::nullopt;
   }
   RankStatus status;
@@ -150,9 +146,12 @@ std::optional<WorkerStatus> ParseWorkerStatus(const std::string& text) {
 }
 
 std::string WorkerStatusJson(const WorkerStatus& status) {
-  nlohmann::json j = {{"state", status.state},           {"step", status.step},
-                      {"total_steps", status.total_steps}, {"metrics", status.metrics},
-                      {"error_code", status.error_code},   {"reason", status.reason}};
+  nlohmann::json j = {{"state", status.state},
+                      {"step", status.step},
+                      {"total_steps", status.total_steps},
+                      {"metrics", status.metrics},
+                      {"error_code", status.error_code},
+                      {"reason", status.reason}};
   j["rank"] = status.rank ? nlohmann::json(*status.rank) : nlohmann::json(nullptr);
   // Invalid UTF-8 in a worker's reason must not make the text unwritable.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

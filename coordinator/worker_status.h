@@ -16,9 +16,9 @@ struct WorkerStatus {
   std::string state;  // "running" | "succeeded" | "failed" | "interrupted"
   int64_t step = 0, total_steps = 0;
   std::map<std::string, double> metrics;  // the last train metrics (TRL's names)
-  std::string error_code;  // common/util/error.h's code name when failed; "" otherwise
-  std::string reason;      // one line
-  std::optional<int> rank;  // the failing rank, when one is known
+  std::string error_code;                 // common/util/error.h's code name when failed; "" otherwise
+  std::string reason;                     // one line
+  std::optional<int> rank;                // the failing rank, when one is known
 };
 
 // The most a status.json may hold; a bigger one is refused unread.

@@ -2,12 +2,11 @@
 // bounded, never blocking, skipping whatever is not a rank file.
 #include "coordinator/worker_status.h"
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 #include "common/util/path_util.h"
 #include "common/util/scratch_dir_test_util.h"
@@ -16,8 +15,7 @@ namespace dpo {
 namespace {
 
 std::string RankJson(int rank, int64_t step) {
-  return "{\"rank\": " + std::to_string(rank) + ", \"world_size\": 4, \"step\": " +
-         std::to_string(step) +
+  return "{\"rank\": " + std::to_string(rank) + ", \"world_size\": 4, \"step\": " + std::to_string(step) +
          ", \"metrics\": {\"step_seconds\": 0.5, \"comm_hidden_ratio\": null, \"peak_memory_bytes\": 1024}}";
 }
 
@@ -34,9 +32,9 @@ TEST(RankStatusTest, ParsesARankObjectAndDropsNulls) {
 TEST(RankStatusTest, RefusesWhatIsNotARankObject) {
   EXPECT_FALSE(ParseRankStatus("").has_value());
   EXPECT_FALSE(ParseRankStatus("[1, 2]").has_value());
-  EXPECT_FALSE(ParseRankStatus(R"({"rank": 1})").has_value());                     // no metrics
-  EXPECT_FALSE(ParseRankStatus(R"({"rank": "1", "metrics": {}})").has_value());    // not a number
-  EXPECT_FALSE(ParseRankStatus(R"({"rank": -1, "metrics": {}})").has_value());     // negative
+  EXPECT_FALSE(ParseRankStatus(R"({"rank": 1})").has_value());                   // no metrics
+  EXPECT_FALSE(ParseRankStatus(R"({"rank": "1", "metrics": {}})").has_value());  // not a number
+  EXPECT_FALSE(ParseRankStatus(R"({"rank": -1, "metrics": {}})").has_value());   // negative
 }
 
 TEST(RankStatusTest, ReadsEveryRankFileSortedAndSkipsTheRest) {
@@ -44,7 +42,8 @@ TEST(RankStatusTest, ReadsEveryRankFileSortedAndSkipsTheRest) {
   EXPECT_TRUE(ReadRankStatuses(dir.path()).empty());  // no ranks/ folder yet
   const std::string ranks = JoinPath(dir.path(), "ranks");
   MakeDirectories(ranks);
-  for (int rank : {2, 0, 1}) std::ofstream(JoinPath(ranks, "rank-" + std::to_string(rank) + ".json")) << RankJson(rank, 5);
+  for (int rank : {2, 0, 1})
+    std::ofstream(JoinPath(ranks, "rank-" + std::to_string(rank) + ".json")) << RankJson(rank, 5);
   // Not rank files, or not usable ones: another name, a rank that disagrees with its name, a
   // file past the size limit, a FIFO (which a blocking open would wait on forever), a link.
   std::ofstream(JoinPath(ranks, "notes.json")) << RankJson(4, 5);

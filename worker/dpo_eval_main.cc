@@ -15,15 +15,15 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "common/config/model_config.h"
 #include "common/data/prepared_dataset.h"
 #include "common/model/causal_lm.h"
-#include "common/config/model_config.h"
 #include "common/model/pretrained.h"
 #include "common/tensor/device.h"
 #include "common/tokenizer/tokenizer.h"
@@ -38,20 +38,23 @@ namespace {
 
 struct Args {
   std::string policy, reference, data, output, tokenizer, device = "auto", dtype = "float32",
-      implicit_prompt = "assistant_turn";
+                                                          implicit_prompt = "assistant_turn";
   double beta = 0.1;
   int64_t max_length = 1024, batch_size = 8;
 };
 
 // Fills `args` from the command line; the status to exit with when the program should not go on.
 std::optional<int> ParseArgs(int argc, char** argv, Args& args) {
-  dpo::cli::App app("Scores preference pairs (.jsonl/.jsonl.gz, TRL formats) by the implicit DPO reward\n"
-               "beta * (log pi(y|x) - log pi_ref(y|x)): one JSON line per pair in --output, a\n"
-               "summary (accuracy, mean margin) as one JSON object on stdout.",
-               "dpo-eval");
+  dpo::cli::App app(
+      "Scores preference pairs (.jsonl/.jsonl.gz, TRL formats) by the implicit DPO reward\n"
+      "beta * (log pi(y|x) - log pi_ref(y|x)): one JSON line per pair in --output, a\n"
+      "summary (accuracy, mean margin) as one JSON object on stdout.",
+      "dpo-eval");
   app.add_option("--policy", args.policy, "the policy's model directory")->required()->option_text("DIR");
-  app.add_option("--reference", args.reference, "the reference model's directory (default: none, a\n"
-                 "reference-free reward, beta * log pi)")->option_text("DIR");
+  app.add_option("--reference", args.reference,
+                 "the reference model's directory (default: none, a\n"
+                 "reference-free reward, beta * log pi)")
+      ->option_text("DIR");
   app.add_option("--data", args.data, "the preference pairs")->required()->option_text("FILE");
   app.add_option("--output", args.output, "where the per-pair JSON lines go")->required()->option_text("FILE.jsonl");
   app.add_option("--beta", args.beta, "reward scale (TRL's default)")
@@ -117,19 +120,17 @@ int Run(const Args& args) {
   for (uint32_t i = 0; i < indices.size(); ++i) indices[i] = i;
   for (size_t start = 0; start < indices.size(); start += static_cast<size_t>(args.batch_size)) {
     const size_t count = std::min(indices.size() - start, static_cast<size_t>(args.batch_size));
-    dpo::PairBatch batch =
-        dpo::MakePairBatch(dataset, std::span(indices).subspan(start, count), collate, device,
-                           /*packed=*/true);
+    dpo::PairBatch batch = dpo::MakePairBatch(dataset, std::span(indices).subspan(start, count), collate, device,
+                                              /*packed=*/true);
     dpo::ReferenceLogps pol = dpo::ReferenceForward(*policy, batch, logps_options, std::nullopt);
     dpo::ReferenceLogps ref{torch::zeros_like(pol.chosen), torch::zeros_like(pol.rejected)};
     if (reference) ref = dpo::ReferenceForward(*reference, batch, logps_options, std::nullopt);
-    at::Tensor values = torch::stack({pol.chosen, pol.rejected, ref.chosen, ref.rejected})
-                            .to(torch::kCPU, torch::kFloat64);
+    at::Tensor values =
+        torch::stack({pol.chosen, pol.rejected, ref.chosen, ref.rejected}).to(torch::kCPU, torch::kFloat64);
     auto v = values.accessor<double, 2>();
     for (int64_t b = 0; b < batch.pairs; ++b) {
       // A score JSON cannot hold (it would be written as null) means the model is broken.
-      if (!std::isfinite(v[0][b]) || !std::isfinite(v[1][b]) || !std::isfinite(v[2][b]) ||
-          !std::isfinite(v[3][b])) {
+      if (!std::isfinite(v[0][b]) || !std::isfinite(v[1][b]) || !std::isfinite(v[2][b]) || !std::isfinite(v[3][b])) {
         dpo::Fail(args.data + ":" + std::to_string(dataset.source_line(start + b)),
                   "non-finite log-probability (policy chosen/rejected " + std::to_string(v[0][b]) + "/" +
                       std::to_string(v[1][b]) + ", reference " + std::to_string(v[2][b]) + "/" +
@@ -138,14 +139,15 @@ int Run(const Args& args) {
       }
       const double reward_chosen = args.beta * (v[0][b] - v[2][b]);
       const double reward_rejected = args.beta * (v[1][b] - v[3][b]);
-      nlohmann::json line = {{"index", start + b},
-                             {"line", dataset.source_line(start + b)},
-                             {"policy_chosen_logps", v[0][b]},
-                             {"policy_rejected_logps", v[1][b]},
-                             {"reference_chosen_logps", reference ? nlohmann::json(v[2][b]) : nlohmann::json(nullptr)},
-                             {"reference_rejected_logps", reference ? nlohmann::json(v[3][b]) : nlohmann::json(nullptr)},
-                             {"reward_chosen", reward_chosen},
-                             {"reward_rejected", reward_rejected}};
+      nlohmann::json line = {
+          {"index", start + b},
+          {"line", dataset.source_line(start + b)},
+          {"policy_chosen_logps", v[0][b]},
+          {"policy_rejected_logps", v[1][b]},
+          {"reference_chosen_logps", reference ? nlohmann::json(v[2][b]) : nlohmann::json(nullptr)},
+          {"reference_rejected_logps", reference ? nlohmann::json(v[3][b]) : nlohmann::json(nullptr)},
+          {"reward_chosen", reward_chosen},
+          {"reward_rejected", reward_rejected}};
       out << line.dump() << "\n";
       ++pairs;
       accurate += reward_chosen > reward_rejected ? 1 : 0;

@@ -100,34 +100,34 @@ int main(int argc, char** argv) {
   // Before the parsing: MPI_Init may take its own arguments out of argv. Under mpirun every rank
   // parses, so bad usage exits 2 on each.
   dpo::MpiSession mpi(&argc, &argv);
-  dpo::cli::App app("Runs the DPO training job the spec describes (docs/job_spec.md): one process, or one\n"
-               "rank per GPU or CPU process under mpirun. Metrics go to <output.dir>/metrics.jsonl.",
-               "dpo-worker");
+  dpo::cli::App app(
+      "Runs the DPO training job the spec describes (docs/job_spec.md): one process, or one\n"
+      "rank per GPU or CPU process under mpirun. Metrics go to <output.dir>/metrics.jsonl.",
+      "dpo-worker");
   std::string job_path, plan_path;
   int64_t ranks = 0;
   double gpu_memory_gib = 80;
   bool plan_json = false;
   CLI::Option_group* mode = app.add_option_group("mode", "what to run");
   mode->add_option("--job", job_path, "train the job this spec describes")->option_text("JOB.yaml");
-  CLI::Option* plan =
-      mode->add_option("--plan", plan_path,
-                       "print the memory per rank of each train.sharding mode on --ranks N ranks, and\n"
-                       "whether it fits a device of --gpu-memory GiB, without training\n"
-                       "(docs/memory_plan.md); reads only the model's config.json")
-          ->option_text("JOB.yaml");
+  CLI::Option* plan = mode->add_option("--plan", plan_path,
+                                       "print the memory per rank of each train.sharding mode on --ranks N ranks, and\n"
+                                       "whether it fits a device of --gpu-memory GiB, without training\n"
+                                       "(docs/memory_plan.md); reads only the model's config.json")
+                          ->option_text("JOB.yaml");
   mode->require_option(1);
-  CLI::Option* ranks_option =
-      app.add_option("--ranks", ranks, "with --plan: the number of ranks to plan for")
-          ->check(dpo::cli::Integer(1))
-          ->needs(plan);
+  CLI::Option* ranks_option = app.add_option("--ranks", ranks, "with --plan: the number of ranks to plan for")
+                                  ->check(dpo::cli::Integer(1))
+                                  ->needs(plan);
   plan->needs(ranks_option);
   app.add_option("--gpu-memory", gpu_memory_gib, "with --plan: GiB of memory per device")
       ->check(dpo::cli::Real(0, /*inclusive=*/false))
       ->capture_default_str()
       ->needs(plan);
   app.add_flag("--json", plan_json, "with --plan: print the plan as JSON, in bytes")->needs(plan);
-  app.footer("Exit status: 0 success; 1 failure, with a one-line reason on stderr; 2 bad usage;\n"
-             "75 stopped by SIGTERM after a checkpoint; 76 a collective timed out.");
+  app.footer(
+      "Exit status: 0 success; 1 failure, with a one-line reason on stderr; 2 bad usage;\n"
+      "75 stopped by SIGTERM after a checkpoint; 76 a collective timed out.");
   if (const auto exit = dpo::cli::Parse(app, argc, argv)) return *exit;
   std::optional<dpo::JobSpec> spec;
   try {
@@ -153,11 +153,9 @@ int main(int argc, char** argv) {
       lock.emplace(output_dir);
       // Saves killed midway (this directory's previous worker) left these; nobody else writes here.
       if (const int removed = dpo::RemoveCheckpointTemps(output_dir)) {
-        std::fprintf(stderr, "removed %d unfinished checkpoint save(s) from %s\n", removed,
-                     output_dir.c_str());
+        std::fprintf(stderr, "removed %d unfinished checkpoint save(s) from %s\n", removed, output_dir.c_str());
       }
-      dpo::WriteFileAtomically((std::filesystem::path(output_dir) / "job.yaml").string(),
-                               dpo::ToYaml(*spec));
+      dpo::WriteFileAtomically((std::filesystem::path(output_dir) / "job.yaml").string(), dpo::ToYaml(*spec));
       // A previous run's per-rank files (maybe of ranks this run does not have).
       dpo::RemoveRankMetrics(output_dir);
       status.Progress(0, 0, {});
@@ -172,24 +170,20 @@ int main(int argc, char** argv) {
     timeout.seconds = spec->train.collective_timeout_seconds;
     timeout.heartbeat_dir = output_dir;
     timeout.on_failure = [&status](dpo::ErrorCode code, const std::string& reason, int suspect) {
-      status.Finish(dpo::RunState::kFailed, code, reason,
-                    suspect >= 0 ? std::optional(suspect) : std::nullopt);
+      status.Finish(dpo::RunState::kFailed, code, reason, suspect >= 0 ? std::optional(suspect) : std::nullopt);
     };
     std::unique_ptr<dpo::ProcessGroup> group =
         cuda ? dpo::MakeNcclProcessGroup(device_index, timeout) : dpo::MakeMpiProcessGroup(timeout);
     dpo::TrainHooks hooks;
-    hooks.on_progress = [&status](int64_t step, int64_t total,
-                                  const std::map<std::string, double>& metrics) {
+    hooks.on_progress = [&status](int64_t step, int64_t total, const std::map<std::string, double>& metrics) {
       status.Progress(step, total, metrics);
     };
-    hooks.on_rank_metrics = [&rank_metrics](const dpo::RankMetrics& metrics) {
-      rank_metrics.Write(metrics);
-    };
+    hooks.on_rank_metrics = [&rank_metrics](const dpo::RankMetrics& metrics) { rank_metrics.Write(metrics); };
     hooks.stop_requested = [] { return g_stop_requested != 0; };
     const dpo::TrainSummary summary = dpo::RunTraining(*spec, *group, mpi.local_rank(), hooks);
     if (summary.interrupted) {
-      const std::string reason = "stopped by SIGTERM after step " + std::to_string(summary.steps) +
-                                 "; checkpoint " + summary.last_checkpoint;
+      const std::string reason =
+          "stopped by SIGTERM after step " + std::to_string(summary.steps) + "; checkpoint " + summary.last_checkpoint;
       if (group->rank() == 0) {
         status.Finish(dpo::RunState::kInterrupted, dpo::ErrorCode::kInterrupted, reason, std::nullopt);
         std::fprintf(stderr, "dpo-worker: %s\n", reason.c_str());
@@ -219,4 +213,3 @@ int main(int argc, char** argv) {
     return dpo::InfoOf(code).exit_code;
   }
 }
-

@@ -14,9 +14,8 @@ TokenizeOptions TokenizeOptionsFromSpec(const DataSection& data) {
   options.max_length = data.max_length.value_or(0);
   options.max_prompt_length = data.max_prompt_length.value_or(0);
   options.max_completion_length = data.max_completion_length.value_or(0);
-  options.truncation_mode = data.truncation_mode == DataSection::Truncation::kKeepEnd
-                                ? TruncationMode::kKeepEnd
-                                : TruncationMode::kKeepStart;
+  options.truncation_mode =
+      data.truncation_mode == DataSection::Truncation::kKeepEnd ? TruncationMode::kKeepEnd : TruncationMode::kKeepStart;
   options.implicit_prompt = data.implicit_prompt == DataSection::ImplicitPrompt::kCommonPrefix
                                 ? ImplicitPrompt::kCommonPrefix
                                 : ImplicitPrompt::kAssistantTurn;
@@ -28,14 +27,12 @@ TokenizeOptions TokenizeOptionsFromSpec(const DataSection& data) {
 }
 
 std::string PreparedPath(const DataSection& data, const std::string& source) {
-  return (fs::path(data.prepared_dir) /
-          (fs::path(source).filename().string() + "." +
-           Hasher().Update(fs::absolute(source).string()).HexDigest() + ".prepared"))
+  return (fs::path(data.prepared_dir) / (fs::path(source).filename().string() + "." +
+                                         Hasher().Update(fs::absolute(source).string()).HexDigest() + ".prepared"))
       .string();
 }
 
-PrepareResult PrepareForSpec(const Tokenizer& tokenizer, const DataSection& data,
-                             const std::string& source) {
+PrepareResult PrepareForSpec(const Tokenizer& tokenizer, const DataSection& data, const std::string& source) {
   fs::create_directories(data.prepared_dir);
   PrepareOptions options;
   options.tokenize = TokenizeOptionsFromSpec(data);

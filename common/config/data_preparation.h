@@ -21,7 +21,6 @@ std::string PreparedPath(const DataSection& data, const std::string& source);
 // Tokenizes `source` into PreparedPath (creating prepared_dir), or reuses the file when its
 // header matches (same tokenizer, source and options). Throws dpo::Error naming file:line on bad
 // data (on_error: fail) and the source when no usable pair remains.
-PrepareResult PrepareForSpec(const Tokenizer& tokenizer, const DataSection& data,
-                             const std::string& source);
+PrepareResult PrepareForSpec(const Tokenizer& tokenizer, const DataSection& data, const std::string& source);
 
 }  // namespace dpo

@@ -22,26 +22,22 @@ using Loss = LossType;
 
 // ---- Enum spellings --------------------------------------------------------------------------
 
-constexpr EnumName<ModelSection::Dtype> kDtypes[] = {
-    {ModelSection::Dtype::kFloat32, "float32"}, {ModelSection::Dtype::kBFloat16, "bfloat16"}};
-constexpr EnumName<ModelSection::Device> kDevices[] = {{ModelSection::Device::kAuto, "auto"},
-                                                       {ModelSection::Device::kCpu, "cpu"},
-                                                       {ModelSection::Device::kCuda, "cuda"}};
-constexpr EnumName<DataSection::ChatTemplate> kChatTemplates[] = {
-    {DataSection::ChatTemplate::kAuto, "auto"},
-    {DataSection::ChatTemplate::kChatml, "chatml"},
-    {DataSection::ChatTemplate::kQwen3, "qwen3"},
-    {DataSection::ChatTemplate::kLlama3, "llama3"},
-    {DataSection::ChatTemplate::kMistral, "mistral"}};
-constexpr EnumName<DataSection::Truncation> kTruncations[] = {
-    {DataSection::Truncation::kKeepStart, "keep_start"},
-    {DataSection::Truncation::kKeepEnd, "keep_end"}};
+constexpr EnumName<ModelSection::Dtype> kDtypes[] = {{ModelSection::Dtype::kFloat32, "float32"},
+                                                     {ModelSection::Dtype::kBFloat16, "bfloat16"}};
+constexpr EnumName<ModelSection::Device> kDevices[] = {
+    {ModelSection::Device::kAuto, "auto"}, {ModelSection::Device::kCpu, "cpu"}, {ModelSection::Device::kCuda, "cuda"}};
+constexpr EnumName<DataSection::ChatTemplate> kChatTemplates[] = {{DataSection::ChatTemplate::kAuto, "auto"},
+                                                                  {DataSection::ChatTemplate::kChatml, "chatml"},
+                                                                  {DataSection::ChatTemplate::kQwen3, "qwen3"},
+                                                                  {DataSection::ChatTemplate::kLlama3, "llama3"},
+                                                                  {DataSection::ChatTemplate::kMistral, "mistral"}};
+constexpr EnumName<DataSection::Truncation> kTruncations[] = {{DataSection::Truncation::kKeepStart, "keep_start"},
+                                                              {DataSection::Truncation::kKeepEnd, "keep_end"}};
 constexpr EnumName<DataSection::OnError> kOnErrors[] = {{DataSection::OnError::kFail, "fail"},
                                                         {DataSection::OnError::kSkip, "skip"}};
-constexpr EnumName<DataSection::Sampling> kSamplings[] = {
-    {DataSection::Sampling::kRandom, "random"},
-    {DataSection::Sampling::kGroupByLength, "group_by_length"},
-    {DataSection::Sampling::kSequential, "sequential"}};
+constexpr EnumName<DataSection::Sampling> kSamplings[] = {{DataSection::Sampling::kRandom, "random"},
+                                                          {DataSection::Sampling::kGroupByLength, "group_by_length"},
+                                                          {DataSection::Sampling::kSequential, "sequential"}};
 constexpr EnumName<DataSection::ImplicitPrompt> kImplicitPrompts[] = {
     {DataSection::ImplicitPrompt::kAssistantTurn, "assistant_turn"},
     {DataSection::ImplicitPrompt::kCommonPrefix, "common_prefix"}};
@@ -50,18 +46,14 @@ constexpr EnumName<TrainSection::Scheduler> kSchedulers[] = {
     {TrainSection::Scheduler::kCosine, "cosine"},
     {TrainSection::Scheduler::kConstant, "constant"},
     {TrainSection::Scheduler::kConstantWithWarmup, "constant_with_warmup"}};
-constexpr EnumName<TrainSection::Sharding> kShardings[] = {
-    {TrainSection::Sharding::kNone, "none"},
-    {TrainSection::Sharding::kOptimizer, "optimizer"},
-    {TrainSection::Sharding::kFull, "full"}};
-constexpr EnumName<TrainSection::ReduceDtype> kReduceDtypes[] = {
-    {TrainSection::ReduceDtype::kFloat32, "float32"},
-    {TrainSection::ReduceDtype::kBFloat16, "bfloat16"}};
-constexpr EnumName<ReferenceSection::Mode> kModes[] = {
-    {ReferenceSection::Mode::kModel, "model"},
-    {ReferenceSection::Mode::kPrecomputed, "precomputed"},
-    {ReferenceSection::Mode::kNone, "none"}};
-
+constexpr EnumName<TrainSection::Sharding> kShardings[] = {{TrainSection::Sharding::kNone, "none"},
+                                                           {TrainSection::Sharding::kOptimizer, "optimizer"},
+                                                           {TrainSection::Sharding::kFull, "full"}};
+constexpr EnumName<TrainSection::ReduceDtype> kReduceDtypes[] = {{TrainSection::ReduceDtype::kFloat32, "float32"},
+                                                                 {TrainSection::ReduceDtype::kBFloat16, "bfloat16"}};
+constexpr EnumName<ReferenceSection::Mode> kModes[] = {{ReferenceSection::Mode::kModel, "model"},
+                                                       {ReferenceSection::Mode::kPrecomputed, "precomputed"},
+                                                       {ReferenceSection::Mode::kNone, "none"}};
 
 // ---- Schema: every key, by section ------------------------------------------------------------
 
@@ -77,20 +69,39 @@ const std::vector<SectionKeys>& Schema() {
       {"model.random", {"config", "seed"}},
       {"tokenizer", {"path"}},
       {"data",
-       {"train", "eval", "eval_fraction", "chat_template", "implicit_prompt", "max_length",
-        "max_prompt_length", "max_completion_length", "truncation_mode", "on_error",
-        "prepared_dir", "shuffle_seed", "train_sampling_strategy", "num_workers", "padding_free",
-        "max_line_bytes"}},
+       {"train", "eval", "eval_fraction", "chat_template", "implicit_prompt", "max_length", "max_prompt_length",
+        "max_completion_length", "truncation_mode", "on_error", "prepared_dir", "shuffle_seed",
+        "train_sampling_strategy", "num_workers", "padding_free", "max_line_bytes"}},
       {"dpo",
-       {"beta", "loss_type", "loss_weights", "label_smoothing", "f_divergence_type",
-        "f_alpha_divergence_coef", "ld_alpha", "use_weighting", "discopop_tau", "simpo_gamma"}},
+       {"beta", "loss_type", "loss_weights", "label_smoothing", "f_divergence_type", "f_alpha_divergence_coef",
+        "ld_alpha", "use_weighting", "discopop_tau", "simpo_gamma"}},
       {"train",
-       {"seed", "per_device_train_batch_size", "per_device_eval_batch_size",
-        "gradient_accumulation_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2",
-        "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_steps", "num_train_epochs",
-        "max_steps", "dataloader_drop_last", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "bf16",
-        "gradient_checkpointing", "logprob_chunk_size", "max_consecutive_bad_steps", "sharding",
-        "reduce_dtype", "collective_timeout_seconds"}},
+       {"seed",
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "learning_rate",
+        "weight_decay",
+        "adam_beta1",
+        "adam_beta2",
+        "adam_epsilon",
+        "max_grad_norm",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "num_train_epochs",
+        "max_steps",
+        "dataloader_drop_last",
+        "logging_steps",
+        "eval_steps",
+        "save_steps",
+        "save_total_limit",
+        "bf16",
+        "gradient_checkpointing",
+        "logprob_chunk_size",
+        "max_consecutive_bad_steps",
+        "sharding",
+        "reduce_dtype",
+        "collective_timeout_seconds"}},
       {"reference", {"mode", "path", "precompute_batch_size"}},
       {"output", {"dir", "resume_from_checkpoint", "metrics_file"}},
   };
@@ -274,8 +285,7 @@ class Section {
 
 // A Section::Get reader from one of SpecReader's conversions.
 template <typename T>
-auto ReadWith(SpecReader& r,
-              std::optional<T> (SpecReader::*fn)(const YAML::Node&, std::string_view)) {
+auto ReadWith(SpecReader& r, std::optional<T> (SpecReader::*fn)(const YAML::Node&, std::string_view)) {
   return [&r, fn](const YAML::Node& n, const std::string& p) { return (r.*fn)(n, p); };
 }
 
@@ -341,8 +351,8 @@ class Parser {
     Section s(r_, node, "data");
     if (s.Required("train")) s.FilePath("train", &d.train, base_);
     s.FilePath("eval", &d.eval, base_);
-    Checked(s, "eval_fraction", &d.eval_fraction, [](double v) { return v >= 0 && v < 1; },
-            "must be in [0, 1)");
+    Checked(
+        s, "eval_fraction", &d.eval_fraction, [](double v) { return v >= 0 && v < 1; }, "must be in [0, 1)");
     s.Enum("chat_template", &d.chat_template, kChatTemplates);
     s.Enum("implicit_prompt", &d.implicit_prompt, kImplicitPrompts);
     PositiveInt(s, "max_length", &d.max_length);
@@ -408,8 +418,7 @@ class Parser {
 
   void ParseLossWeights(const YAML::Node& node) {
     if (!node.IsSequence()) {
-      r_.Problem(node.Mark(), "dpo.loss_weights",
-                 "expected a list of numbers, got " + SpecReader::Describe(node));
+      r_.Problem(node.Mark(), "dpo.loss_weights", "expected a list of numbers, got " + SpecReader::Describe(node));
       return;
     }
     std::vector<double> weights;
@@ -439,8 +448,8 @@ class Parser {
     s.Enum("lr_scheduler_type", &t.lr_scheduler_type, kSchedulers);
     if (s.Get("warmup_steps", &t.warmup_steps, ReadWith(r_, &SpecReader::Number))) {
       const double w = t.warmup_steps;
-      Require(r_, w >= 0 && (w < 1 || w == static_cast<double>(static_cast<int64_t>(w))),
-              "train.warmup_steps", "must be a ratio in [0, 1) or a whole number of steps");
+      Require(r_, w >= 0 && (w < 1 || w == static_cast<double>(static_cast<int64_t>(w))), "train.warmup_steps",
+              "must be a ratio in [0, 1) or a whole number of steps");
     }
     Checked(s, "num_train_epochs", &t.num_train_epochs, positive, "must be > 0");
     if (s.Get("max_steps", &t.max_steps, ReadWith(r_, &SpecReader::Int))) {
@@ -514,8 +523,9 @@ class Parser {
     j.dpo.reference_free = j.reference.mode == ReferenceSection::Mode::kNone;
     CheckLossOptions();
     if (j.train.eval_steps && !j.data.eval && j.data.eval_fraction == 0) {
-      r_.Problem("train.eval_steps", "set, but there is no eval data (data.eval or "
-                                     "data.eval_fraction)");
+      r_.Problem("train.eval_steps",
+                 "set, but there is no eval data (data.eval or "
+                 "data.eval_fraction)");
     }
     if (j.reference.mode == ReferenceSection::Mode::kNone && j.reference.path) {
       r_.Problem("reference.path", "must be null with reference.mode none (reference-free)");
@@ -544,8 +554,7 @@ class Parser {
 
   // A number that must satisfy `ok` when given.
   template <typename Ok>
-  void Checked(Section& s, const std::string& key, double* out, Ok ok,
-               const std::string& message) {
+  void Checked(Section& s, const std::string& key, double* out, Ok ok, const std::string& message) {
     if (s.Get(key, out, ReadWith(r_, &SpecReader::Number))) Require(r_, ok(*out), s.Path(key), message);
   }
 
@@ -580,15 +589,12 @@ class Prescan : public YAML::EventHandler {
   void OnDocumentEnd() override {}
   void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
   void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                const std::string&) override {}
-  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
-                       YAML::EmitterStyle::value) override {
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
     Enter(mark);
   }
   void OnSequenceEnd() override { --depth_; }
-  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
-                  YAML::EmitterStyle::value) override {
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
     Enter(mark);
   }
   void OnMapEnd() override { --depth_; }
@@ -599,8 +605,7 @@ class Prescan : public YAML::EventHandler {
  private:
   void Enter(const YAML::Mark& mark) {
     if (++depth_ > kMaxNesting) {
-      throw YAML::ParserException(
-          mark, "nested deeper than " + std::to_string(kMaxNesting) + " levels");
+      throw YAML::ParserException(mark, "nested deeper than " + std::to_string(kMaxNesting) + " levels");
     }
   }
   int depth_ = 0;
@@ -611,11 +616,13 @@ class Prescan : public YAML::EventHandler {
 }  // namespace
 
 JobSpecError::JobSpecError(std::vector<std::string> problems)
-    : Error([&] {
-        std::string text;
-        for (const std::string& p : problems) text += (text.empty() ? "" : "\n") + p;
-        return text;
-      }(), ErrorCode::kInvalidSpec),
+    : Error(
+          [&] {
+            std::string text;
+            for (const std::string& p : problems) text += (text.empty() ? "" : "\n") + p;
+            return text;
+          }(),
+          ErrorCode::kInvalidSpec),
       problems_(std::move(problems)) {}
 
 namespace {
@@ -650,8 +657,7 @@ YAML::Node LoadOneDocument(const std::string& yaml_text, SpecReader& reader) {
 
 }  // namespace
 
-JobSpec ParseJobSpec(const std::string& yaml_text, const std::string& source_name,
-                     const std::string& base_dir) {
+JobSpec ParseJobSpec(const std::string& yaml_text, const std::string& source_name, const std::string& base_dir) {
   SpecReader reader(source_name);
   const YAML::Node root = LoadOneDocument(yaml_text, reader);
   JobSpec spec = Parser(reader, base_dir).Run(root);
@@ -675,7 +681,6 @@ JobSpec LoadJobSpec(const std::string& path) {
   const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
   return ParseJobSpec(text, path, dir.lexically_normal().string());
 }
-
 
 std::string_view ToString(ModelSection::Dtype v) { return NameOf(kDtypes, v); }
 std::string_view ToString(ModelSection::Device v) { return NameOf(kDevices, v); }

@@ -61,8 +61,8 @@ struct DataSection {
   enum class Sampling { kRandom, kGroupByLength, kSequential };
   enum class ImplicitPrompt { kAssistantTurn, kCommonPrefix };
 
-  std::string train;                 // Required. Preference pairs, .jsonl or .jsonl.gz.
-  std::optional<std::string> eval;   // Default: none (see eval_fraction).
+  std::string train;                // Required. Preference pairs, .jsonl or .jsonl.gz.
+  std::optional<std::string> eval;  // Default: none (see eval_fraction).
   // Fraction of train held out for evaluation when there is no eval file, in [0, 1).
   // Default: 0 (no evaluation), as TRL evaluates only when given an eval set.
   double eval_fraction = 0.0;
@@ -109,16 +109,16 @@ struct TrainSection {
   enum class Sharding { kNone, kOptimizer, kFull };
   enum class ReduceDtype { kFloat32, kBFloat16 };
 
-  int64_t seed = 42;                          // Default: 42 (HF).
-  int64_t per_device_train_batch_size = 8;    // Pairs per rank per micro-step. Default: 8 (HF).
-  int64_t per_device_eval_batch_size = 8;     // Pairs per rank per eval step. Default: 8 (HF).
-  int64_t gradient_accumulation_steps = 1;    // Micro-steps per optimizer step. Default: 1 (HF).
-  double learning_rate = 1e-6;                // Peak AdamW lr. Default: 1e-6 (TRL's DPO default).
-  double weight_decay = 0.0;                  // Decoupled (AdamW). Default: 0 (HF).
-  double adam_beta1 = 0.9;                    // Default: 0.9 (HF).
-  double adam_beta2 = 0.999;                  // Default: 0.999 (HF).
-  double adam_epsilon = 1e-8;                 // Default: 1e-8 (HF).
-  double max_grad_norm = 1.0;                 // Global L2 clip; 0 = off. Default: 1.0 (HF).
+  int64_t seed = 42;                                 // Default: 42 (HF).
+  int64_t per_device_train_batch_size = 8;           // Pairs per rank per micro-step. Default: 8 (HF).
+  int64_t per_device_eval_batch_size = 8;            // Pairs per rank per eval step. Default: 8 (HF).
+  int64_t gradient_accumulation_steps = 1;           // Micro-steps per optimizer step. Default: 1 (HF).
+  double learning_rate = 1e-6;                       // Peak AdamW lr. Default: 1e-6 (TRL's DPO default).
+  double weight_decay = 0.0;                         // Decoupled (AdamW). Default: 0 (HF).
+  double adam_beta1 = 0.9;                           // Default: 0.9 (HF).
+  double adam_beta2 = 0.999;                         // Default: 0.999 (HF).
+  double adam_epsilon = 1e-8;                        // Default: 1e-8 (HF).
+  double max_grad_norm = 1.0;                        // Global L2 clip; 0 = off. Default: 1.0 (HF).
   Scheduler lr_scheduler_type = Scheduler::kLinear;  // Default: linear (HF).
   // Linear warmup: steps when >= 1, a ratio of the total steps (ceil) when in [0, 1), as
   // transformers 5 reads warmup_steps. Default: 0.
@@ -130,10 +130,10 @@ struct TrainSection {
   // the last global batch from the start of the epoch (accelerate's even_batches). The last step
   // of an epoch accumulates only the micro-batches left. Default: false (HF).
   bool dataloader_drop_last = false;
-  int64_t logging_steps = 10;     // Metrics every N optimizer steps. Default: 10 (TRL).
+  int64_t logging_steps = 10;  // Metrics every N optimizer steps. Default: 10 (TRL).
   // Evaluate every N steps (and at the end). Default: null = only at the end, if there is eval data.
   std::optional<int64_t> eval_steps;
-  int64_t save_steps = 500;       // Checkpoint every N steps (and at the end). Default: 500 (HF).
+  int64_t save_steps = 500;  // Checkpoint every N steps (and at the end). Default: 500 (HF).
   // Checkpoints kept (oldest deleted). Default: null = keep all (HF).
   std::optional<int64_t> save_total_limit;
   // bf16 autocast for forward/backward. Default: null = on for CUDA, off for CPU (TRL: on).
@@ -215,8 +215,7 @@ class JobSpecError : public Error {
 
 // Parses and validates `yaml_text`. source_name prefixes every problem (a file name). Relative
 // paths are joined to base_dir when it is non-empty, and kept as written otherwise.
-JobSpec ParseJobSpec(const std::string& yaml_text, const std::string& source_name,
-                     const std::string& base_dir = "");
+JobSpec ParseJobSpec(const std::string& yaml_text, const std::string& source_name, const std::string& base_dir = "");
 
 // Parses `yaml_text` as a spec's dpo section alone (a mapping of dpo.* keys), with the same code
 // and checks as ParseJobSpec; reference_free stays false. For tools that test the loss.

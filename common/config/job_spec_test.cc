@@ -146,7 +146,7 @@ TEST(JobSpecTest, MinimalSpecTakesTheDocumentedDefaults) {
   EXPECT_FALSE(s.train.dataloader_drop_last);  // HF keeps the last partial batch
   EXPECT_EQ(s.data.implicit_prompt, DataSection::ImplicitPrompt::kAssistantTurn);
   EXPECT_EQ(s.train.collective_timeout_seconds, 1800.0);  // c10d NCCL default
-  EXPECT_EQ(s.data.shuffle_seed, 42);  // = train.seed
+  EXPECT_EQ(s.data.shuffle_seed, 42);                     // = train.seed
   EXPECT_EQ(s.reference.mode, ReferenceSection::Mode::kModel);
   EXPECT_EQ(s.output.metrics_file, "metrics.jsonl");
 }
@@ -186,7 +186,7 @@ TEST(JobSpecTest, FullSpecParsesAndRoundTrips) {
 
 TEST(JobSpecTest, RoundTripKeepsAwkwardStringsAndNumbers) {
   JobSpec s = ParseJobSpec(kMinimal, "job.yaml");
-  s.model.path = "null";            // must stay a string
+  s.model.path = "null";  // must stay a string
   s.data.train = "/a \"quoted\"\\ path\tü.jsonl";
   s.output.resume_from_checkpoint = "1e3";
   s.train.learning_rate = 0.1 + 0.2;  // needs 17 significant digits
@@ -200,26 +200,23 @@ TEST(JobSpecTest, LossTypeAcceptsOneNameOrAList) {
   const JobSpec s = ParseJobSpec(WithMinimal("dpo: {loss_type: ipo}\n"), "job.yaml");
   EXPECT_EQ(s.dpo.loss_type, std::vector<LossType>{LossType::kIpo});
   EXPECT_EQ(NameOf(LossTypeNames(), LossType::kSigmoidNorm), "sigmoid_norm");
-  EXPECT_EQ(ParseJobSpec(WithMinimal("dpo: {loss_type: simpo}\n"), "job.yaml").dpo.loss_type[0],
-            LossType::kSimpo);
+  EXPECT_EQ(ParseJobSpec(WithMinimal("dpo: {loss_type: simpo}\n"), "job.yaml").dpo.loss_type[0], LossType::kSimpo);
 }
 
 TEST(JobSpecTest, UnknownKeySuggestsTheSameSection) {
   EXPECT_TRUE(HasProblem(WithMinimal("train: {learning_rat: 1.0e-5}\n"),
                          "job.yaml:5:9: train.learning_rat: unknown key; did you mean "
                          "\"train.learning_rate\"?"));
-  EXPECT_TRUE(HasProblem(WithMinimal("train: {lr: 1.0e-5}\n"),
-                         "train.lr: unknown key; did you mean \"train.learning_rate\"?"));
+  EXPECT_TRUE(
+      HasProblem(WithMinimal("train: {lr: 1.0e-5}\n"), "train.lr: unknown key; did you mean \"train.learning_rate\"?"));
   // Nothing close: no guess.
   EXPECT_EQ(Problems(WithMinimal("train: {xyzzy_plugh: 1}\n")),
             std::vector<std::string>{"job.yaml:5:9: train.xyzzy_plugh: unknown key"});
 }
 
 TEST(JobSpecTest, UnknownKeySuggestsAnotherSection) {
-  EXPECT_TRUE(HasProblem(WithMinimal("train: {beta: 0.2}\n"),
-                         "train.beta: unknown key; did you mean \"dpo.beta\"?"));
-  EXPECT_TRUE(HasProblem(WithMinimal("trian: {seed: 1}\n"),
-                         "trian: unknown key; did you mean \"train\"?"));
+  EXPECT_TRUE(HasProblem(WithMinimal("train: {beta: 0.2}\n"), "train.beta: unknown key; did you mean \"dpo.beta\"?"));
+  EXPECT_TRUE(HasProblem(WithMinimal("trian: {seed: 1}\n"), "trian: unknown key; did you mean \"train\"?"));
   EXPECT_TRUE(HasProblem(WithMinimal("beta: 0.2\n"), "beta: unknown key; did you mean \"dpo.beta\"?"));
   EXPECT_TRUE(HasProblem(WithMinimal("model2: {}\n"), "model2: unknown key; did you mean \"model\"?"));
 }
@@ -236,30 +233,25 @@ TEST(JobSpecTest, UnknownEnumValuesSuggestTheClosest) {
 }
 
 TEST(JobSpecTest, WrongTypesNameTheKeyAndTheValue) {
-  EXPECT_TRUE(HasProblem(WithMinimal("train: {max_steps: ten}\n"),
-                         "train.max_steps: expected an integer, got \"ten\""));
-  EXPECT_TRUE(HasProblem(WithMinimal("train: {max_steps: 2.5}\n"),
-                         "train.max_steps: expected an integer, got \"2.5\""));
+  EXPECT_TRUE(
+      HasProblem(WithMinimal("train: {max_steps: ten}\n"), "train.max_steps: expected an integer, got \"ten\""));
+  EXPECT_TRUE(
+      HasProblem(WithMinimal("train: {max_steps: 2.5}\n"), "train.max_steps: expected an integer, got \"2.5\""));
   EXPECT_TRUE(HasProblem(WithMinimal("train: {learning_rate: \"1e-5\"}\n"),
                          "train.learning_rate: expected a number, got \"1e-5\""));
-  EXPECT_TRUE(HasProblem(WithMinimal("train: {learning_rate: .inf}\n"),
-                         "train.learning_rate: expected a finite number"));
-  EXPECT_TRUE(HasProblem(WithMinimal("train: {bf16: yes}\n"),
-                         "train.bf16: expected true or false, got \"yes\""));
-  EXPECT_TRUE(HasProblem(WithMinimal("train: {seed: [1]}\n"),
-                         "train.seed: expected an integer, got a list"));
+  EXPECT_TRUE(
+      HasProblem(WithMinimal("train: {learning_rate: .inf}\n"), "train.learning_rate: expected a finite number"));
+  EXPECT_TRUE(HasProblem(WithMinimal("train: {bf16: yes}\n"), "train.bf16: expected true or false, got \"yes\""));
+  EXPECT_TRUE(HasProblem(WithMinimal("train: {seed: [1]}\n"), "train.seed: expected an integer, got a list"));
   EXPECT_TRUE(HasProblem(WithMinimal("train: {seed: 99999999999999999999}\n"),
                          "train.seed: integer \"99999999999999999999\" is out of range"));
-  EXPECT_TRUE(HasProblem(WithMinimal("train: {seed: }\n"),
-                         "train.seed: expected an integer, got null"));
+  EXPECT_TRUE(HasProblem(WithMinimal("train: {seed: }\n"), "train.seed: expected an integer, got null"));
   EXPECT_TRUE(HasProblem(WithMinimal("train: 3\n"), "train: expected a mapping, got \"3\""));
-  EXPECT_TRUE(HasProblem(WithMinimal("dpo: {loss_weights: 1.0}\n"),
-                         "dpo.loss_weights: expected a list of numbers"));
+  EXPECT_TRUE(HasProblem(WithMinimal("dpo: {loss_weights: 1.0}\n"), "dpo.loss_weights: expected a list of numbers"));
 }
 
 TEST(JobSpecTest, OutOfRangeValues) {
-  EXPECT_TRUE(HasProblem(WithMinimal("train: {learning_rate: 0}\n"),
-                         "train.learning_rate: must be > 0"));
+  EXPECT_TRUE(HasProblem(WithMinimal("train: {learning_rate: 0}\n"), "train.learning_rate: must be > 0"));
   EXPECT_TRUE(HasProblem(WithMinimal("train: {per_device_train_batch_size: 0}\n"),
                          "train.per_device_train_batch_size: must be > 0"));
   EXPECT_TRUE(HasProblem(WithMinimal("train: {warmup_steps: 2.5}\n"),
@@ -269,8 +261,7 @@ TEST(JobSpecTest, OutOfRangeValues) {
                          "train.collective_timeout_seconds: must be > 0"));
   EXPECT_TRUE(HasProblem(WithMinimal("dpo: {beta: -1}\n"), "dpo.beta: must be > 0"));
   EXPECT_TRUE(HasProblem(WithMinimal("dpo: {ld_alpha: 1.5}\n"), "dpo.ld_alpha: must be in [0, 1]"));
-  EXPECT_TRUE(HasProblem(MinimalWith("data", "eval_fraction: 1"),
-                         "data.eval_fraction: must be in [0, 1)"));
+  EXPECT_TRUE(HasProblem(MinimalWith("data", "eval_fraction: 1"), "data.eval_fraction: must be in [0, 1)"));
   // Null is "no limit" for optional integers, and allowed.
   EXPECT_FALSE(ParseJobSpec(MinimalWith("data", "max_length: null"), "j").data.max_length);
 }
@@ -281,8 +272,8 @@ TEST(JobSpecTest, RequiredKeys) {
   EXPECT_TRUE(HasProblem("train: {seed: 1}\n", "job.yaml: data.train: required"));
   EXPECT_TRUE(HasProblem("train: {seed: 1}\n", "job.yaml: output.dir: required"));
   EXPECT_TRUE(HasProblem("train: {seed: 1}\n", "job.yaml: model: set exactly one of"));
-  EXPECT_TRUE(HasProblem("model: {random: {seed: 1}}\ndata: {train: a}\noutput: {dir: o}\n",
-                         "model.random.config: required"));
+  EXPECT_TRUE(
+      HasProblem("model: {random: {seed: 1}}\ndata: {train: a}\noutput: {dir: o}\n", "model.random.config: required"));
   EXPECT_TRUE(HasProblem("model: {random: {config: c.json}}\ndata: {train: a}\noutput: {dir: o}\n",
                          "tokenizer.path: required with model.random"));
   EXPECT_EQ(Problems("").size(), 3u);  // an empty file lacks the same three keys
@@ -304,8 +295,7 @@ TEST(JobSpecTest, CrossFieldChecks) {
                          "dpo.use_weighting: not supported with aot"));
   EXPECT_TRUE(HasProblem(WithMinimal("reference: {mode: none, path: /ref}\n"),
                          "reference.path: must be null with reference.mode none"));
-  EXPECT_TRUE(HasProblem(WithMinimal("train: {eval_steps: 10}\n"),
-                         "train.eval_steps: set, but there is no eval data"));
+  EXPECT_TRUE(HasProblem(WithMinimal("train: {eval_steps: 10}\n"), "train.eval_steps: set, but there is no eval data"));
   EXPECT_TRUE(HasProblem("model: {path: m, random: {config: c}}\ndata: {train: a}\noutput: {dir: o}\n",
                          "model: set exactly one of model.path"));
   EXPECT_TRUE(HasProblem(MinimalWith("data", "eval: e.jsonl, eval_fraction: 0.1"),
@@ -329,8 +319,9 @@ TEST(JobSpecTest, ReportsEveryProblemAtOnceInFileOrder) {
     const std::vector<std::string>& p = e.problems();
     ASSERT_EQ(p.size(), 6u) << e.what();
     EXPECT_EQ(p[0], "bad.yaml:2:24: data.max_length: must be > 0");
-    EXPECT_EQ(p[1], "bad.yaml:3:28: dpo.loss_type[1]: unknown loss type \"sigmoidd\"; did you "
-                    "mean \"sigmoid\"?");
+    EXPECT_EQ(p[1],
+              "bad.yaml:3:28: dpo.loss_type[1]: unknown loss type \"sigmoidd\"; did you "
+              "mean \"sigmoid\"?");
     EXPECT_EQ(p[2], "bad.yaml:3:39: dpo.betta: unknown key; did you mean \"dpo.beta\"?");
     EXPECT_EQ(p[3], "bad.yaml:4:9: train.lr: unknown key; did you mean \"train.learning_rate\"?");
     EXPECT_EQ(p[4], "bad.yaml:4:27: train.max_steps: expected an integer, got \"ten\"");

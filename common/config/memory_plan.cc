@@ -1,9 +1,8 @@
 #include "common/config/memory_plan.h"
 
 #include <cstdio>
-#include <string_view>
-
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "common/util/error.h"
 #include "common/util/path_util.h"
@@ -12,8 +11,7 @@ namespace dpo {
 namespace {
 
 constexpr double kGiB = 1ULL << 30;
-constexpr TrainSection::Sharding kModes[] = {TrainSection::Sharding::kNone,
-                                             TrainSection::Sharding::kOptimizer,
+constexpr TrainSection::Sharding kModes[] = {TrainSection::Sharding::kNone, TrainSection::Sharding::kOptimizer,
                                              TrainSection::Sharding::kFull};
 
 // A Linear as common/model/causal_lm.cc builds it: weight [out, in], bias [out] when present.
@@ -23,8 +21,8 @@ int64_t LinearParameters(int64_t in, int64_t out, bool bias) { return in * out +
 int64_t LayerParameters(const ModelConfig& c) {
   const int64_t h = c.hidden_size, i = c.intermediate_size;
   const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
-  int64_t n = LinearParameters(h, q, c.qkv_bias) + 2 * LinearParameters(h, kv, c.qkv_bias) +
-              LinearParameters(q, h, c.o_bias);
+  int64_t n =
+      LinearParameters(h, q, c.qkv_bias) + 2 * LinearParameters(h, kv, c.qkv_bias) + LinearParameters(q, h, c.o_bias);
   if (c.qk_norm) n += 2 * c.head_dim;  // q_norm, k_norm
   n += 2 * LinearParameters(h, i, c.mlp_bias) + LinearParameters(i, h, c.mlp_bias);
   return n + 2 * h;  // input_layernorm, post_attention_layernorm
@@ -39,8 +37,8 @@ int64_t RootParameters(const ModelConfig& c) {
 // Parameter tensors of the policy, as causal_lm.cc registers them: AdamW keeps one fp32 step
 // counter per tensor it steps (whole parameters; one per unit when sharded).
 int64_t ParameterTensors(const ModelConfig& c) {
-  const int64_t per_layer = 4 + (c.qkv_bias ? 3 : 0) + (c.o_bias ? 1 : 0) + (c.qk_norm ? 2 : 0) +
-                            3 + (c.mlp_bias ? 3 : 0) + 2;
+  const int64_t per_layer =
+      4 + (c.qkv_bias ? 3 : 0) + (c.o_bias ? 1 : 0) + (c.qk_norm ? 2 : 0) + 3 + (c.mlp_bias ? 3 : 0) + 2;
   return c.num_hidden_layers * per_layer + 2 + (c.tie_word_embeddings ? 0 : 1);
 }
 
@@ -65,8 +63,8 @@ Units UnitsOf(const ModelConfig& c, int64_t ranks) {
 // hold fewer), so it errs high.
 double ActivationBytes(const ModelConfig& c, const JobSpec& spec, bool bf16) {
   const int64_t max_length = spec.data.max_length.value_or(c.max_position_embeddings);
-  const double tokens = 2.0 * static_cast<double>(spec.train.per_device_train_batch_size) *
-                        static_cast<double>(max_length);
+  const double tokens =
+      2.0 * static_cast<double>(spec.train.per_device_train_batch_size) * static_cast<double>(max_length);
   const double a = bf16 ? 2 : 4;
   const double h = static_cast<double>(c.hidden_size);
   const double q = static_cast<double>(c.num_attention_heads * c.head_dim);
@@ -77,11 +75,9 @@ double ActivationBytes(const ModelConfig& c, const JobSpec& spec, bool bf16) {
   // and the activation (4I).
   const double inside_layer = 6 * h + 2 * (q + kv) + 4 * static_cast<double>(c.intermediate_size);
   // Checkpointing keeps only each layer's input and recomputes one layer at a time.
-  const double decoder = spec.train.gradient_checkpointing
-                             ? tokens * a * (layers * h + inside_layer)
-                             : tokens * layers * a * inside_layer;
-  const double head = 2.0 * static_cast<double>(spec.train.logprob_chunk_size) *
-                      static_cast<double>(c.vocab_size) * 4;
+  const double decoder =
+      spec.train.gradient_checkpointing ? tokens * a * (layers * h + inside_layer) : tokens * layers * a * inside_layer;
+  const double head = 2.0 * static_cast<double>(spec.train.logprob_chunk_size) * static_cast<double>(c.vocab_size) * 4;
   return decoder + head;
 }
 
@@ -100,8 +96,7 @@ std::string DeviceGib(double gib) {
 
 }  // namespace
 
-MemoryPlan PlanMemory(const ModelConfig& policy, const JobSpec& spec,
-                      const MemoryPlanOptions& options) {
+MemoryPlan PlanMemory(const ModelConfig& policy, const JobSpec& spec, const MemoryPlanOptions& options) {
   if (options.ranks < 1) Fail("memory plan", "ranks must be >= 1");
   if (!(options.device_gib > 0)) Fail("memory plan", "device memory must be > 0");
   const int64_t w = options.ranks;
@@ -153,9 +148,8 @@ MemoryPlan PlanMemory(const ModelConfig& policy, const JobSpec& spec,
     if (spec.reference.mode != ReferenceSection::Mode::kNone) {
       // Only full shards the reference (its shards kept in the compute dtype); otherwise it is
       // a whole frozen model in model.dtype on every rank.
-      mode.reference = sharding == TrainSection::Sharding::kFull
-                           ? c * d(ref.shards) + c * d(ref.root + 2 * ref.layer)
-                           : m * d(ref.total);
+      mode.reference = sharding == TrainSection::Sharding::kFull ? c * d(ref.shards) + c * d(ref.root + 2 * ref.layer)
+                                                                 : m * d(ref.total);
     }
     mode.activations = activations;
     mode.total = mode.parameters + mode.gradients + mode.optimizer + mode.activations +
@@ -166,21 +160,19 @@ MemoryPlan PlanMemory(const ModelConfig& policy, const JobSpec& spec,
 }
 
 MemoryPlan PlanMemoryForSpec(const JobSpec& spec, MemoryPlanOptions options) {
-  const ModelConfig policy = ModelConfig::FromJsonFile(
-      spec.model.path ? JoinPath(*spec.model.path, "config.json") : spec.model.random->config);
+  const ModelConfig policy = ModelConfig::FromJsonFile(spec.model.path ? JoinPath(*spec.model.path, "config.json")
+                                                                       : spec.model.random->config);
   if (spec.reference.path && spec.reference.mode != ReferenceSection::Mode::kNone) {
-    options.reference_config =
-        ModelConfig::FromJsonFile(JoinPath(*spec.reference.path, "config.json"));
+    options.reference_config = ModelConfig::FromJsonFile(JoinPath(*spec.reference.path, "config.json"));
   }
   return PlanMemory(policy, spec, options);
 }
 
 std::string FormatMemoryPlan(const MemoryPlan& plan) {
-  std::string out = "memory per rank on " + std::to_string(plan.ranks) +
-                    (plan.gpu ? " GPU" : " CPU") + " rank(s), bf16 " +
-                    (plan.bf16 ? "on" : "off") + ", " + std::to_string(plan.parameters) +
-                    " parameters (largest layer " + std::to_string(plan.largest_layer_parameters) +
-                    ", root " + std::to_string(plan.root_parameters) + ")\n";
+  std::string out = "memory per rank on " + std::to_string(plan.ranks) + (plan.gpu ? " GPU" : " CPU") +
+                    " rank(s), bf16 " + (plan.bf16 ? "on" : "off") + ", " + std::to_string(plan.parameters) +
+                    " parameters (largest layer " + std::to_string(plan.largest_layer_parameters) + ", root " +
+                    std::to_string(plan.root_parameters) + ")\n";
   char line[160];
   auto row = [&](std::string_view label, double ModeMemory::*field) {
     std::snprintf(line, sizeof line, "%-30.*s", static_cast<int>(label.size()), label.data());
@@ -196,18 +188,18 @@ std::string FormatMemoryPlan(const MemoryPlan& plan) {
   row("parameters", &ModeMemory::parameters);
   row("gradients", &ModeMemory::gradients);
   row("optimizer", &ModeMemory::optimizer);
-  row(plan.reference_precompute_only ? "reference (precompute phase)" : "reference",
-      &ModeMemory::reference);
+  row(plan.reference_precompute_only ? "reference (precompute phase)" : "reference", &ModeMemory::reference);
   row("activations (estimate)", &ModeMemory::activations);
   row("total", &ModeMemory::total);
   const std::string device = DeviceGib(plan.device_gib) + " GiB per device";
   for (const TrainSection::Sharding sharding : kModes) {
-    out += std::string(ToString(sharding)) + ": " +
-           (plan.mode(sharding).fits ? "fits" : "does not fit") + " in " + device + "\n";
+    out += std::string(ToString(sharding)) + ": " + (plan.mode(sharding).fits ? "fits" : "does not fit") + " in " +
+           device + "\n";
   }
   if (plan.reference_precompute_only) {
-    out += "the reference is resident only while its log-probs are precomputed, before "
-           "training: it is not in the total\n";
+    out +=
+        "the reference is resident only while its log-probs are precomputed, before "
+        "training: it is not in the total\n";
   }
   return out;
 }
@@ -216,18 +208,25 @@ std::string MemoryPlanJson(const MemoryPlan& plan) {
   nlohmann::json modes;
   for (const TrainSection::Sharding sharding : kModes) {
     const ModeMemory& m = plan.mode(sharding);
-    modes[std::string(ToString(sharding))] = {
-        {"parameters", m.parameters}, {"gradients", m.gradients}, {"optimizer", m.optimizer},
-        {"reference", m.reference},   {"activations", m.activations}, {"total", m.total},
-        {"fits", m.fits}};
+    modes[std::string(ToString(sharding))] = {{"parameters", m.parameters},
+                                              {"gradients", m.gradients},
+                                              {"optimizer", m.optimizer},
+                                              {"reference", m.reference},
+                                              {"activations", m.activations},
+                                              {"total", m.total},
+                                              {"fits", m.fits}};
   }
-  return nlohmann::json{{"ranks", plan.ranks}, {"gpu", plan.gpu}, {"bf16", plan.bf16},
+  return nlohmann::json{{"ranks", plan.ranks},
+                        {"gpu", plan.gpu},
+                        {"bf16", plan.bf16},
                         {"parameters", plan.parameters},
                         {"largest_layer_parameters", plan.largest_layer_parameters},
                         {"root_parameters", plan.root_parameters},
                         {"reference_precompute_only", plan.reference_precompute_only},
-                        {"device_gib", plan.device_gib}, {"modes", modes}}
-             .dump(1) + "\n";
+                        {"device_gib", plan.device_gib},
+                        {"modes", modes}}
+             .dump(1) +
+         "\n";
 }
 
 std::string DescribeMisfit(const MemoryPlan& plan, TrainSection::Sharding sharding) {
@@ -238,13 +237,12 @@ std::string DescribeMisfit(const MemoryPlan& plan, TrainSection::Sharding shardi
       fitting += (fitting.empty() ? "" : ", ") + std::string(ToString(other));
     }
   }
-  return "train.sharding: " + std::string(ToString(sharding)) + " needs " + Gib(mode.total) +
-         " GiB per rank on " + std::to_string(plan.ranks) + " rank(s) (in GiB: parameters " +
-         Gib(mode.parameters) + ", gradients " + Gib(mode.gradients) + ", optimizer " +
-         Gib(mode.optimizer) + ", reference " + Gib(mode.reference) +
-         (plan.reference_precompute_only ? " while precomputing" : "") + ", activations " +
-         Gib(mode.activations) + " estimated) but a device has " + DeviceGib(plan.device_gib) +
-         " GiB; " + (fitting.empty() ? "no mode fits" : "modes that fit: " + fitting);
+  return "train.sharding: " + std::string(ToString(sharding)) + " needs " + Gib(mode.total) + " GiB per rank on " +
+         std::to_string(plan.ranks) + " rank(s) (in GiB: parameters " + Gib(mode.parameters) + ", gradients " +
+         Gib(mode.gradients) + ", optimizer " + Gib(mode.optimizer) + ", reference " + Gib(mode.reference) +
+         (plan.reference_precompute_only ? " while precomputing" : "") + ", activations " + Gib(mode.activations) +
+         " estimated) but a device has " + DeviceGib(plan.device_gib) + " GiB; " +
+         (fitting.empty() ? "no mode fits" : "modes that fit: " + fitting);
 }
 
 }  // namespace dpo

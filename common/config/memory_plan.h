@@ -45,7 +45,7 @@ struct ModeMemory {
   // Training peak: the sum of the above, less the reference when it exists only while
   // precomputing (MemoryPlan::reference_precompute_only).
   double total = 0;
-  bool fits = false;       // total <= MemoryPlanOptions::device_gib
+  bool fits = false;  // total <= MemoryPlanOptions::device_gib
 };
 
 struct MemoryPlan {
@@ -65,15 +65,12 @@ struct MemoryPlan {
   // Indexed by TrainSection::Sharding (none, optimizer, full).
   std::array<ModeMemory, 3> modes;
 
-  const ModeMemory& mode(TrainSection::Sharding sharding) const {
-    return modes[static_cast<size_t>(sharding)];
-  }
+  const ModeMemory& mode(TrainSection::Sharding sharding) const { return modes[static_cast<size_t>(sharding)]; }
 };
 
 // The plan for training `policy` as `spec` says on options.ranks ranks. Throws dpo::Error when
 // options.ranks < 1 or options.device_gib <= 0.
-MemoryPlan PlanMemory(const ModelConfig& policy, const JobSpec& spec,
-                      const MemoryPlanOptions& options);
+MemoryPlan PlanMemory(const ModelConfig& policy, const JobSpec& spec, const MemoryPlanOptions& options);
 
 // PlanMemory with the architectures read from the spec's files: model.path/config.json or
 // model.random.config, and reference.path/config.json when set. Throws dpo::Error when one

@@ -1,10 +1,10 @@
 #include "common/config/memory_plan.h"
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <string>
 #include <utility>
-
-#include <gtest/gtest.h>
 
 #include "common/util/error.h"
 
@@ -114,8 +114,7 @@ TEST(MemoryPlanTest, DtypesCheckpointingAndReferenceModes) {
 
   // max_length null: the model's max_position_embeddings.
   spec.data.max_length.reset();
-  EXPECT_EQ(PlanMemory(Tiny(), spec, Ranks(2)).mode(Sharding::kNone).activations,
-            2 * 4 * 2048.0 * 4 * 1216 + 4194304);
+  EXPECT_EQ(PlanMemory(Tiny(), spec, Ranks(2)).mode(Sharding::kNone).activations, 2 * 4 * 2048.0 * 4 * 1216 + 4194304);
 
   spec.reference.mode = ReferenceSection::Mode::kNone;
   for (const ModeMemory& mode : PlanMemory(Tiny(), spec, Ranks(2)).modes) {
@@ -140,8 +139,7 @@ TEST(MemoryPlanTest, ADifferentReferenceIsCountedWithItsOwnShape) {
   options.reference_config = reference;
   const MemoryPlan plan = PlanMemory(Tiny(), TinySpec(), options);
   EXPECT_EQ(plan.mode(Sharding::kNone).reference, 4.0 * (4 * 36992 + 131136));
-  EXPECT_EQ(plan.mode(Sharding::kFull).reference,
-            2.0 * (4 * 18496 + 65568) + 2.0 * (131136 + 2 * 36992));
+  EXPECT_EQ(plan.mode(Sharding::kFull).reference, 2.0 * (4 * 18496 + 65568) + 2.0 * (131136 + 2 * 36992));
   EXPECT_EQ(plan.parameters, 205120);  // the policy is unchanged
 }
 
@@ -169,8 +167,7 @@ TEST(MemoryPlanTest, ShardingNeverCostsMoreModelStateOnTwoOrMoreRanks) {
   for (const char* name : {"qwen2.5-0.5b", "llama-3-8b", "llama-3-70b"}) {
     const ModelConfig c = Shape(name);
     for (bool bf16 : {false, true}) {
-      for (auto reduce : {TrainSection::ReduceDtype::kFloat32,
-                          TrainSection::ReduceDtype::kBFloat16}) {
+      for (auto reduce : {TrainSection::ReduceDtype::kFloat32, TrainSection::ReduceDtype::kBFloat16}) {
         JobSpec spec = TinySpec();
         spec.train.bf16 = bf16;
         spec.train.reduce_dtype = reduce;
@@ -209,8 +206,7 @@ TEST(MemoryPlanTest, FitsComparesTheTotalWithTheDevice) {
   EXPECT_TRUE(plan.mode(Sharding::kNone).fits);
   EXPECT_FALSE(plan.mode(Sharding::kOptimizer).fits);
   const std::string why = DescribeMisfit(plan, Sharding::kOptimizer);
-  EXPECT_NE(why.find("train.sharding: optimizer needs 0.02 GiB per rank on 2 rank(s)"),
-            std::string::npos) << why;
+  EXPECT_NE(why.find("train.sharding: optimizer needs 0.02 GiB per rank on 2 rank(s)"), std::string::npos) << why;
   EXPECT_NE(why.find("modes that fit: none, full"), std::string::npos) << why;
 
   const std::string table = FormatMemoryPlan(plan);

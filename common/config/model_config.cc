@@ -1,7 +1,6 @@
 #include "common/config/model_config.h"
 
 #include <cstdio>
-
 #include <nlohmann/json.hpp>
 
 #include "common/util/error.h"
@@ -23,8 +22,7 @@ const json* Find(const json& obj, std::string_view field) {
   return &*it;
 }
 
-int64_t GetInt(const json& obj, std::string_view field, std::string_view source,
-               const int64_t* fallback) {
+int64_t GetInt(const json& obj, std::string_view field, std::string_view source, const int64_t* fallback) {
   const json* v = Find(obj, field);
   if (v == nullptr) {
     if (fallback == nullptr) Fail(Context(source, field), "missing (required)");
@@ -61,8 +59,7 @@ bool BoolOr(const json& obj, std::string_view field, std::string_view source, bo
   return v->get<bool>();
 }
 
-std::string StringOr(const json& obj, std::string_view field, std::string_view source,
-                     const std::string& fallback) {
+std::string StringOr(const json& obj, std::string_view field, std::string_view source, const std::string& fallback) {
   const json* v = Find(obj, field);
   if (v == nullptr) return fallback;
   if (!v->is_string()) Fail(Context(source, field), "expected a string, got " + v->dump());
@@ -138,13 +135,11 @@ void CheckParameterCount(const ModelConfig& c, std::string_view source) {
   const double count = CountParameters<double>(c);
   if (count <= kMaxParameters) return;
   int64_t ModelConfig::*const fields[] = {
-      &ModelConfig::vocab_size,          &ModelConfig::hidden_size,
-      &ModelConfig::intermediate_size,   &ModelConfig::num_hidden_layers,
-      &ModelConfig::num_attention_heads, &ModelConfig::num_key_value_heads,
+      &ModelConfig::vocab_size,        &ModelConfig::hidden_size,         &ModelConfig::intermediate_size,
+      &ModelConfig::num_hidden_layers, &ModelConfig::num_attention_heads, &ModelConfig::num_key_value_heads,
       &ModelConfig::head_dim};
-  const char* names[] = {"vocab_size",          "hidden_size",         "intermediate_size",
-                         "num_hidden_layers",   "num_attention_heads", "num_key_value_heads",
-                         "head_dim"};
+  const char* names[] = {"vocab_size",          "hidden_size",         "intermediate_size", "num_hidden_layers",
+                         "num_attention_heads", "num_key_value_heads", "head_dim"};
   size_t blamed = 0;
   double smallest = count;
   for (size_t f = 0; f < std::size(fields); ++f) {
@@ -157,11 +152,9 @@ void CheckParameterCount(const ModelConfig& c, std::string_view source) {
     }
   }
   char figures[128];
-  std::snprintf(figures, sizeof figures, "about %.3g parameters, more than the limit of %.0e",
-                count, kMaxParameters);
+  std::snprintf(figures, sizeof figures, "about %.3g parameters, more than the limit of %.0e", count, kMaxParameters);
   Fail(Context(source, names[blamed]),
-       std::to_string(c.*fields[blamed]) + " is too large: the config implies " + figures,
-       ErrorCode::kBadModel);
+       std::to_string(c.*fields[blamed]) + " is too large: the config implies " + figures, ErrorCode::kBadModel);
 }
 
 // The window as transformers applies it. Mistral: on every layer, sliding_window (default 4096,
@@ -170,11 +163,9 @@ void CheckParameterCount(const ModelConfig& c, std::string_view source) {
 void ParseSlidingWindow(const json& root, std::string_view source, ModelConfig& c) {
   constexpr int64_t kDefaultWindow = 4096;  // MistralConfig / Qwen2Config / Qwen3Config
   const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
-  const bool enabled =
-      c.model_type == "mistral" || (qwen && BoolOr(root, "use_sliding_window", source, false));
+  const bool enabled = c.model_type == "mistral" || (qwen && BoolOr(root, "use_sliding_window", source, false));
   const bool null_window = root.contains("sliding_window") && root["sliding_window"].is_null();
-  c.sliding_window =
-      enabled && !null_window ? IntOr(root, "sliding_window", source, kDefaultWindow) : 0;
+  c.sliding_window = enabled && !null_window ? IntOr(root, "sliding_window", source, kDefaultWindow) : 0;
   c.max_window_layers = 0;
   if (!qwen || c.sliding_window == 0) return;
   c.max_window_layers = IntOr(root, "max_window_layers", source, 28);
@@ -190,9 +181,8 @@ void ParseSlidingWindow(const json& root, std::string_view source, ModelConfig& 
     }
     if (type == "sliding_attention" && first_sliding == types->size()) first_sliding = i;
     if (type == "full_attention" && first_sliding < i) {
-      Fail(Context(source, "layer_types"),
-           "full_attention after sliding_attention (layer " + std::to_string(i) +
-               ") is not supported: windowed layers must come last");
+      Fail(Context(source, "layer_types"), "full_attention after sliding_attention (layer " + std::to_string(i) +
+                                               ") is not supported: windowed layers must come last");
     }
   }
   c.max_window_layers = static_cast<int64_t>(first_sliding);
@@ -219,14 +209,11 @@ ModelConfig ModelConfig::FromJson(std::string_view text, std::string_view source
   if (type == nullptr) Fail(Context(src, "model_type"), "missing (required)");
   if (!type->is_string()) Fail(Context(src, "model_type"), "expected a string");
   c.model_type = type->get<std::string>();
-  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" &&
-      c.model_type != "qwen3") {
-    Fail(Context(src, "model_type"),
-         "unsupported '" + c.model_type + "' (supported: llama, mistral, qwen2, qwen3)");
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3") {
+    Fail(Context(src, "model_type"), "unsupported '" + c.model_type + "' (supported: llama, mistral, qwen2, qwen3)");
   }
   std::string act = StringOr(root, "hidden_act", src, "silu");
-  if (act != "silu")
-    Fail(Context(src, "hidden_act"), "only 'silu' is supported, got '" + act + "'");
+  if (act != "silu") Fail(Context(src, "hidden_act"), "only 'silu' is supported, got '" + act + "'");
 
   c.vocab_size = RequireInt(root, "vocab_size", src);
   c.hidden_size = RequireInt(root, "hidden_size", src);
@@ -279,8 +266,7 @@ void ModelConfig::Validate(std::string_view source) const {
   positive(head_dim, "head_dim");
   positive(max_position_embeddings, "max_position_embeddings");
   if (model_type != "qwen3" && hidden_size % num_attention_heads != 0) {
-    Fail(Context(source, "hidden_size"), std::to_string(hidden_size) +
-                                             " is not divisible by num_attention_heads " +
+    Fail(Context(source, "hidden_size"), std::to_string(hidden_size) + " is not divisible by num_attention_heads " +
                                              std::to_string(num_attention_heads));
   }
   if (num_attention_heads % num_key_value_heads != 0) {
@@ -289,8 +275,7 @@ void ModelConfig::Validate(std::string_view source) const {
                                                      std::to_string(num_attention_heads));
   }
   if (head_dim % 2 != 0) {
-    Fail(Context(source, "head_dim"),
-         "must be even for rotary embeddings, got " + std::to_string(head_dim));
+    Fail(Context(source, "head_dim"), "must be even for rotary embeddings, got " + std::to_string(head_dim));
   }
   if (!(rms_norm_eps > 0)) Fail(Context(source, "rms_norm_eps"), "must be positive");
   if (!(initializer_range >= 0)) Fail(Context(source, "initializer_range"), "must be >= 0");
@@ -298,8 +283,7 @@ void ModelConfig::Validate(std::string_view source) const {
   if (max_window_layers < 0) Fail(Context(source, "max_window_layers"), "must be >= 0");
   if (!(rope_theta > 0)) Fail(Context(source, "rope_theta"), "must be positive");
   if (rope_type != "default" && rope_type != "linear" && rope_type != "llama3") {
-    Fail(Context(source, "rope_type"),
-         "unsupported '" + rope_type + "' (supported: default, linear, llama3)");
+    Fail(Context(source, "rope_type"), "unsupported '" + rope_type + "' (supported: default, linear, llama3)");
   }
   if (rope_type != "default" && !(rope_factor > 0)) {
     Fail(Context(source, "factor"), "rope scaling factor must be positive");
@@ -319,13 +303,11 @@ void ModelConfig::Validate(std::string_view source) const {
   if (model_type == "qwen3") ok = qkv_bias == o_bias && qk_norm && !mlp_bias;
   if (model_type == "qwen2") ok = qkv_bias && !o_bias && !qk_norm && !mlp_bias;
   if (model_type == "mistral") ok = !qkv_bias && !o_bias && !qk_norm && !mlp_bias;
-  if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" &&
-      model_type != "qwen3") {
+  if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" && model_type != "qwen3") {
     Fail(Context(source, "model_type"), "unsupported '" + model_type + "'");
   }
   if (!ok) {
-    Fail(Context(source, "model_type"),
-         "bias/qk_norm flags do not match what '" + model_type + "' expresses");
+    Fail(Context(source, "model_type"), "bias/qk_norm flags do not match what '" + model_type + "' expresses");
   }
 }
 
@@ -351,8 +333,7 @@ std::string ModelConfig::ToJson(std::string_view dtype) const {
   root["hidden_act"] = "silu";
   if (model_type == "llama" || model_type == "qwen3") root["attention_bias"] = qkv_bias;
   if (model_type == "llama") root["mlp_bias"] = mlp_bias;
-  if (model_type == "mistral")
-    root["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json();
+  if (model_type == "mistral") root["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json();
   if (model_type == "qwen2" || model_type == "qwen3") {
     // layer_types is derived again from max_window_layers, so the two cannot disagree.
     root.erase("layer_types");

@@ -47,9 +47,7 @@ struct ModelConfig {
   // every layer (Mistral).
   int64_t max_window_layers = 0;
   // The window of decoder layer `layer`: sliding_window, or 0 (none) below max_window_layers.
-  int64_t WindowOf(int64_t layer) const {
-    return layer >= max_window_layers ? sliding_window : 0;
-  }
+  int64_t WindowOf(int64_t layer) const { return layer >= max_window_layers ? sliding_window : 0; }
 
   // RoPE. rope_type is "default", "linear" or "llama3" (Llama 3.1 frequency scaling).
   std::string rope_type = "default";

@@ -1,9 +1,9 @@
 #include "common/config/model_config.h"
 
-#include <string>
-
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "common/util/error.h"
 
@@ -13,11 +13,10 @@ namespace {
 using nlohmann::json;
 
 json LlamaJson() {
-  return {
-      {"model_type", "llama"},    {"vocab_size", 300},           {"hidden_size", 64},
-      {"intermediate_size", 128}, {"num_hidden_layers", 2},      {"num_attention_heads", 4},
-      {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},        {"max_position_embeddings", 128},
-      {"bos_token_id", 1},        {"tie_word_embeddings", false}};
+  return {{"model_type", "llama"},    {"vocab_size", 300},           {"hidden_size", 64},
+          {"intermediate_size", 128}, {"num_hidden_layers", 2},      {"num_attention_heads", 4},
+          {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},        {"max_position_embeddings", 128},
+          {"bos_token_id", 1},        {"tie_word_embeddings", false}};
 }
 
 void ExpectError(const json& j, std::initializer_list<std::string> parts) {

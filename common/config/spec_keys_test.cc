@@ -4,6 +4,7 @@
 // So a key that is parsed but dropped on the way, as dpo.simpo_gamma once was (training always
 // used 0.5), fails here; and so does a documented key the parser does not know, or the reverse.
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -11,8 +12,6 @@
 #include <regex>
 #include <set>
 #include <string>
-
-#include <yaml-cpp/yaml.h>
 
 #include "common/config/job_spec.h"
 

@@ -25,18 +25,13 @@ std::string Quote(std::string_view text) {
 
 // A plain scalar may carry a resolved core-schema tag (!!int, !!float, !!bool); "!" marks a
 // quoted scalar and !!str forces a string.
-bool IsQuotedOrString(const YAML::Node& node) {
-  return node.Tag() == "!" || node.Tag() == "tag:yaml.org,2002:str";
-}
+bool IsQuotedOrString(const YAML::Node& node) { return node.Tag() == "!" || node.Tag() == "tag:yaml.org,2002:str"; }
 
 }  // namespace
 
-YAML::Mark ValueMark(const YAML::Node& node) {
-  return node.IsNull() ? YAML::Mark::null_mark() : node.Mark();
-}
+YAML::Mark ValueMark(const YAML::Node& node) { return node.IsNull() ? YAML::Mark::null_mark() : node.Mark(); }
 
-void SpecReader::Problem(const YAML::Mark& given, std::string_view path,
-                         std::string_view message) {
+void SpecReader::Problem(const YAML::Mark& given, std::string_view path, std::string_view message) {
   YAML::Mark mark = given;
   if (mark.is_null()) {
     for (const auto& [p, m] : marks_) {
@@ -72,27 +67,20 @@ void SpecReader::ThrowIfAny() {
   throw JobSpecError(std::move(lines));
 }
 
-void SpecReader::RememberMark(const std::string& path, const YAML::Mark& mark) {
-  marks_.emplace_back(path, mark);
-}
+void SpecReader::RememberMark(const std::string& path, const YAML::Mark& mark) { marks_.emplace_back(path, mark); }
 
 std::string SpecReader::Describe(const YAML::Node& node) {
   switch (node.Type()) {
     case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined:
-      return "null";
-    case YAML::NodeType::Sequence:
-      return "a list";
-    case YAML::NodeType::Map:
-      return "a mapping";
-    case YAML::NodeType::Scalar:
-      return Quote(node.Scalar());
+    case YAML::NodeType::Undefined: return "null";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a mapping";
+    case YAML::NodeType::Scalar: return Quote(node.Scalar());
   }
   return "null";
 }
 
-bool SpecReader::ExpectPlainScalar(const YAML::Node& node, std::string_view path,
-                                   std::string_view what) {
+bool SpecReader::ExpectPlainScalar(const YAML::Node& node, std::string_view path, std::string_view what) {
   if (node.IsScalar() && !IsQuotedOrString(node)) return true;
   Problem(ValueMark(node), path, "expected " + std::string(what) + ", got " + Describe(node));
   return false;
@@ -145,9 +133,8 @@ std::optional<std::string> SpecReader::String(const YAML::Node& node, std::strin
   return node.Scalar();
 }
 
-void SpecReader::ReportBadEnum(const YAML::Node& node, std::string_view path,
-                               std::string_view noun, const std::string& text,
-                               const std::vector<std::string>& spellings) {
+void SpecReader::ReportBadEnum(const YAML::Node& node, std::string_view path, std::string_view noun,
+                               const std::string& text, const std::vector<std::string>& spellings) {
   std::string message = "unknown " + std::string(noun) + " " + Quote(text);
   if (std::optional<std::string> near = ClosestMatch(text, spellings)) {
     message += "; did you mean \"" + *near + "\"?";
@@ -173,8 +160,7 @@ MapReader::MapReader(SpecReader& reader, const YAML::Node& node, std::string pat
       continue;
     }
     const std::string& key = kv.first.Scalar();
-    const bool duplicate = std::any_of(items_.begin(), items_.end(),
-                                       [&](const Item& item) { return item.key == key; });
+    const bool duplicate = std::any_of(items_.begin(), items_.end(), [&](const Item& item) { return item.key == key; });
     if (duplicate) {
       reader_.Problem(kv.first.Mark(), KeyPath(key), "duplicate key");
       continue;

@@ -16,7 +16,6 @@
 
 namespace dpo {
 
-
 // Where a value is, for messages. yaml-cpp places an empty (null) value at the next token, so a
 // null gives the null mark, which SpecReader::Problem replaces by its key's position.
 YAML::Mark ValueMark(const YAML::Node& node);
@@ -44,8 +43,8 @@ class SpecReader {
   std::optional<std::string> String(const YAML::Node& node, std::string_view path);
 
   template <typename E>
-  std::optional<E> Enum(const YAML::Node& node, std::string_view path,
-                        std::span<const EnumName<E>> names, std::string_view noun = "value") {
+  std::optional<E> Enum(const YAML::Node& node, std::string_view path, std::span<const EnumName<E>> names,
+                        std::string_view noun = "value") {
     std::optional<std::string> text = String(node, path);
     if (!text) return std::nullopt;
     std::vector<std::string> spellings;
@@ -66,8 +65,8 @@ class SpecReader {
     int column;
     std::string text;
   };
-  void ReportBadEnum(const YAML::Node& node, std::string_view path, std::string_view noun,
-                     const std::string& text, const std::vector<std::string>& spellings);
+  void ReportBadEnum(const YAML::Node& node, std::string_view path, std::string_view noun, const std::string& text,
+                     const std::vector<std::string>& spellings);
   bool ExpectPlainScalar(const YAML::Node& node, std::string_view path, std::string_view what);
 
   std::string source_;

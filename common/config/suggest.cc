@@ -30,8 +30,7 @@ size_t TypoBudget(std::string_view word) {
   return 3;
 }
 
-std::optional<std::string> ClosestMatch(std::string_view word,
-                                        const std::vector<std::string>& candidates) {
+std::optional<std::string> ClosestMatch(std::string_view word, const std::vector<std::string>& candidates) {
   std::optional<std::string> best;
   size_t best_distance = TypoBudget(word) + 1;
   for (const std::string& candidate : candidates) {

@@ -19,7 +19,6 @@ size_t TypoBudget(std::string_view word);
 
 // The candidate closest to `word` within TypoBudget(word); the first one on ties. nullopt when
 // none is close enough.
-std::optional<std::string> ClosestMatch(std::string_view word,
-                                        const std::vector<std::string>& candidates);
+std::optional<std::string> ClosestMatch(std::string_view word, const std::vector<std::string>& candidates);
 
 }  // namespace dpo

@@ -7,8 +7,8 @@ namespace {
 
 // Calls emit(token, is_completion) for each kept token of prompt+completion, in order.
 template <typename Emit>
-size_t EmitSequence(std::span<const int32_t> prompt, std::span<const int32_t> completion,
-                    const CollateOptions& options, Emit&& emit) {
+size_t EmitSequence(std::span<const int32_t> prompt, std::span<const int32_t> completion, const CollateOptions& options,
+                    Emit&& emit) {
   size_t total = prompt.size() + completion.size();
   size_t keep = TruncatedLength(prompt.size(), completion.size(), options);
   size_t first = options.truncation_mode == TruncationMode::kKeepEnd ? total - keep : 0;
@@ -50,14 +50,14 @@ double PaddedBatch::padding_fraction() const {
   return cells ? static_cast<double>(cells - real_tokens()) / static_cast<double>(cells) : 0.0;
 }
 
-PaddedBatch CollatePadded(const PreparedDataset& data, std::span<const uint32_t> pairs,
-                          const CollateOptions& options) {
+PaddedBatch CollatePadded(const PreparedDataset& data, std::span<const uint32_t> pairs, const CollateOptions& options) {
   PaddedBatch batch;
   batch.rows = 2 * pairs.size();
   ForEachSequence(data, pairs, [&](auto prompt, auto completion) {
     batch.lengths.push_back(static_cast<int32_t>(TruncatedLength(prompt.size(), completion.size(), options)));
   });
-  size_t width = batch.lengths.empty() ? 0 : static_cast<size_t>(*std::max_element(batch.lengths.begin(), batch.lengths.end()));
+  size_t width =
+      batch.lengths.empty() ? 0 : static_cast<size_t>(*std::max_element(batch.lengths.begin(), batch.lengths.end()));
   if (options.pad_to_multiple_of > 1) {
     width = (width + options.pad_to_multiple_of - 1) / options.pad_to_multiple_of * options.pad_to_multiple_of;
   }

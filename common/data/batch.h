@@ -29,19 +29,17 @@ struct CollateOptions {
 };
 
 struct PaddedBatch {
-  size_t rows = 0;  // 2B
-  size_t width = 0; // T
-  std::vector<int64_t> input_ids;       // [rows, width], pad_id past each length
-  std::vector<uint8_t> completion_mask; // [rows, width]
-  std::vector<int32_t> lengths;         // [rows]: real tokens per row (attention mask = i < length)
+  size_t rows = 0;                       // 2B
+  size_t width = 0;                      // T
+  std::vector<int64_t> input_ids;        // [rows, width], pad_id past each length
+  std::vector<uint8_t> completion_mask;  // [rows, width]
+  std::vector<int32_t> lengths;          // [rows]: real tokens per row (attention mask = i < length)
   size_t real_tokens() const;
   // Share of the [rows, width] cells that are padding.
   double padding_fraction() const;
 };
 
-
-PaddedBatch CollatePadded(const PreparedDataset& data, std::span<const uint32_t> pairs,
-                          const CollateOptions& options);
+PaddedBatch CollatePadded(const PreparedDataset& data, std::span<const uint32_t> pairs, const CollateOptions& options);
 
 // Length of one side's sequence after the max_length cut.
 size_t TruncatedLength(size_t prompt, size_t completion, const CollateOptions& options);

@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "common/data/data_test_util.h"
@@ -22,8 +21,10 @@ constexpr int64_t B = ByteTokenizer::kBos, E = ByteTokenizer::kEos, P = 0;  // N
 class BatchTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    data_.Write(R"({"prompt":"ab","chosen":"c","rejected":"d"})" "\n"
-                R"({"prompt":"x","chosen":"yz","rejected":"w"})" "\n");
+    data_.Write(R"({"prompt":"ab","chosen":"c","rejected":"d"})"
+                "\n"
+                R"({"prompt":"x","chosen":"yz","rejected":"w"})"
+                "\n");
     TokenizeOptions no_limit;
     no_limit.max_length = 0;
     PrepareDataset(tok_, data_.path(), out_.path(), {no_limit});
@@ -40,9 +41,8 @@ TEST_F(BatchTest, PaddedChosenRowsThenRejectedLikeTrlCollator) {
   auto b = CollatePadded(*ds_, pairs_, o);
   ASSERT_EQ(b.rows, 4u);
   ASSERT_EQ(b.width, 5u);
-  std::vector<int64_t> ids = {B, 'a', 'b', 'c', E,  B, 'x', 'y', 'z', E,
-                              B, 'a', 'b', 'd', E,  B, 'x', 'w', E,   P};
-  std::vector<uint8_t> mask = {0, 0, 0, 1, 1,  0, 0, 1, 1, 1,  0, 0, 0, 1, 1,  0, 0, 1, 1, 0};
+  std::vector<int64_t> ids = {B, 'a', 'b', 'c', E, B, 'x', 'y', 'z', E, B, 'a', 'b', 'd', E, B, 'x', 'w', E, P};
+  std::vector<uint8_t> mask = {0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0};
   EXPECT_EQ(b.input_ids, ids);
   EXPECT_EQ(b.completion_mask, mask);
   EXPECT_EQ(b.lengths, (std::vector<int32_t>{5, 5, 5, 4}));
@@ -82,7 +82,9 @@ TEST(BatchRealTokenizerTest, CompletionMaskCoversExactlyTheReplies) {
   if (!testing::SharedDataPresent(dir)) GTEST_SKIP() << "no " << dir;
   auto tokenizer = Tokenizer::Load(dir);
   ScratchFile data("real.jsonl"), out("real.bin");
-  data.Write(R"({"chosen":"\n\nHuman: Name a colour.\n\nAssistant: Blue, like the sky.","rejected":"\n\nHuman: Name a colour.\n\nAssistant: No."})" "\n");
+  data.Write(
+      R"({"chosen":"\n\nHuman: Name a colour.\n\nAssistant: Blue, like the sky.","rejected":"\n\nHuman: Name a colour.\n\nAssistant: No."})"
+      "\n");
   PrepareDataset(*tokenizer, data.path(), out.path(), {});
   PreparedDataset ds(out.path());
   ASSERT_EQ(ds.size(), 1u);

@@ -17,12 +17,10 @@ std::string_view StripChar(std::string_view s, char c, bool left, bool right) {
   return s;
 }
 
-[[noreturn]] void BadRole(std::string_view context, size_t index, std::string_view role,
-                          std::string_view family) {
-  throw RecordError(RecordErrorKind::kWrongType,
-                    std::string(context) + ": messages[" + std::to_string(index) + "].role: \"" +
-                        std::string(role) + "\" is not supported by the " + std::string(family) +
-                        " chat template");
+[[noreturn]] void BadRole(std::string_view context, size_t index, std::string_view role, std::string_view family) {
+  throw RecordError(RecordErrorKind::kWrongType, std::string(context) + ": messages[" + std::to_string(index) +
+                                                     "].role: \"" + std::string(role) + "\" is not supported by the " +
+                                                     std::string(family) + " chat template");
 }
 
 // The default system turn a ChatML template writes as one string literal, e.g. SmolLM2's
@@ -54,8 +52,7 @@ ChatTemplate ChatTemplate::FromName(std::string_view name, std::string bos, std:
   if (name == "qwen3") return ChatTemplate(Family::kQwen3, std::move(bos), std::move(eos), false);
   if (name == "llama3") return ChatTemplate(Family::kLlama3, std::move(bos), std::move(eos), false);
   if (name == "mistral") return ChatTemplate(Family::kMistral, std::move(bos), std::move(eos), false);
-  Fail("chat_template", "unknown template \"" + std::string(name) +
-                            "\" (expected chatml, qwen3, llama3 or mistral)");
+  Fail("chat_template", "unknown template \"" + std::string(name) + "\" (expected chatml, qwen3, llama3 or mistral)");
 }
 
 ChatTemplate ChatTemplate::Detect(std::string_view jinja, std::string bos, std::string eos) {
@@ -71,8 +68,9 @@ ChatTemplate ChatTemplate::Detect(std::string_view jinja, std::string bos, std::
     return ChatTemplate(Family::kLlama3, std::move(bos), std::move(eos), !has("add_generation_prompt"));
   }
   if (has("[INST]")) return ChatTemplate(Family::kMistral, std::move(bos), std::move(eos), false);
-  Fail("chat_template", "unrecognised chat_template in tokenizer_config.json; name one "
-                        "(chatml, qwen3, llama3, mistral)");
+  Fail("chat_template",
+       "unrecognised chat_template in tokenizer_config.json; name one "
+       "(chatml, qwen3, llama3, mistral)");
 }
 
 std::string ChatTemplate::name() const {
@@ -160,8 +158,7 @@ std::string ChatTemplate::RenderLlama3(const std::vector<ChatMessage>& messages,
   return out;
 }
 
-std::string ChatTemplate::RenderMistral(const std::vector<ChatMessage>& messages,
-                                        std::string_view context) const {
+std::string ChatTemplate::RenderMistral(const std::vector<ChatMessage>& messages, std::string_view context) const {
   std::string out = bos_;
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& m = messages[i];

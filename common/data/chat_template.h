@@ -49,11 +49,12 @@ class ChatTemplate {
  private:
   ChatTemplate(Family family, std::string bos, std::string eos, bool always_generation_prompt,
                std::string default_system_turn = "")
-      : family_(family), bos_(std::move(bos)), eos_(std::move(eos)),
+      : family_(family),
+        bos_(std::move(bos)),
+        eos_(std::move(eos)),
         always_generation_prompt_(always_generation_prompt),
         default_system_turn_(std::move(default_system_turn)) {}
-  std::string RenderChatMl(const std::vector<ChatMessage>& messages, bool generation,
-                           std::string_view context) const;
+  std::string RenderChatMl(const std::vector<ChatMessage>& messages, bool generation, std::string_view context) const;
   std::string RenderLlama3(const std::vector<ChatMessage>& messages, bool generation) const;
   std::string RenderMistral(const std::vector<ChatMessage>& messages, std::string_view context) const;
 

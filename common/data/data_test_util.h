@@ -33,8 +33,8 @@ inline bool SharedDataPresent(const std::string& path) {
 class ScratchFile {
  public:
   explicit ScratchFile(const std::string& name)
-      : path_((std::filesystem::temp_directory_path() /
-               ("dpo_data_test_" + std::to_string(::getpid()) + "_" + name)).string()) {}
+      : path_((std::filesystem::temp_directory_path() / ("dpo_data_test_" + std::to_string(::getpid()) + "_" + name))
+                  .string()) {}
   ~ScratchFile() { std::filesystem::remove(path_); }
   const std::string& path() const { return path_; }
   void Write(const std::string& bytes) const { std::ofstream(path_, std::ios::binary) << bytes; }
@@ -72,8 +72,10 @@ class ByteTokenizer : public Tokenizer {
   std::string Decode(const std::vector<TokenId>& ids, bool skip_special_tokens) const override {
     std::string text;
     for (TokenId id : ids) {
-      if (id < 256) text += static_cast<char>(id);
-      else if (!skip_special_tokens) text += id == kBos ? "<s>" : id == kEos ? "</s>" : "<pad>";
+      if (id < 256)
+        text += static_cast<char>(id);
+      else if (!skip_special_tokens)
+        text += id == kBos ? "<s>" : id == kEos ? "</s>" : "<pad>";
     }
     return text;
   }

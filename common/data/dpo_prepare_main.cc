@@ -40,10 +40,11 @@ double EpochPaddingFraction(const PreparedDataset& data, const CollateOptions& c
 }
 
 int Main(int argc, char** argv) {
-  dpo::cli::App app("Tokenizes a preference data set once into the binary file training maps; prints the\n"
-               "load report, pairs/s, and with --batch-size the padding fraction of one epoch's\n"
-               "padded batches with and without length grouping.",
-               "dpo-prepare");
+  dpo::cli::App app(
+      "Tokenizes a preference data set once into the binary file training maps; prints the\n"
+      "load report, pairs/s, and with --batch-size the padding fraction of one epoch's\n"
+      "padded batches with and without length grouping.",
+      "dpo-prepare");
   std::string tokenizer_path, data_path, out_path;
   PrepareOptions options;
   std::string truncation_mode = "keep_start", on_error = "fail", implicit_prompt = "assistant_turn";
@@ -63,8 +64,7 @@ int Main(int argc, char** argv) {
   };
   count("--max-length", options.tokenize.max_length, "longest prompt+completion, 0 = none");
   count("--max-prompt-length", options.tokenize.max_prompt_length, "the prompt keeps its end; 0 = none");
-  count("--max-completion-length", options.tokenize.max_completion_length,
-        "each completion keeps its start; 0 = none");
+  count("--max-completion-length", options.tokenize.max_completion_length, "each completion keeps its start; 0 = none");
   app.add_option("--truncation-mode", truncation_mode, "which end a sequence over --max-length keeps")
       ->check(CLI::IsMember({"keep_start", "keep_end"}))
       ->capture_default_str();

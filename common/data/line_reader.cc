@@ -1,11 +1,10 @@
 #include "common/data/line_reader.h"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
-
-#include <unistd.h>
 
 #include "common/util/error.h"
 #include "common/util/mapped_file.h"
@@ -15,8 +14,7 @@ namespace {
 constexpr unsigned kChunk = 1 << 16;
 }
 
-LineReader::LineReader(const std::string& path, size_t max_line_bytes)
-    : path_(path), max_line_bytes_(max_line_bytes) {
+LineReader::LineReader(const std::string& path, size_t max_line_bytes) : path_(path), max_line_bytes_(max_line_bytes) {
   if (max_line_bytes == 0) Fail(path, "max_line_bytes must be > 0");
   int fd = OpenRegularFile(path);
   gzFile gz = gzdopen(fd, "rb");

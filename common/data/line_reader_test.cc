@@ -99,8 +99,7 @@ TEST(LineReaderTest, UnreadableFileNamesPath) {
     LineReader reader("/nonexistent/dir/data.jsonl");
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("/nonexistent/dir/data.jsonl: cannot open"), std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/dir/data.jsonl: cannot open"), std::string::npos) << e.what();
   }
   // A directory opens but cannot be read.
   EXPECT_THROW(ReadAll(std::filesystem::temp_directory_path().string()), Error);

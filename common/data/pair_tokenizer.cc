@@ -1,7 +1,6 @@
 #include "common/data/pair_tokenizer.h"
 
 #include <algorithm>
-
 #include <nlohmann/json.hpp>
 
 namespace dpo {
@@ -19,8 +18,8 @@ std::string TokenText(const Tokenizer& tokenizer, std::optional<TokenId> id) {
 
 // tokenizer.Encode, with a failure (a regex giving up on pathological text) prefixed by the data
 // line's file:line, so the error names both the tokenizer file and the line.
-std::vector<TokenId> EncodeLine(const Tokenizer& tokenizer, std::string_view text,
-                                bool add_special_tokens, const std::string& context) {
+std::vector<TokenId> EncodeLine(const Tokenizer& tokenizer, std::string_view text, bool add_special_tokens,
+                                const std::string& context) {
   try {
     return tokenizer.Encode(text, add_special_tokens);
   } catch (const Error& e) {
@@ -59,9 +58,8 @@ PairTokenizer::PairTokenizer(const Tokenizer& tokenizer, TokenizeOptions options
   std::string eos = TokenText(tokenizer, tokenizer.eos_id());
   const bool detect = options_.chat_template.empty() || options_.chat_template == "auto";
   try {
-    template_ = detect
-                    ? ChatTemplate::Detect(tokenizer.chat_template(), bos, eos)
-                    : ChatTemplate::FromName(options_.chat_template, bos, eos);
+    template_ = detect ? ChatTemplate::Detect(tokenizer.chat_template(), bos, eos)
+                       : ChatTemplate::FromName(options_.chat_template, bos, eos);
   } catch (const Error& e) {
     // Text datasets need no template; a bad explicit name is still an error right away.
     if (!detect) throw;
@@ -74,8 +72,7 @@ const ChatTemplate& PairTokenizer::Template() const {
   return *template_;
 }
 
-std::optional<TokenizedPair> PairTokenizer::Tokenize(const PreferenceRecord& record,
-                                                     const std::string& context) const {
+std::optional<TokenizedPair> PairTokenizer::Tokenize(const PreferenceRecord& record, const std::string& context) const {
   std::vector<TokenId> prompt, with_chosen, with_rejected;
   if (record.conversational) {
     const ChatTemplate& chat = Template();

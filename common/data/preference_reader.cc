@@ -43,8 +43,6 @@ std::string DataReport::Summary() const {
   return text;
 }
 
-bool IsBlankLine(std::string_view line) {
-  return line.find_first_not_of(" \t\r") == std::string::npos;
-}
+bool IsBlankLine(std::string_view line) { return line.find_first_not_of(" \t\r") == std::string::npos; }
 
 }  // namespace dpo

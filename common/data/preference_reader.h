@@ -22,16 +22,16 @@ OnError ParseOnError(const std::string& name);  // "fail" | "skip"; throws dpo::
 
 struct DataReport {
   static constexpr size_t kMaxMessages = 5;
-  size_t lines = 0;    // non-blank lines read
-  size_t pairs = 0;    // pairs kept
-  size_t skipped = 0;  // bad lines skipped under OnError::kSkip
-  size_t dropped = 0;  // well-formed pairs that cannot fit max_length (pair_tokenizer.h)
+  size_t lines = 0;                                 // non-blank lines read
+  size_t pairs = 0;                                 // pairs kept
+  size_t skipped = 0;                               // bad lines skipped under OnError::kSkip
+  size_t dropped = 0;                               // well-formed pairs that cannot fit max_length (pair_tokenizer.h)
   std::map<std::string, size_t> skipped_by_reason;  // RecordErrorName -> count
   std::vector<std::string> first_messages;          // the first kMaxMessages error messages
 
   void AddSkipped(const RecordError& error);
   void Merge(const DataReport& other);  // other's lines come after this one's
-  std::string Summary() const;         // one human-readable line
+  std::string Summary() const;          // one human-readable line
 };
 
 // Blank (whitespace-only) lines are ignored, as JSON readers do with a trailing newline.

@@ -24,14 +24,12 @@ const char* TypeName(const json& value) { return value.type_name(); }
 
 std::string GetString(const json& value, std::string_view context, const std::string& field) {
   if (!value.is_string()) {
-    Reject(RecordErrorKind::kWrongType, context, field,
-           std::string("expected a string, got ") + TypeName(value));
+    Reject(RecordErrorKind::kWrongType, context, field, std::string("expected a string, got ") + TypeName(value));
   }
   return value.get<std::string>();
 }
 
-std::vector<ChatMessage> GetMessages(const json& value, std::string_view context,
-                                     const std::string& field) {
+std::vector<ChatMessage> GetMessages(const json& value, std::string_view context, const std::string& field) {
   std::vector<ChatMessage> messages;
   for (size_t i = 0; i < value.size(); ++i) {
     const json& item = value[i];
@@ -118,8 +116,7 @@ size_t FindInvalidUtf8(std::string_view text) {
       cp = (cp << 6) | (s[i + k] & 0x3f);
     }
     // Overlong forms, surrogates and code points past U+10FFFF are invalid.
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff)) {
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff)) {
       return i;
     }
     i += len;
@@ -152,18 +149,15 @@ size_t ExtractTextPrompt(std::string_view chosen, std::string_view rejected, Imp
   return cut;
 }
 
-PreferenceRecord ParsePreferenceLine(std::string_view line, std::string_view context,
-                                     ImplicitPrompt rule) {
+PreferenceRecord ParsePreferenceLine(std::string_view line, std::string_view context, ImplicitPrompt rule) {
   size_t bad = FindInvalidUtf8(line);
   if (bad != std::string_view::npos) {
-    Reject(RecordErrorKind::kInvalidUtf8, context, "",
-           "invalid UTF-8 at byte " + std::to_string(bad) + " of the line");
+    Reject(RecordErrorKind::kInvalidUtf8, context, "", "invalid UTF-8 at byte " + std::to_string(bad) + " of the line");
   }
   json doc = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) Reject(RecordErrorKind::kMalformedJson, context, "", "malformed JSON");
   if (!doc.is_object()) {
-    Reject(RecordErrorKind::kMalformedJson, context, "",
-           std::string("expected a JSON object, got ") + TypeName(doc));
+    Reject(RecordErrorKind::kMalformedJson, context, "", std::string("expected a JSON object, got ") + TypeName(doc));
   }
   const json& chosen = Field(doc, context, "chosen");
   const json& rejected = Field(doc, context, "rejected");
@@ -191,8 +185,10 @@ PreferenceRecord ParsePreferenceLine(std::string_view line, std::string_view con
       c.erase(c.begin(), c.begin() + common);
       r.erase(r.begin(), r.begin() + common);
     }
-    if (record.chosen_messages.empty()) Reject(RecordErrorKind::kEmptyCompletion, context, "chosen", "no completion turn");
-    if (record.rejected_messages.empty()) Reject(RecordErrorKind::kEmptyCompletion, context, "rejected", "no completion turn");
+    if (record.chosen_messages.empty())
+      Reject(RecordErrorKind::kEmptyCompletion, context, "chosen", "no completion turn");
+    if (record.rejected_messages.empty())
+      Reject(RecordErrorKind::kEmptyCompletion, context, "rejected", "no completion turn");
     return record;
   }
   record.chosen = GetString(chosen, context, "chosen");

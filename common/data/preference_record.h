@@ -62,8 +62,7 @@ const char* RecordErrorName(RecordErrorKind kind);
 // A bad line. what() is "file:line: field: what".
 class RecordError : public Error {
  public:
-  RecordError(RecordErrorKind kind, const std::string& message)
-      : Error(message, ErrorCode::kBadData), kind_(kind) {}
+  RecordError(RecordErrorKind kind, const std::string& message) : Error(message, ErrorCode::kBadData), kind_(kind) {}
   RecordErrorKind kind() const { return kind_; }
 
  private:

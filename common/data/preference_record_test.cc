@@ -62,12 +62,16 @@ TEST(PreferenceRecordTest, CommonPrefixRuleIsTrlsExtractPrompt) {
   // these are the edge cases of its loop.
   constexpr auto kTrl = ImplicitPrompt::kCommonPrefix;
   EXPECT_EQ(ExtractTextPrompt("The cat sat down", "The cat slept", kTrl), 9u);  // "The cat s"
-  EXPECT_EQ(ExtractTextPrompt("Hi there", "Hi you", kTrl), 2u);                // less the space
+  EXPECT_EQ(ExtractTextPrompt("Hi there", "Hi you", kTrl), 2u);                 // less the space
   EXPECT_EQ(ExtractTextPrompt("abc", "xbc", kTrl), 0u);
   EXPECT_EQ(ExtractTextPrompt("abc", "abcde", kTrl), 2u);  // a prefix: one character short
   // Characters, not bytes: "é" and "à" share their first byte.
   EXPECT_EQ(ExtractTextPrompt("x \xc3\xa9t", "x \xc3\xa0", kTrl), 1u);
-  EXPECT_EQ(ExtractTextPrompt("a\xc3\xa9", "a\xc3\xa9" "b", kTrl), 1u);  // "b" apart: \xa9b is one escape
+  EXPECT_EQ(ExtractTextPrompt("a\xc3\xa9",
+                              "a\xc3\xa9"
+                              "b",
+                              kTrl),
+            1u);  // "b" apart: \xa9b is one escape
   const std::string shared = "\n\nHuman: hi\n\nAssistant:";
   json line = {{"chosen", shared + " I think so."}, {"rejected", shared + " I don't."}};
   auto r = ParsePreferenceLine(line.dump(), "f:1", kTrl);
@@ -121,10 +125,10 @@ TEST(PreferenceRecordTest, EachBadInputNamesFileLineAndField) {
 
 TEST(PreferenceRecordTest, Utf8Validator) {
   EXPECT_EQ(FindInvalidUtf8("plain \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"), std::string_view::npos);
-  EXPECT_EQ(FindInvalidUtf8("ab\xc0\xaf"), 2u);          // overlong
-  EXPECT_EQ(FindInvalidUtf8("\xed\xa0\x80"), 0u);        // surrogate
-  EXPECT_EQ(FindInvalidUtf8("a\xe2\x82"), 1u);           // cut short
-  EXPECT_EQ(FindInvalidUtf8("\xf4\x90\x80\x80"), 0u);    // past U+10FFFF
+  EXPECT_EQ(FindInvalidUtf8("ab\xc0\xaf"), 2u);        // overlong
+  EXPECT_EQ(FindInvalidUtf8("\xed\xa0\x80"), 0u);      // surrogate
+  EXPECT_EQ(FindInvalidUtf8("a\xe2\x82"), 1u);         // cut short
+  EXPECT_EQ(FindInvalidUtf8("\xf4\x90\x80\x80"), 0u);  // past U+10FFFF
 }
 
 // The report the skip policy keeps (PrepareDataset's policies themselves: prepared_dataset_test).

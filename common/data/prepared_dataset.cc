@@ -8,10 +8,9 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "common/data/line_reader.h"
 #include "common/util/hash.h"
@@ -92,15 +91,14 @@ struct ChunkResult {
 };
 
 void ProcessChunk(const PairTokenizer& tokenizer, const std::string& path, OnError on_error,
-                  const std::vector<std::string>& lines, const std::vector<size_t>& numbers,
-                  ChunkResult* out) {
+                  const std::vector<std::string>& lines, const std::vector<size_t>& numbers, ChunkResult* out) {
   try {
     for (size_t i = 0; i < lines.size(); ++i) {
       std::string context = path + ":" + std::to_string(numbers[i]);
       ++out->report.lines;
       try {
-        auto pair = tokenizer.Tokenize(
-            ParsePreferenceLine(lines[i], context, tokenizer.options().implicit_prompt), context);
+        auto pair =
+            tokenizer.Tokenize(ParsePreferenceLine(lines[i], context, tokenizer.options().implicit_prompt), context);
         if (!pair) {
           ++out->report.dropped;
           continue;
@@ -200,8 +198,8 @@ class AtomicWriter {
 
 }  // namespace
 
-PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data_path,
-                             const std::string& out_path, const PrepareOptions& options) {
+PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data_path, const std::string& out_path,
+                             const PrepareOptions& options) {
   auto start = std::chrono::steady_clock::now();
   PairTokenizer pair_tokenizer(tokenizer, options.tokenize);
   std::string options_json = options.tokenize.ToJson();
@@ -312,8 +310,8 @@ PreparedDataset::PreparedDataset(const std::string& path) : file_(path) {
   std::memcpy(&header, file_.data(), sizeof header);
   if (std::memcmp(header.magic, kMagic, 8) != 0) Fail(path, "not a prepared dataset (bad magic)");
   if (header.version != kVersion) {
-    Fail(path, "prepared dataset version " + std::to_string(header.version) + ", expected " +
-                   std::to_string(kVersion) + " (version 2 records each pair's input line); prepare it again");
+    Fail(path, "prepared dataset version " + std::to_string(header.version) + ", expected " + std::to_string(kVersion) +
+                   " (version 2 records each pair's input line); prepare it again");
   }
   uint64_t size = file_.size();
   // Each section inside the file (checked without overflow: counts are bounded first).

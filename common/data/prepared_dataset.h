@@ -49,8 +49,8 @@ struct PrepareResult {
 // Reads `data_path` (.jsonl or .jsonl.gz), tokenizes every pair with `tokenizer` on all cores
 // (pair order = line order) and writes `out_path`. Throws dpo::Error on file faults, and the
 // first bad line's RecordError under OnError::kFail.
-PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data_path,
-                             const std::string& out_path, const PrepareOptions& options);
+PrepareResult PrepareDataset(const Tokenizer& tokenizer, const std::string& data_path, const std::string& out_path,
+                             const PrepareOptions& options);
 
 // Throws dpo::Error "data_path: no preference pairs (<report>)" when `result` kept none (an empty
 // file, or every line skipped or too long): a tool must not succeed on nothing.

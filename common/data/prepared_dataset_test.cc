@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "common/data/data_test_util.h"
@@ -19,8 +18,11 @@ using testing::ScratchFile;
 std::string Lines(size_t n) {
   std::string text;
   for (size_t i = 0; i < n; ++i) {
-    text += nlohmann::json{{"prompt", "p" + std::to_string(i)}, {"chosen", " c" + std::string(i % 7, 'x')},
-                           {"rejected", " r"}}.dump() + "\n";
+    text +=
+        nlohmann::json{
+            {"prompt", "p" + std::to_string(i)}, {"chosen", " c" + std::string(i % 7, 'x')}, {"rejected", " r"}}
+            .dump() +
+        "\n";
   }
   return text;
 }
@@ -100,8 +102,8 @@ TEST(PreparedDatasetTest, SkipPolicyIsRecordedAndFailPolicyNamesTheLine) {
 TEST(PreparedDatasetTest, EachPairRecordsTheInputLineItCameFrom) {
   // Line 2 is blank, line 4 malformed (skipped), line 6 too long for max_length (dropped).
   ScratchFile data("lines.jsonl"), out("lines.bin");
-  const std::string too_long = nlohmann::json{{"prompt", std::string(40, 'q')}, {"chosen", " c"},
-                                              {"rejected", " r"}}.dump() + "\n";
+  const std::string too_long =
+      nlohmann::json{{"prompt", std::string(40, 'q')}, {"chosen", " c"}, {"rejected", " r"}}.dump() + "\n";
   data.Write(Lines(1) + "\n" + Lines(1) + "{oops\n" + Lines(1) + too_long + Lines(2));
   ByteTokenizer tok;
   PrepareOptions options;

@@ -1,10 +1,10 @@
 #include "common/loss/dpo_loss.h"
 
-#include <torch/torch.h>
-
 #include <array>
 #include <cmath>
 #include <string>
+
+#include <torch/torch.h>
 
 #include "common/util/error.h"
 
@@ -24,21 +24,16 @@ std::pair<at::Tensor, at::Tensor> Halves(const at::Tensor& t) {
 // f'(π/π_ref) for the f-divergence, from the log-ratio (TRL's `*_scores`).
 at::Tensor Score(const DpoLossOptions& o, const at::Tensor& logratios) {
   switch (o.f_divergence_type) {
-    case FDivergence::kReverseKl:
-      return logratios;
-    case FDivergence::kForwardKl:
-      return 1 - torch::exp(-logratios);
-    case FDivergence::kJsDivergence:
-      return std::log(2.0) + LogSigmoid(logratios);
+    case FDivergence::kReverseKl: return logratios;
+    case FDivergence::kForwardKl: return 1 - torch::exp(-logratios);
+    case FDivergence::kJsDivergence: return std::log(2.0) + LogSigmoid(logratios);
     case FDivergence::kAlphaDivergence: {
       const double alpha = o.f_alpha_divergence_coef;
       if (std::abs(alpha - 1.0) < 1e-6) return logratios;  // the limit f'(t) -> log t
       const double coef = 1.0 / (alpha - 1.0);
       const at::Tensor t = (alpha - 1.0) * logratios;
       // TRL clamps before exp so the value stays representable; 80 is its fp32 bound.
-      return (torch::exp(torch::clamp(t.to(torch::kFloat), c10::nullopt, 80.0)) - 1.0)
-                 .to(t.scalar_type()) *
-             coef;
+      return (torch::exp(torch::clamp(t.to(torch::kFloat), c10::nullopt, 80.0)) - 1.0).to(t.scalar_type()) * coef;
     }
   }
   Fail("DpoLossOptions.f_divergence", "unknown value");
@@ -48,11 +43,11 @@ at::Tensor Score(const DpoLossOptions& o, const at::Tensor& logratios) {
 struct PairTerms {
   const DpoLossOptions& o;
   const SequenceLogps& policy;
-  at::Tensor chosen_logps, rejected_logps;                // policy sequence log-probs
-  at::Tensor ref_chosen, ref_rejected;                    // reference's, detached
-  at::Tensor chosen_logratios, rejected_logratios;        // policy - reference
+  at::Tensor chosen_logps, rejected_logps;                 // policy sequence log-probs
+  at::Tensor ref_chosen, ref_rejected;                     // reference's, detached
+  at::Tensor chosen_logratios, rejected_logratios;         // policy - reference
   at::Tensor chosen_scores, rejected_scores, delta_score;  // f'(ratio), chosen - rejected
-  at::Tensor chosen_count, rejected_count;                // completion tokens, at least 1
+  at::Tensor chosen_count, rejected_count;                 // completion tokens, at least 1
 };
 
 // One function per loss type: the per-pair loss [B], as TRL's _compute_loss writes it.
@@ -146,9 +141,9 @@ at::Tensor Simpo(const PairTerms& t) {
 }
 
 // Indexed by LossType, in its declaration order.
-constexpr std::array<PairLoss, 16> kPairLosses = {
-    Sigmoid, Hinge, Ipo,     ExoPair, NcaPair, Robust,   BcoPair, SppoHard,
-    Aot,     AotUnpaired, ApoZero, ApoDown, Discopop, Sft,    SigmoidNorm, Simpo};
+constexpr std::array<PairLoss, 16> kPairLosses = {Sigmoid,  Hinge,    Ipo,         ExoPair,     NcaPair, Robust,
+                                                  BcoPair,  SppoHard, Aot,         AotUnpaired, ApoZero, ApoDown,
+                                                  Discopop, Sft,      SigmoidNorm, Simpo};
 static_assert(kPairLosses.size() == static_cast<size_t>(LossType::kSimpo) + 1, "a loss without a function");
 
 // WPO's per-pair weights [B]: exp(mean_t(log p_t - log Σ_v p_v²)) of chosen times rejected.
@@ -170,8 +165,8 @@ std::pair<at::Tensor, at::Tensor> ReferenceFor(const DpoLossOptions& o, const st
   if (!reference) Fail("ComputeDpoLoss", "reference log-probs are required (or reference_free)");
   for (const at::Tensor* t : {&reference->chosen, &reference->rejected}) {
     if (t->dim() != 1 || t->size(0) != chosen_logps.size(0))
-      Fail("ComputeDpoLoss: reference", "chosen and rejected must be [B] with B = " +
-                                            std::to_string(chosen_logps.size(0)));
+      Fail("ComputeDpoLoss: reference",
+           "chosen and rejected must be [B] with B = " + std::to_string(chosen_logps.size(0)));
   }
   return {reference->chosen.detach(), reference->rejected.detach()};
 }
@@ -208,8 +203,8 @@ void CheckPolicy(const SequenceLogps& p) {
   if (!p.token_logps.defined() || p.token_logps.dim() != 2 || p.token_logps.size(0) % 2 != 0 ||
       p.token_logps.size(0) == 0)
     Fail(kWhere, "token_logps must be [2B, T-1] with B >= 1 ([chosen..., rejected...])");
-  for (const at::Tensor* t : {&p.token_entropy, &p.token_log_sum_sq_probs, &p.token_mean_logits,
-                              &p.token_is_top1, &p.label_mask})
+  for (const at::Tensor* t :
+       {&p.token_entropy, &p.token_log_sum_sq_probs, &p.token_mean_logits, &p.token_is_top1, &p.label_mask})
     if (!t->defined() || t->sizes() != p.token_logps.sizes())
       Fail(kWhere, "every token_* field and label_mask must match token_logps' shape");
   if (!p.completion_tokens.defined() || p.completion_tokens.dim() != 1 ||

@@ -4,9 +4,9 @@
 // marked as ours (reference_free, simpo).
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <optional>
+
+#include <ATen/core/Tensor.h>
 
 #include "common/loss/dpo_loss_options.h"
 #include "common/loss/dpo_metrics.h"

@@ -18,12 +18,12 @@
 //
 // Exit status (docs/cli.md): 0 OUT written; 1 IN cannot be read or holds bad tensors or options;
 // 2 bad usage.
-#include <torch/torch.h>
-
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+
+#include <torch/torch.h>
 
 #include "common/config/job_spec.h"
 #include "common/loss/dpo_loss.h"
@@ -54,8 +54,7 @@ at::Tensor ReadTensor(const json& in, const std::string& field) {
   int64_t numel = 1;
   for (int64_t d : shape) numel *= d;
   if (numel != flat.numel())
-    Fail(field, "shape holds " + std::to_string(numel) + " values, data has " +
-                    std::to_string(flat.numel()));
+    Fail(field, "shape holds " + std::to_string(numel) + " values, data has " + std::to_string(flat.numel()));
   return flat.reshape(shape).to(ParseDtype(t.value("dtype", "float32"), field));
 }
 
@@ -73,8 +72,7 @@ json RunLogps(const json& in) {
   const SequenceLogps s =
       in.value("reference", false)
           ? ComputeSequenceLogpsReference(hidden, weight, ids, mask)
-          : ComputeSequenceLogps(hidden, weight, ids, mask,
-                                 {.chunk_tokens = in.value("chunk_tokens", int64_t{512})});
+          : ComputeSequenceLogps(hidden, weight, ids, mask, {.chunk_tokens = in.value("chunk_tokens", int64_t{512})});
   (s.token_logps * seed).sum().backward();
   return {{"token_logps", WriteTensor(s.token_logps)},
           {"token_entropy", WriteTensor(s.token_entropy)},
@@ -104,8 +102,7 @@ SequenceLogps ReadSequenceLogps(const json& j, const at::Tensor& completion_mask
   s.completion_tokens = completion_mask.ne(0).sum(1).to(torch::kFloat);
   s.token_logps = ReadTensor(j, "token_logps");
   auto optional = [&](const char* name, at::ScalarType dtype) {
-    return j.contains(name) ? ReadTensor(j, name).to(dtype)
-                            : torch::zeros(s.token_logps.sizes(), dtype);
+    return j.contains(name) ? ReadTensor(j, name).to(dtype) : torch::zeros(s.token_logps.sizes(), dtype);
   };
   s.token_entropy = optional("token_entropy", torch::kFloat);
   s.token_log_sum_sq_probs = optional("token_log_sum_sq_probs", torch::kFloat);
@@ -135,8 +132,7 @@ json RunLoss(const json& in) {
   if (in.contains("reference")) {
     const json& r = in.at("reference");
     if (r.contains("token_logps")) {
-      reference = ReferenceLogps::FromSums(
-          SequenceLogpSums(ReadSequenceLogps(r, completion_mask), options.ld_alpha));
+      reference = ReferenceLogps::FromSums(SequenceLogpSums(ReadSequenceLogps(r, completion_mask), options.ld_alpha));
     } else {
       reference = ReferenceLogps{ReadTensor(r, "chosen"), ReadTensor(r, "rejected")};
     }
@@ -154,28 +150,28 @@ json RunPipeline(const json& in) {
   std::optional<ReferenceLogps> reference;
   {
     torch::NoGradGuard no_grad;
-    const SequenceLogps ref = ComputeSequenceLogps(ReadTensor(in, "ref_hidden"),
-                                                   ReadTensor(in, "ref_weight"), ids, mask,
-                                                   logps_options);
+    const SequenceLogps ref =
+        ComputeSequenceLogps(ReadTensor(in, "ref_hidden"), ReadTensor(in, "ref_weight"), ids, mask, logps_options);
     reference = ReferenceLogps::FromSums(SequenceLogpSums(ref, options.ld_alpha));
   }
-  const SequenceLogps policy =
-      ComputeSequenceLogps(ReadTensor(in, "hidden"), weight, ids, mask, logps_options);
+  const SequenceLogps policy = ComputeSequenceLogps(ReadTensor(in, "hidden"), weight, ids, mask, logps_options);
   const DpoLossResult result = ComputeDpoLoss(options, policy, reference);
   result.loss.backward();
   return LossOutput(result, "grad_weight", weight.grad());
 }
 
 int Main(int argc, char** argv) {
-  dpo::cli::App app("Runs the loss area on tensors given as JSON and writes the results, for the oracle\n"
-               "tests (tests/oracle/test_logps.py, test_losses.py). IN.mode is \"logps\", \"loss\" or\n"
-               "\"pipeline\"; the header of common/loss/dpo_loss_check.cc lists their fields.",
-               "dpo-loss-check");
+  dpo::cli::App app(
+      "Runs the loss area on tensors given as JSON and writes the results, for the oracle\n"
+      "tests (tests/oracle/test_logps.py, test_losses.py). IN.mode is \"logps\", \"loss\" or\n"
+      "\"pipeline\"; the header of common/loss/dpo_loss_check.cc lists their fields.",
+      "dpo-loss-check");
   std::string in_path, out_path;
   app.add_option("IN.json", in_path, "the mode and its tensors ({shape, data, dtype})")->required();
   app.add_option("OUT.json", out_path, "the results, written")->required();
-  app.footer("Exit status: 0 OUT written; 1 IN cannot be read or holds bad tensors or options; 2 bad\n"
-             "usage.");
+  app.footer(
+      "Exit status: 0 OUT written; 1 IN cannot be read or holds bad tensors or options; 2 bad\n"
+      "usage.");
   if (const auto exit = cli::Parse(app, argc, argv)) return *exit;
   std::ifstream file(in_path);
   if (!file) Fail(in_path, "cannot open");
@@ -189,8 +185,7 @@ int Main(int argc, char** argv) {
   } else if (mode == "pipeline") {
     out = RunPipeline(in);
   } else {
-    Fail(in_path + ": mode",
-         "expected \"logps\", \"loss\" or \"pipeline\", got \"" + mode + "\"");
+    Fail(in_path + ": mode", "expected \"logps\", \"loss\" or \"pipeline\", got \"" + mode + "\"");
   }
   std::ofstream(out_path) << out.dump();
   return cli::kExitOk;

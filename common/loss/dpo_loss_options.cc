@@ -7,21 +7,27 @@
 namespace dpo {
 namespace {
 
-constexpr EnumName<LossType> kLossTypeNames[] = {
-    {LossType::kSigmoid, "sigmoid"},          {LossType::kHinge, "hinge"},
-    {LossType::kIpo, "ipo"},                  {LossType::kExoPair, "exo_pair"},
-    {LossType::kNcaPair, "nca_pair"},         {LossType::kRobust, "robust"},
-    {LossType::kBcoPair, "bco_pair"},         {LossType::kSppoHard, "sppo_hard"},
-    {LossType::kAot, "aot"},                  {LossType::kAotUnpaired, "aot_unpaired"},
-    {LossType::kApoZero, "apo_zero"},         {LossType::kApoDown, "apo_down"},
-    {LossType::kDiscopop, "discopop"},        {LossType::kSft, "sft"},
-    {LossType::kSigmoidNorm, "sigmoid_norm"}, {LossType::kSimpo, "simpo"}};
+constexpr EnumName<LossType> kLossTypeNames[] = {{LossType::kSigmoid, "sigmoid"},
+                                                 {LossType::kHinge, "hinge"},
+                                                 {LossType::kIpo, "ipo"},
+                                                 {LossType::kExoPair, "exo_pair"},
+                                                 {LossType::kNcaPair, "nca_pair"},
+                                                 {LossType::kRobust, "robust"},
+                                                 {LossType::kBcoPair, "bco_pair"},
+                                                 {LossType::kSppoHard, "sppo_hard"},
+                                                 {LossType::kAot, "aot"},
+                                                 {LossType::kAotUnpaired, "aot_unpaired"},
+                                                 {LossType::kApoZero, "apo_zero"},
+                                                 {LossType::kApoDown, "apo_down"},
+                                                 {LossType::kDiscopop, "discopop"},
+                                                 {LossType::kSft, "sft"},
+                                                 {LossType::kSigmoidNorm, "sigmoid_norm"},
+                                                 {LossType::kSimpo, "simpo"}};
 
-constexpr EnumName<FDivergence> kFDivergenceNames[] = {
-    {FDivergence::kReverseKl, "reverse_kl"},
-    {FDivergence::kForwardKl, "forward_kl"},
-    {FDivergence::kJsDivergence, "js_divergence"},
-    {FDivergence::kAlphaDivergence, "alpha_divergence"}};
+constexpr EnumName<FDivergence> kFDivergenceNames[] = {{FDivergence::kReverseKl, "reverse_kl"},
+                                                       {FDivergence::kForwardKl, "forward_kl"},
+                                                       {FDivergence::kJsDivergence, "js_divergence"},
+                                                       {FDivergence::kAlphaDivergence, "alpha_divergence"}};
 
 // As TRL: only losses built on the chosen-rejected score difference have an f-DPO form.
 bool HasFDivergenceForm(LossType t) {
@@ -33,10 +39,8 @@ bool HasFDivergenceForm(LossType t) {
     case LossType::kExoPair:
     case LossType::kRobust:
     case LossType::kDiscopop:
-    case LossType::kSft:
-      return true;
-    default:
-      return false;
+    case LossType::kSft: return true;
+    default: return false;
   }
 }
 
@@ -58,7 +62,8 @@ std::vector<LossOptionProblem> DpoLossOptions::Problems() const {
               std::to_string(loss_type.size()));
   if (uses(LossType::kRobust)) {
     // TRL only warns here, but at 0.5 robust divides by zero and above it flips the sign.
-    require(label_smoothing >= 0 && label_smoothing < 0.5, "label_smoothing", "must be in [0, 0.5) for the robust loss");
+    require(label_smoothing >= 0 && label_smoothing < 0.5, "label_smoothing",
+            "must be in [0, 0.5) for the robust loss");
   } else {
     require(label_smoothing >= 0 && label_smoothing < 1, "label_smoothing", "must be in [0, 1)");
   }

@@ -1,9 +1,10 @@
 #include "common/loss/dpo_loss.h"
 
 #include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include <cmath>
+
+#include <torch/torch.h>
 
 #include "common/util/error.h"
 
@@ -14,8 +15,7 @@ namespace {
 SequenceLogps MakePolicy() {
   SequenceLogps s;
   s.label_mask = torch::tensor({1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 0}, torch::kBool).view({4, 3});
-  s.token_logps = torch::tensor({-0.5f, -1.0f, 0.f, -0.25f, -0.75f, 0.f, -2.0f, -1.0f, -0.5f,
-                                 -3.0f, -0.5f, 0.f})
+  s.token_logps = torch::tensor({-0.5f, -1.0f, 0.f, -0.25f, -0.75f, 0.f, -2.0f, -1.0f, -0.5f, -3.0f, -0.5f, 0.f})
                       .view({4, 3})
                       .requires_grad_();
   s.token_entropy = torch::full({4, 3}, 2.0f) * s.label_mask;
@@ -26,9 +26,7 @@ SequenceLogps MakePolicy() {
   return s;
 }
 
-ReferenceLogps MakeReference() {
-  return {torch::tensor({-2.0f, -1.0f}), torch::tensor({-3.0f, -2.5f})};
-}
+ReferenceLogps MakeReference() { return {torch::tensor({-2.0f, -1.0f}), torch::tensor({-3.0f, -2.5f})}; }
 
 double Sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
 
@@ -63,8 +61,7 @@ TEST(DpoLoss, RpoSumsWeightedSigmoidAndSft) {
   options.loss_weights = std::vector<double>{1.0, 0.25};
   const double sft = (0.5 + 1.0 + 0.25 + 0.75) / 4;  // mean NLL of the 4 chosen tokens
   const double expected = -std::log(Sigmoid(0.5)) + 0.25 * sft;
-  EXPECT_NEAR(ComputeDpoLoss(options, policy, MakeReference()).loss.item<double>(), expected,
-              1e-6);
+  EXPECT_NEAR(ComputeDpoLoss(options, policy, MakeReference()).loss.item<double>(), expected, 1e-6);
 }
 
 TEST(DpoLoss, LdAlphaOneIsPlainSumAndZeroCutsTheTail) {
@@ -160,7 +157,8 @@ TEST(DpoLoss, ValidateRejectsWhatTrlRejects) {
     o.Validate();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("dpo.label_smoothing: must be in [0, 0.5) for the robust loss"),
-              std::string::npos) << e.what();
+              std::string::npos)
+        << e.what();
   }
   DpoLossOptions ok;
   ok.loss_type = {LossType::kHinge, LossType::kSft};

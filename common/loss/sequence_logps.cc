@@ -1,9 +1,9 @@
 #include "common/loss/sequence_logps.h"
 
+#include <string>
+
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
-
-#include <string>
 
 #include "common/util/error.h"
 
@@ -22,27 +22,26 @@ std::string Shape(const at::Tensor& t) {
 // Checks the shapes and the labels of the scored positions; returns the flat indices (into the
 // [B*T] rows of hidden) of the scored positions and their labels.
 struct ScoredPositions {
-  at::Tensor rows;     // [N] int64 indices b*T + t of the positions that predict a completion token
-  at::Tensor targets;  // [N] int64 labels input_ids[b, t+1]
-  at::Tensor out_index;  // [N] int64 indices b*(T-1) + t into the flattened [B, T-1] outputs
+  at::Tensor rows;        // [N] int64 indices b*T + t of the positions that predict a completion token
+  at::Tensor targets;     // [N] int64 labels input_ids[b, t+1]
+  at::Tensor out_index;   // [N] int64 indices b*(T-1) + t into the flattened [B, T-1] outputs
   at::Tensor label_mask;  // [B, T-1] bool
 };
 
-ScoredPositions FindScoredPositions(const at::Tensor& hidden, const at::Tensor& weight,
-                                    const at::Tensor& input_ids, const at::Tensor& completion_mask) {
+ScoredPositions FindScoredPositions(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& input_ids,
+                                    const at::Tensor& completion_mask) {
   constexpr const char* kWhere = "common/loss/sequence_logps.cc";
   if (hidden.dim() != 3 || !hidden.is_floating_point())
     Fail(kWhere, "hidden must be a float [B, T, H] tensor, got " + Shape(hidden));
   if (weight.dim() != 2 || weight.size(1) != hidden.size(2) || !weight.is_floating_point())
-    Fail(kWhere, "lm_head weight must be a float [V, H] tensor with H = " +
-                     std::to_string(hidden.size(2)) + ", got " + Shape(weight));
+    Fail(kWhere, "lm_head weight must be a float [V, H] tensor with H = " + std::to_string(hidden.size(2)) + ", got " +
+                     Shape(weight));
   const int64_t batch = hidden.size(0), time = hidden.size(1);
   if (input_ids.sizes() != at::IntArrayRef{batch, time} || input_ids.is_floating_point())
-    Fail(kWhere, "input_ids must be an integer [B, T] = [" + std::to_string(batch) + ", " +
-                     std::to_string(time) + "] tensor, got " + Shape(input_ids));
+    Fail(kWhere, "input_ids must be an integer [B, T] = [" + std::to_string(batch) + ", " + std::to_string(time) +
+                     "] tensor, got " + Shape(input_ids));
   if (completion_mask.sizes() != input_ids.sizes())
-    Fail(kWhere, "completion_mask must match input_ids " + Shape(input_ids) + ", got " +
-                     Shape(completion_mask));
+    Fail(kWhere, "completion_mask must match input_ids " + Shape(input_ids) + ", got " + Shape(completion_mask));
   if (time < 2) Fail(kWhere, "sequences need at least 2 tokens, got T = " + std::to_string(time));
 
   ScoredPositions p;
@@ -54,9 +53,8 @@ ScoredPositions FindScoredPositions(const at::Tensor& hidden, const at::Tensor& 
   if (p.targets.numel() > 0) {
     const int64_t lo = p.targets.min().item<int64_t>(), hi = p.targets.max().item<int64_t>();
     if (lo < 0 || hi >= weight.size(0))
-      Fail(kWhere, "input_ids: completion label outside the vocabulary [0, " +
-                       std::to_string(weight.size(0)) + "): " +
-                       std::to_string(lo < 0 ? lo : hi));
+      Fail(kWhere, "input_ids: completion label outside the vocabulary [0, " + std::to_string(weight.size(0)) +
+                       "): " + std::to_string(lo < 0 ? lo : hi));
   }
   return p;
 }
@@ -89,9 +87,8 @@ class ChunkedLogpsFunction : public torch::autograd::Function<ChunkedLogpsFuncti
  public:
   // hidden: [N, H] rows to score, weight: [V, H], targets: [N] int64, gemm_dtype: a ScalarType.
   // Autocast is kept out: every dtype here is chosen explicitly.
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden,
-                               const at::Tensor& weight, const at::Tensor& targets,
-                               int64_t chunk_tokens, int64_t gemm_dtype) {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
+                               const at::Tensor& targets, int64_t chunk_tokens, int64_t gemm_dtype) {
     torch::NoGradGuard no_grad;
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto dtype = static_cast<at::ScalarType>(gemm_dtype);
@@ -162,8 +159,7 @@ class ChunkedLogpsFunction : public torch::autograd::Function<ChunkedLogpsFuncti
       if (need_w) AddMatmulFp32(grad_w, dz_in.t(), h, dtype);
     }
     return {need_h ? grad_h.to(hidden.scalar_type()) : at::Tensor(),
-            need_w ? grad_w.to(weight.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor()};
+            need_w ? grad_w.to(weight.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -175,21 +171,17 @@ at::Tensor Scatter(const at::Tensor& values, const ScoredPositions& p) {
 
 }  // namespace
 
-SequenceLogps ComputeSequenceLogps(const at::Tensor& hidden, const at::Tensor& weight,
-                                   const at::Tensor& input_ids, const at::Tensor& completion_mask,
-                                   const SequenceLogpsOptions& options) {
+SequenceLogps ComputeSequenceLogps(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& input_ids,
+                                   const at::Tensor& completion_mask, const SequenceLogpsOptions& options) {
   if (options.chunk_tokens <= 0)
-    Fail("SequenceLogpsOptions.chunk_tokens", "must be positive, got " +
-                                                  std::to_string(options.chunk_tokens));
+    Fail("SequenceLogpsOptions.chunk_tokens", "must be positive, got " + std::to_string(options.chunk_tokens));
   const ScoredPositions p = FindScoredPositions(hidden, weight, input_ids, completion_mask);
-  const at::Tensor rows =
-      hidden.reshape({-1, hidden.size(2)}).index_select(0, p.rows.to(hidden.device()));
+  const at::Tensor rows = hidden.reshape({-1, hidden.size(2)}).index_select(0, p.rows.to(hidden.device()));
   const auto device = hidden.device().type();
   const at::ScalarType gemm_dtype = options.gemm_dtype.value_or(
-      at::autocast::is_autocast_enabled(device) ? at::autocast::get_autocast_dtype(device)
-                                                : torch::kFloat);
-  const variable_list out = ChunkedLogpsFunction::apply(rows, weight, p.targets, options.chunk_tokens,
-                                                        static_cast<int64_t>(gemm_dtype));
+      at::autocast::is_autocast_enabled(device) ? at::autocast::get_autocast_dtype(device) : torch::kFloat);
+  const variable_list out =
+      ChunkedLogpsFunction::apply(rows, weight, p.targets, options.chunk_tokens, static_cast<int64_t>(gemm_dtype));
   SequenceLogps s;
   s.token_logps = Scatter(out[0], p);
   s.token_entropy = Scatter(out[1], p);
@@ -202,15 +194,12 @@ SequenceLogps ComputeSequenceLogps(const at::Tensor& hidden, const at::Tensor& w
 }
 
 SequenceLogps ComputeSequenceLogpsReference(const at::Tensor& hidden, const at::Tensor& weight,
-                                            const at::Tensor& input_ids,
-                                            const at::Tensor& completion_mask) {
+                                            const at::Tensor& input_ids, const at::Tensor& completion_mask) {
   const ScoredPositions p = FindScoredPositions(hidden, weight, input_ids, completion_mask);
   const at::Tensor logits =
-      at::matmul(hidden.slice(1, 0, hidden.size(1) - 1).to(torch::kFloat),
-                 weight.to(torch::kFloat).t());
+      at::matmul(hidden.slice(1, 0, hidden.size(1) - 1).to(torch::kFloat), weight.to(torch::kFloat).t());
   const at::Tensor mask = p.label_mask;
-  const at::Tensor labels =
-      input_ids.slice(1, 1).to(torch::kLong).masked_fill(~mask, 0).unsqueeze(2);
+  const at::Tensor labels = input_ids.slice(1, 1).to(torch::kLong).masked_fill(~mask, 0).unsqueeze(2);
   const at::Tensor log_p = logits.log_softmax(2);
   SequenceLogps s;
   s.token_logps = log_p.gather(2, labels).squeeze(2).masked_fill(~mask, 0.0);

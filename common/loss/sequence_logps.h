@@ -8,10 +8,10 @@
 //   fp32, whatever the dtype of hidden and weight (see SequenceLogpsOptions::gemm_dtype).
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <cstdint>
 #include <optional>
+
+#include <ATen/core/Tensor.h>
 
 namespace dpo {
 
@@ -46,14 +46,12 @@ struct SequenceLogps {
 // dtypes; a non-fp32 weight costs one fp32 copy of it during forward and during backward.
 // hidden: [B, T, H] (any float dtype), weight: [V, H], input_ids: [B, T] integer,
 // completion_mask: [B, T] (0/1, any dtype). Throws dpo::Error on bad shapes or labels outside [0, V).
-SequenceLogps ComputeSequenceLogps(const at::Tensor& hidden, const at::Tensor& weight,
-                                   const at::Tensor& input_ids, const at::Tensor& completion_mask,
-                                   const SequenceLogpsOptions& options = {});
+SequenceLogps ComputeSequenceLogps(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& input_ids,
+                                   const at::Tensor& completion_mask, const SequenceLogpsOptions& options = {});
 
 // The same outputs from the full [B, T-1, V] fp32 logits and plain autograd (log_softmax, gather).
 // For tests and small inputs only.
 SequenceLogps ComputeSequenceLogpsReference(const at::Tensor& hidden, const at::Tensor& weight,
-                                            const at::Tensor& input_ids,
-                                            const at::Tensor& completion_mask);
+                                            const at::Tensor& input_ids, const at::Tensor& completion_mask);
 
 }  // namespace dpo

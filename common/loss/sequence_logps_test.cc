@@ -1,7 +1,8 @@
 #include "common/loss/sequence_logps.h"
 
-#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
+
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include "common/util/error.h"
@@ -40,14 +41,12 @@ void ExpectClose(const at::Tensor& a, const at::Tensor& b, double tol, const cha
 TEST(SequenceLogps, ChunkedMatchesReferenceFp32) {
   Batch b = MakeBatch(/*vocab=*/97, /*hidden_size=*/16, torch::kFloat);
   const at::Tensor seed = torch::randn({4, 10});
-  SequenceLogps chunked = ComputeSequenceLogps(b.hidden, b.weight, b.input_ids,
-                                               b.completion_mask, {.chunk_tokens = 5});
+  SequenceLogps chunked = ComputeSequenceLogps(b.hidden, b.weight, b.input_ids, b.completion_mask, {.chunk_tokens = 5});
   (chunked.token_logps * seed).sum().backward();
   const at::Tensor gh = b.hidden.grad().clone(), gw = b.weight.grad().clone();
   b.hidden.mutable_grad().zero_();
   b.weight.mutable_grad().zero_();
-  SequenceLogps ref =
-      ComputeSequenceLogpsReference(b.hidden, b.weight, b.input_ids, b.completion_mask);
+  SequenceLogps ref = ComputeSequenceLogpsReference(b.hidden, b.weight, b.input_ids, b.completion_mask);
   (ref.token_logps * seed).sum().backward();
 
   ExpectClose(chunked.token_logps, ref.token_logps, 2e-5, "logps");
@@ -73,8 +72,7 @@ TEST(SequenceLogps, ChunkedMatchesReferenceFp32) {
 // bf16 inputs are upcast: the logits are fp32 and the grads come back in bf16.
 TEST(SequenceLogps, Bf16InputsComputeInFp32) {
   Batch b = MakeBatch(/*vocab=*/64, /*hidden_size=*/8, torch::kBFloat16);
-  SequenceLogps chunked = ComputeSequenceLogps(b.hidden, b.weight, b.input_ids,
-                                               b.completion_mask, {.chunk_tokens = 3});
+  SequenceLogps chunked = ComputeSequenceLogps(b.hidden, b.weight, b.input_ids, b.completion_mask, {.chunk_tokens = 3});
   chunked.token_logps.sum().backward();
   EXPECT_EQ(chunked.token_logps.scalar_type(), torch::kFloat);
   EXPECT_EQ(b.hidden.grad().scalar_type(), torch::kBFloat16);
@@ -97,8 +95,7 @@ TEST(SequenceLogps, Bf16GemmsStayWithinBf16RoundingOfFp32) {
   const at::Tensor gh = b.hidden.grad().clone(), gw = b.weight.grad().clone();
   b.hidden.mutable_grad().zero_();
   b.weight.mutable_grad().zero_();
-  SequenceLogps ref =
-      ComputeSequenceLogpsReference(b.hidden, b.weight, b.input_ids, b.completion_mask);
+  SequenceLogps ref = ComputeSequenceLogpsReference(b.hidden, b.weight, b.input_ids, b.completion_mask);
   ref.token_logps.sum().backward();
   EXPECT_EQ(bf16.token_logps.scalar_type(), torch::kFloat);
   EXPECT_EQ(gw.scalar_type(), torch::kFloat);
@@ -112,13 +109,12 @@ TEST(SequenceLogps, Bf16GemmsStayWithinBf16RoundingOfFp32) {
 // numbers as asking for bf16 explicitly, still fp32 out.
 TEST(SequenceLogps, AutocastSelectsItsDtypeForTheGemms) {
   Batch b = MakeBatch(/*vocab=*/97, /*hidden_size=*/16, torch::kFloat);
-  SequenceLogps explicit_bf16 =
-      ComputeSequenceLogps(b.hidden, b.weight, b.input_ids, b.completion_mask,
-                           {.chunk_tokens = 5, .gemm_dtype = torch::kBFloat16});
+  SequenceLogps explicit_bf16 = ComputeSequenceLogps(b.hidden, b.weight, b.input_ids, b.completion_mask,
+                                                     {.chunk_tokens = 5, .gemm_dtype = torch::kBFloat16});
   at::autocast::set_autocast_enabled(at::kCPU, true);
   at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
-  SequenceLogps autocast = ComputeSequenceLogps(b.hidden, b.weight, b.input_ids,
-                                                b.completion_mask, {.chunk_tokens = 5});
+  SequenceLogps autocast =
+      ComputeSequenceLogps(b.hidden, b.weight, b.input_ids, b.completion_mask, {.chunk_tokens = 5});
   at::autocast::set_autocast_enabled(at::kCPU, false);
   at::autocast::clear_cache();
   EXPECT_EQ(autocast.token_logps.scalar_type(), torch::kFloat);
@@ -145,15 +141,9 @@ TEST(SequenceLogps, RejectsBadInputs) {
   ids[0][5] = 3;
   ids[3][5] = 1000;  // outside the vocabulary but masked: ignored
   EXPECT_NO_THROW(ComputeSequenceLogps(b.hidden, b.weight, ids, b.completion_mask));
-  EXPECT_THROW(ComputeSequenceLogps(b.hidden, b.weight.slice(1, 0, 3), b.input_ids,
-                                    b.completion_mask),
-               Error);
-  EXPECT_THROW(ComputeSequenceLogps(b.hidden, b.weight, b.input_ids.slice(1, 1),
-                                    b.completion_mask),
-               Error);
-  EXPECT_THROW(ComputeSequenceLogps(b.hidden, b.weight, b.input_ids, b.completion_mask,
-                                    {.chunk_tokens = 0}),
-               Error);
+  EXPECT_THROW(ComputeSequenceLogps(b.hidden, b.weight.slice(1, 0, 3), b.input_ids, b.completion_mask), Error);
+  EXPECT_THROW(ComputeSequenceLogps(b.hidden, b.weight, b.input_ids.slice(1, 1), b.completion_mask), Error);
+  EXPECT_THROW(ComputeSequenceLogps(b.hidden, b.weight, b.input_ids, b.completion_mask, {.chunk_tokens = 0}), Error);
 }
 
 }  // namespace

@@ -49,8 +49,7 @@ torch::Tensor RotateHalf(const torch::Tensor& x) {
 // _compute_default_rope_parameters / _compute_llama3_parameters.
 torch::Tensor InverseFrequencies(const ModelConfig& c) {
   const int64_t dim = c.head_dim;
-  torch::Tensor exponent =
-      torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
+  torch::Tensor exponent = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
   torch::Tensor inv = 1.0 / torch::pow(c.rope_theta, exponent);
   if (c.rope_type == "linear") return inv / c.rope_factor;
   if (c.rope_type != "llama3") return inv;
@@ -59,8 +58,8 @@ torch::Tensor InverseFrequencies(const ModelConfig& c) {
   const double high_wavelen = old_len / c.rope_high_freq_factor;
   torch::Tensor wavelen = 2 * M_PI / inv;
   torch::Tensor scaled = torch::where(wavelen > low_wavelen, inv / c.rope_factor, inv);
-  torch::Tensor smooth = (old_len / wavelen - c.rope_low_freq_factor) /
-                         (c.rope_high_freq_factor - c.rope_low_freq_factor);
+  torch::Tensor smooth =
+      (old_len / wavelen - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
   torch::Tensor smoothed = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
   torch::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
   return torch::where(medium, smoothed, scaled);
@@ -79,8 +78,8 @@ struct AttentionLayout {
 };
 
 // Checks that `spans` tile the [rows, width] batch and groups them per row.
-static std::vector<std::vector<AttentionSpan>> SpansByRow(const std::vector<AttentionSpan>& spans,
-                                                          int64_t rows, int64_t width) {
+static std::vector<std::vector<AttentionSpan>> SpansByRow(const std::vector<AttentionSpan>& spans, int64_t rows,
+                                                          int64_t width) {
   std::vector<std::vector<AttentionSpan>> by_row(static_cast<size_t>(rows));
   for (const AttentionSpan& s : spans) {
     const bool in_batch = s.row >= 0 && s.row < rows;
@@ -89,9 +88,8 @@ static std::vector<std::vector<AttentionSpan>> SpansByRow(const std::vector<Atte
                        s.prefix_offset + s.prefix_length <= s.offset &&
                        s.offset == (row->empty() ? 0 : row->back().offset + row->back().length);
     if (!valid) {
-      Fail("CausalLM::Hidden", "attention span (row " + std::to_string(s.row) + ", offset " +
-                                   std::to_string(s.offset) + ", length " + std::to_string(s.length) +
-                                   ") does not continue its row's tiling");
+      Fail("CausalLM::Hidden", "attention span (row " + std::to_string(s.row) + ", offset " + std::to_string(s.offset) +
+                                   ", length " + std::to_string(s.length) + ") does not continue its row's tiling");
     }
     by_row[static_cast<size_t>(s.row)].push_back(s);
   }
@@ -107,17 +105,15 @@ static std::vector<std::vector<AttentionSpan>> SpansByRow(const std::vector<Atte
 // sequence, key j at position j. Causal (j <= prefix + i) and, with a window, the sliding window
 // exactly as transformers' sliding_window_causal_mask_function (kv_idx > q_idx - sliding_window):
 // a query sees itself and the window - 1 positions before it.
-static torch::Tensor CausalMask(int64_t queries, int64_t prefix, int64_t window,
-                                const torch::TensorOptions& options) {
-  torch::Tensor mask =
-      torch::ones({queries, prefix + queries}, options.dtype(torch::kBool)).tril(prefix);
+static torch::Tensor CausalMask(int64_t queries, int64_t prefix, int64_t window, const torch::TensorOptions& options) {
+  torch::Tensor mask = torch::ones({queries, prefix + queries}, options.dtype(torch::kBool)).tril(prefix);
   return window > 0 ? mask.triu(prefix - window + 1) : mask;
 }
 
 // The [B, 1, T, T] mask of tiled spans: causal inside a span, plus the span's whole prefix; with a
 // window, only keys fewer than `window` positions back in the query's own sequence (prefix + span).
-static torch::Tensor SpanMask(const std::vector<std::vector<AttentionSpan>>& rows, int64_t width,
-                              int64_t window, c10::Device device) {
+static torch::Tensor SpanMask(const std::vector<std::vector<AttentionSpan>>& rows, int64_t width, int64_t window,
+                              c10::Device device) {
   const auto b = static_cast<int64_t>(rows.size());
   torch::Tensor span_id = torch::empty({b, width}, torch::kInt64);
   torch::Tensor prefix_begin = torch::empty({b, width}, torch::kInt64);
@@ -143,8 +139,7 @@ static torch::Tensor SpanMask(const std::vector<std::vector<AttentionSpan>>& row
   torch::Tensor ids = to_device(span_id), first = to_device(prefix_begin).unsqueeze(2),
                 last = to_device(prefix_end).unsqueeze(2);
   torch::Tensor key = torch::arange(width, ids.options()).view({1, 1, width});
-  torch::Tensor same =
-      (ids.unsqueeze(2) == ids.unsqueeze(1)) & CausalMask(width, 0, window, ids.options());
+  torch::Tensor same = (ids.unsqueeze(2) == ids.unsqueeze(1)) & CausalMask(width, 0, window, ids.options());
   torch::Tensor prefix = (key >= first) & (key < last);
   if (window > 0) {
     // Prefix key j stands at position j - first of the query's sequence.
@@ -157,28 +152,24 @@ static torch::Tensor SpanMask(const std::vector<std::vector<AttentionSpan>>& row
 class DecoderLayer : public torch::nn::Module {
  public:
   DecoderLayer(const ModelConfig& c, const torch::TensorOptions& o) : c_(c) {
-    const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim,
-                  kv = c.num_key_value_heads * c.head_dim;
+    const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
     auto attn = register_module("self_attn", std::make_shared<torch::nn::Module>());
     q_proj = attn->register_module("q_proj", std::make_shared<Linear>(h, q, c.qkv_bias, o));
     k_proj = attn->register_module("k_proj", std::make_shared<Linear>(h, kv, c.qkv_bias, o));
     v_proj = attn->register_module("v_proj", std::make_shared<Linear>(h, kv, c.qkv_bias, o));
     o_proj = attn->register_module("o_proj", std::make_shared<Linear>(q, h, c.o_bias, o));
     if (c.qk_norm) {
-      q_norm =
-          attn->register_module("q_norm", std::make_shared<RMSNorm>(c.head_dim, c.rms_norm_eps, o));
-      k_norm =
-          attn->register_module("k_norm", std::make_shared<RMSNorm>(c.head_dim, c.rms_norm_eps, o));
+      q_norm = attn->register_module("q_norm", std::make_shared<RMSNorm>(c.head_dim, c.rms_norm_eps, o));
+      k_norm = attn->register_module("k_norm", std::make_shared<RMSNorm>(c.head_dim, c.rms_norm_eps, o));
     }
     auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
     const int64_t i = c.intermediate_size;
     gate_proj = mlp->register_module("gate_proj", std::make_shared<Linear>(h, i, c.mlp_bias, o));
     up_proj = mlp->register_module("up_proj", std::make_shared<Linear>(h, i, c.mlp_bias, o));
     down_proj = mlp->register_module("down_proj", std::make_shared<Linear>(i, h, c.mlp_bias, o));
-    input_layernorm =
-        register_module("input_layernorm", std::make_shared<RMSNorm>(h, c.rms_norm_eps, o));
-    post_attention_layernorm = register_module("post_attention_layernorm",
-                                               std::make_shared<RMSNorm>(h, c.rms_norm_eps, o));
+    input_layernorm = register_module("input_layernorm", std::make_shared<RMSNorm>(h, c.rms_norm_eps, o));
+    post_attention_layernorm =
+        register_module("post_attention_layernorm", std::make_shared<RMSNorm>(h, c.rms_norm_eps, o));
   }
 
   // x [B, T, H]; cos/sin [B, 1, T, head_dim] in x's dtype; `layout`: how tokens attend.
@@ -220,8 +211,8 @@ class DecoderLayer : public torch::nn::Module {
       // expansion a masked GQA call falls back to the math kernel, which holds [B, heads, T, T].
       const int64_t groups = c_.num_attention_heads / c_.num_key_value_heads;
       if (!gqa) return sdpa(q, k, v, layout.mask);
-      return at::scaled_dot_product_attention(q, k.repeat_interleave(groups, 1),
-                                              v.repeat_interleave(groups, 1), layout.mask,
+      return at::scaled_dot_product_attention(q, k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1),
+                                              layout.mask,
                                               /*dropout_p=*/0.0, /*is_causal=*/false);
     }
     if (layout.rows.empty()) return sdpa(q, k, v, std::nullopt);
@@ -237,8 +228,7 @@ class DecoderLayer : public torch::nn::Module {
         const int64_t p = s.prefix_length, window = layout.window;
         const bool window_cuts = window > 0 && p + s.length > window;
         if (p == 0 && !window_cuts) {
-          parts.push_back(sdpa(query, piece(k, s.offset, s.length), piece(v, s.offset, s.length),
-                               std::nullopt));
+          parts.push_back(sdpa(query, piece(k, s.offset, s.length), piece(v, s.offset, s.length), std::nullopt));
           continue;
         }
         // Keys are the prefix, then the span: key j stands at position j of the sequence.
@@ -261,8 +251,7 @@ class DecoderLayer : public torch::nn::Module {
   ModelConfig c_;
 };
 
-CausalLM::CausalLM(const ModelConfig& config, const torch::TensorOptions& options)
-    : config_(config) {
+CausalLM::CausalLM(const ModelConfig& config, const torch::TensorOptions& options) : config_(config) {
   config_.Validate("CausalLM config");
   const int64_t v = config_.vocab_size, h = config_.hidden_size;
   auto model = register_module("model", std::make_shared<torch::nn::Module>());
@@ -270,8 +259,7 @@ CausalLM::CausalLM(const ModelConfig& config, const torch::TensorOptions& option
   embed_ = embed->register_parameter("weight", torch::empty({v, h}, options));
   auto layers = model->register_module("layers", std::make_shared<torch::nn::Module>());
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-    layers_.push_back(layers->register_module(std::to_string(i),
-                                              std::make_shared<DecoderLayer>(config_, options)));
+    layers_.push_back(layers->register_module(std::to_string(i), std::make_shared<DecoderLayer>(config_, options)));
   }
   auto norm = model->register_module("norm", std::make_shared<torch::nn::Module>());
   norm_ = norm->register_parameter("weight", torch::empty({h}, options));
@@ -282,25 +270,22 @@ CausalLM::CausalLM(const ModelConfig& config, const torch::TensorOptions& option
   inv_freq_ = InverseFrequencies(config_);
 }
 
-torch::Tensor CausalLM::lm_head_weight() const {
-  return config_.tie_word_embeddings ? embed_ : lm_head_;
-}
+torch::Tensor CausalLM::lm_head_weight() const { return config_.tie_word_embeddings ? embed_ : lm_head_; }
 
 torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
-                              const std::vector<AttentionSpan>& spans) {
+                               const std::vector<AttentionSpan>& spans) {
   if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
     Fail("CausalLM::Hidden", "input_ids must be a [B, T] int64 tensor");
   }
   const int64_t b = input_ids.size(0), t = input_ids.size(1);
-  torch::Tensor pos =
-      position_ids.defined() ? position_ids : torch::arange(t, input_ids.options()).unsqueeze(0);
+  torch::Tensor pos = position_ids.defined() ? position_ids : torch::arange(t, input_ids.options()).unsqueeze(0);
   if (pos.dim() != 2 || pos.size(1) != t || (pos.size(0) != b && pos.size(0) != 1)) {
     Fail("CausalLM::Hidden", "position_ids must be [B, T] or [1, T]");
   }
   const std::vector<std::vector<AttentionSpan>> rows =
       spans.empty() ? std::vector<std::vector<AttentionSpan>>{} : SpansByRow(spans, b, t);
-  const bool span_mask = span_attention_ == SpanAttention::kMask ||
-                         (span_attention_ == SpanAttention::kAuto && input_ids.is_cuda());
+  const bool span_mask =
+      span_attention_ == SpanAttention::kMask || (span_attention_ == SpanAttention::kAuto && input_ids.is_cuda());
   // One layout per window the layers use (full attention, the sliding window), built on first use.
   auto make_layout = [&](int64_t window) {
     auto layout = std::make_shared<AttentionLayout>();
@@ -317,8 +302,7 @@ torch::Tensor CausalLM::Hidden(const torch::Tensor& input_ids, const torch::Tens
   if (runner_) runner_->BeginForward();
   torch::Tensor x = torch::embedding(embed_, input_ids);
   // cos/sin as transformers: fp32 outer product, then cast to the activation dtype.
-  torch::Tensor freqs =
-      pos.to(x.device(), torch::kFloat32).unsqueeze(-1) * inv_freq_.to(x.device()).view({1, 1, -1});
+  torch::Tensor freqs = pos.to(x.device(), torch::kFloat32).unsqueeze(-1) * inv_freq_.to(x.device()).view({1, 1, -1});
   torch::Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);  // [B|1, 1, T, head_dim]
   torch::Tensor cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
   for (size_t i = 0; i < layers_.size(); ++i) {

@@ -18,8 +18,8 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
-#include "common/model/attention_span.h"
 #include "common/config/model_config.h"
+#include "common/model/attention_span.h"
 
 namespace dpo {
 
@@ -36,8 +36,7 @@ class LayerRunner {
   virtual void BeginForward() = 0;
   // Returns block(x) for decoder layer `index`, recomputing it in backward when `checkpoint`.
   // Called for index 0, 1, ... in order.
-  virtual torch::Tensor Run(int64_t index, const Block& block, const torch::Tensor& x,
-                            bool checkpoint) = 0;
+  virtual torch::Tensor Run(int64_t index, const Block& block, const torch::Tensor& x, bool checkpoint) = 0;
   // The caller of a forward without backward (eval, a reference) holds none of its tensors any
   // more: weights it gathered may go.
   virtual void EndForward() = 0;

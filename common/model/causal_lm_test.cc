@@ -1,9 +1,10 @@
 #include "common/model/causal_lm.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <set>
 
-#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "common/model/model_test_util.h"
@@ -33,8 +34,7 @@ TEST(CausalLMTest, ParameterNamesMatchTransformers) {
   EXPECT_FALSE(names.count("lm_head.weight"));  // tied
   EXPECT_FALSE(names.count("model.layers.0.self_attn.q_proj.bias"));
   EXPECT_EQ(total, model->config().NumParameters());
-  EXPECT_TRUE(
-      model->lm_head_weight().is_same(model->named_parameters()["model.embed_tokens.weight"]));
+  EXPECT_TRUE(model->lm_head_weight().is_same(model->named_parameters()["model.embed_tokens.weight"]));
 
   auto qwen2 = RandomInit(TinyConfig("qwen2"), 1);
   auto params = qwen2->named_parameters();
@@ -87,8 +87,7 @@ TEST(CausalLMTest, PackedSpansEqualSeparateSequences) {
   EXPECT_TRUE(torch::allclose(together.narrow(1, 0, 5), model->Hidden(a), 1e-5, 1e-5));
   EXPECT_TRUE(torch::allclose(together.narrow(1, 5, 3), model->Hidden(b), 1e-5, 1e-5));
   // Without the spans, b's tokens would see a's: different states.
-  EXPECT_FALSE(torch::allclose(model->Hidden(packed, positions).narrow(1, 5, 3), model->Hidden(b),
-                               1e-3, 1e-3));
+  EXPECT_FALSE(torch::allclose(model->Hidden(packed, positions).narrow(1, 5, 3), model->Hidden(b), 1e-3, 1e-3));
 }
 
 TEST(CausalLMTest, SpanWithSharedPrefixEqualsWholeSequence) {
@@ -101,8 +100,7 @@ TEST(CausalLMTest, SpanWithSharedPrefixEqualsWholeSequence) {
     torch::Tensor x = torch::randint(0, 97, {1, 3}, torch::kInt64);
     torch::Tensor y = torch::randint(0, 97, {1, 2}, torch::kInt64);
     torch::Tensor row = torch::cat({p, x, y, torch::zeros({1, 2}, torch::kInt64)}, 1);
-    torch::Tensor positions =
-        torch::tensor({0, 1, 2, 3, 4, 5, 6, 4, 5, 0, 1}, torch::kInt64).unsqueeze(0);
+    torch::Tensor positions = torch::tensor({0, 1, 2, 3, 4, 5, 6, 4, 5, 0, 1}, torch::kInt64).unsqueeze(0);
     torch::Tensor together =
         model->Hidden(row, positions, {{0, 0, 7}, {0, 7, 2, /*prefix_offset=*/0, /*prefix_length=*/4}, {0, 9, 2}});
     torch::Tensor px = model->Hidden(torch::cat({p, x}, 1));
@@ -111,8 +109,8 @@ TEST(CausalLMTest, SpanWithSharedPrefixEqualsWholeSequence) {
     EXPECT_TRUE(torch::allclose(together.narrow(1, 7, 2), py.narrow(1, 4, 2), 1e-5, 1e-5)) << type;
     // The one-mask kernel (what CUDA runs) gives the same states, padding tail included.
     model->SetSpanAttention(CausalLM::SpanAttention::kMask);
-    EXPECT_TRUE(torch::allclose(model->Hidden(row, positions, {{0, 0, 7}, {0, 7, 2, 0, 4}, {0, 9, 2}}),
-                                together, 1e-5, 1e-5))
+    EXPECT_TRUE(
+        torch::allclose(model->Hidden(row, positions, {{0, 0, 7}, {0, 7, 2, 0, 4}, {0, 9, 2}}), together, 1e-5, 1e-5))
         << type;
     model->SetSpanAttention(CausalLM::SpanAttention::kAuto);
     // Gradients flow into the shared prompt from both tails.
@@ -121,8 +119,7 @@ TEST(CausalLMTest, SpanWithSharedPrefixEqualsWholeSequence) {
     torch::Tensor shared_grad = model->named_parameters()["model.embed_tokens.weight"].grad().clone();
     model->zero_grad();
     model->Hidden(torch::cat({p, y}, 1)).narrow(1, 4, 2).sum().backward();
-    EXPECT_TRUE(torch::allclose(shared_grad, model->named_parameters()["model.embed_tokens.weight"].grad(),
-                                1e-4, 1e-6))
+    EXPECT_TRUE(torch::allclose(shared_grad, model->named_parameters()["model.embed_tokens.weight"].grad(), 1e-4, 1e-6))
         << type;
   }
 }
@@ -132,15 +129,14 @@ TEST(CausalLMTest, SpansMustTileEveryRow) {
   torch::NoGradGuard no_grad;
   torch::Tensor ids = torch::zeros({1, 6}, torch::kInt64);
   EXPECT_NO_THROW(model->Hidden(ids, {}, {{0, 0, 4}, {0, 4, 2, 0, 2}}));
-  EXPECT_THROW(model->Hidden(ids, {}, {{0, 0, 4}}), Error);                // row not covered
-  EXPECT_THROW(model->Hidden(ids, {}, {{0, 0, 4}, {0, 3, 3}}), Error);     // overlap
+  EXPECT_THROW(model->Hidden(ids, {}, {{0, 0, 4}}), Error);                   // row not covered
+  EXPECT_THROW(model->Hidden(ids, {}, {{0, 0, 4}, {0, 3, 3}}), Error);        // overlap
   EXPECT_THROW(model->Hidden(ids, {}, {{0, 0, 4}, {0, 4, 2, 3, 2}}), Error);  // prefix past start
-  EXPECT_THROW(model->Hidden(ids, {}, {{1, 0, 6}}), Error);                // no such row
+  EXPECT_THROW(model->Hidden(ids, {}, {{1, 0, 6}}), Error);                   // no such row
 }
 
 // A tiny config of `type` with a sliding window on layers [max_window_layers, layers).
-ModelConfig WindowConfig(const std::string& type, int64_t window, int64_t layers,
-                         int64_t max_window_layers = 0) {
+ModelConfig WindowConfig(const std::string& type, int64_t window, int64_t layers, int64_t max_window_layers = 0) {
   ModelConfig c = TinyConfig(type);
   c.num_hidden_layers = layers;
   c.sliding_window = window;
@@ -160,8 +156,7 @@ TEST(CausalLMTest, SlidingWindowSeesItselfAndWindowMinusOneBefore) {
   torch::Tensor windowed = model->Hidden(ids, pos);
   for (int64_t i = 0; i < t; ++i) {
     const int64_t first = std::max<int64_t>(0, i - window + 1);
-    torch::Tensor alone = model->Hidden(ids.narrow(1, first, i - first + 1),
-                                        pos.narrow(1, first, i - first + 1));
+    torch::Tensor alone = model->Hidden(ids.narrow(1, first, i - first + 1), pos.narrow(1, first, i - first + 1));
     EXPECT_TRUE(torch::allclose(windowed.select(1, i), alone.select(1, -1), 1e-5, 1e-5)) << i;
   }
   for (int64_t other : {5, 0}) {
@@ -183,9 +178,8 @@ TEST(CausalLMTest, SlidingWindowSameInEveryLayout) {
   torch::Tensor px = torch::cat({p, x}, 1), py = torch::cat({p, y}, 1);
   torch::Tensor padded = torch::cat({px, torch::cat({py, torch::zeros({1, 2}, torch::kInt64)}, 1)});
   torch::Tensor row = torch::cat({p, x, y, torch::zeros({1, 3}, torch::kInt64)}, 1);
-  torch::Tensor positions = torch::cat({torch::arange(12), torch::arange(6, 10), torch::arange(3)})
-                                .to(torch::kInt64)
-                                .unsqueeze(0);
+  torch::Tensor positions =
+      torch::cat({torch::arange(12), torch::arange(6, 10), torch::arange(3)}).to(torch::kInt64).unsqueeze(0);
   const std::vector<AttentionSpan> spans = {{0, 0, 12}, {0, 12, 4, 0, 6}, {0, 16, 3}};
   std::vector<torch::Tensor> y_states;
   for (int64_t first_window_layer : {0, 1}) {

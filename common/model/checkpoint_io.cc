@@ -29,28 +29,17 @@ torch::ScalarType TorchDtype(const SafetensorsTensor& t, const std::string& cont
 
 std::string SafetensorsDtypeName(torch::ScalarType dtype) {
   switch (dtype) {
-    case torch::kFloat32:
-      return "F32";
-    case torch::kFloat16:
-      return "F16";
-    case torch::kBFloat16:
-      return "BF16";
-    case torch::kFloat64:
-      return "F64";
-    case torch::kInt64:
-      return "I64";
-    case torch::kInt32:
-      return "I32";
-    case torch::kInt16:
-      return "I16";
-    case torch::kInt8:
-      return "I8";
-    case torch::kUInt8:
-      return "U8";
-    case torch::kBool:
-      return "BOOL";
-    default:
-      Fail("safetensors", std::string("no dtype name for ") + c10::toString(dtype));
+    case torch::kFloat32: return "F32";
+    case torch::kFloat16: return "F16";
+    case torch::kBFloat16: return "BF16";
+    case torch::kFloat64: return "F64";
+    case torch::kInt64: return "I64";
+    case torch::kInt32: return "I32";
+    case torch::kInt16: return "I16";
+    case torch::kInt8: return "I8";
+    case torch::kUInt8: return "U8";
+    case torch::kBool: return "BOOL";
+    default: Fail("safetensors", std::string("no dtype name for ") + c10::toString(dtype));
   }
 }
 
@@ -85,8 +74,7 @@ CheckpointReader::CheckpointReader(const std::string& path) : path_(path) {
   for (const auto& [name, file] : weight_map) {
     auto it = index_.find(name);
     if (it == index_.end() || BaseName(it->second.file->path()) != file) {
-      Fail(JoinPath(dir, file),
-           "tensor '" + name + "' listed in " + kIndexFile + " is not in this shard");
+      Fail(JoinPath(dir, file), "tensor '" + name + "' listed in " + kIndexFile + " is not in this shard");
     }
   }
 }
@@ -103,18 +91,14 @@ const CheckpointReader::Location& CheckpointReader::Find(const std::string& name
   return it->second;
 }
 
-std::vector<int64_t> CheckpointReader::Shape(const std::string& name) const {
-  return Find(name).tensor->shape;
-}
+std::vector<int64_t> CheckpointReader::Shape(const std::string& name) const { return Find(name).tensor->shape; }
 
 torch::ScalarType CheckpointReader::StoredDtype(const std::string& name) const {
   const Location& loc = Find(name);
   return TorchDtype(*loc.tensor, loc.file->path() + ": tensor '" + name + "'");
 }
 
-const std::string& CheckpointReader::FileOf(const std::string& name) const {
-  return Find(name).file->path();
-}
+const std::string& CheckpointReader::FileOf(const std::string& name) const { return Find(name).file->path(); }
 
 torch::Tensor CheckpointReader::Read(const std::string& name, torch::ScalarType dtype,
                                      const torch::Device& device) const {
@@ -131,8 +115,7 @@ torch::Tensor CheckpointReader::Read(const std::string& name, torch::ScalarType 
   // One pass over the stored values, before conversion can hide (or make) an overflow.
   if (c10::isFloatingType(stored) && !torch::isfinite(raw).all().item<bool>()) {
     const int64_t bad = (~torch::isfinite(raw)).sum().item<int64_t>();
-    Fail(context, "holds " + std::to_string(bad) + " non-finite value(s) (NaN or infinity)",
-         ErrorCode::kBadModel);
+    Fail(context, "holds " + std::to_string(bad) + " non-finite value(s) (NaN or infinity)", ErrorCode::kBadModel);
   }
   return raw.to(device, dtype);
 }
@@ -143,8 +126,8 @@ void WriteTensors(const std::string& path, const NamedTensors& tensors) {
   for (const auto& [name, t] : tensors) {
     host.push_back(t.detach().to(torch::kCPU).contiguous());
     const torch::Tensor& h = host.back();
-    entries.push_back({name, SafetensorsDtypeName(h.scalar_type()), h.sizes().vec(), h.data_ptr(),
-                       static_cast<size_t>(h.nbytes())});
+    entries.push_back(
+        {name, SafetensorsDtypeName(h.scalar_type()), h.sizes().vec(), h.data_ptr(), static_cast<size_t>(h.nbytes())});
   }
   WriteSafetensors(path, entries);
 }
@@ -176,8 +159,7 @@ void WriteCheckpoint(const std::string& dir, const NamedTensors& tensors, int64_
     WriteTensors(JoinPath(dir, file), shards[i]);
     for (const auto& item : shards[i]) weight_map[item.first] = file;
   }
-  WriteFileAtomically(JoinPath(dir, kIndexFile),
-                      SafetensorsIndexJson(weight_map, static_cast<uint64_t>(total)));
+  WriteFileAtomically(JoinPath(dir, kIndexFile), SafetensorsIndexJson(weight_map, static_cast<uint64_t>(total)));
   RemoveFileIfExists(JoinPath(dir, kSingleFile));
 }
 

@@ -37,8 +37,7 @@ class CheckpointReader {
   // Tensor `name` converted to `dtype` on `device`. Floating types F32/F16/BF16/F64 and integer
   // types I64/I32 convert; others throw. Throws dpo::Error naming the file and tensor if absent,
   // or if it holds a NaN or infinity: no weight or optimizer state is ever loaded non-finite.
-  torch::Tensor Read(const std::string& name, torch::ScalarType dtype,
-                     const torch::Device& device = torch::kCPU) const;
+  torch::Tensor Read(const std::string& name, torch::ScalarType dtype, const torch::Device& device = torch::kCPU) const;
 
  private:
   struct Location {

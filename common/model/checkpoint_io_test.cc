@@ -1,8 +1,9 @@
 #include "common/model/checkpoint_io.h"
 
+#include <gtest/gtest.h>
+
 #include <fstream>
 
-#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "common/model/pretrained.h"
@@ -40,22 +41,18 @@ class CheckpointIoTest : public ::testing::Test {
       LoadPretrained(dir, torch::kFloat32);
       FAIL() << "no error";
     } catch (const Error& e) {
-      for (const auto& p : parts)
-        EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+      for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
     }
   }
 };
 
 TEST_F(CheckpointIoTest, ConvertsBf16AndF16) {
   torch::Tensor a = torch::randn({3, 5});
-  WriteTensors(
-      Path("x.safetensors"),
-      {{"a", a.to(torch::kBFloat16)}, {"b", a.to(torch::kFloat16)}, {"i", torch::arange(4)}});
+  WriteTensors(Path("x.safetensors"),
+               {{"a", a.to(torch::kBFloat16)}, {"b", a.to(torch::kFloat16)}, {"i", torch::arange(4)}});
   CheckpointReader reader(Path("x.safetensors"));
-  EXPECT_TRUE(
-      torch::equal(reader.Read("a", torch::kFloat32), a.to(torch::kBFloat16).to(torch::kFloat32)));
-  EXPECT_TRUE(
-      torch::equal(reader.Read("b", torch::kFloat32), a.to(torch::kFloat16).to(torch::kFloat32)));
+  EXPECT_TRUE(torch::equal(reader.Read("a", torch::kFloat32), a.to(torch::kBFloat16).to(torch::kFloat32)));
+  EXPECT_TRUE(torch::equal(reader.Read("b", torch::kFloat32), a.to(torch::kFloat16).to(torch::kFloat32)));
   EXPECT_TRUE(torch::equal(reader.Read("i", torch::kInt64), torch::arange(4)));
   EXPECT_THROW(reader.Read("i", torch::kFloat32), Error);
   EXPECT_THROW(reader.Read("missing", torch::kFloat32), Error);
@@ -77,8 +74,7 @@ TEST_F(CheckpointIoTest, SaveLoadRoundTripSingleAndSharded) {
   EXPECT_FALSE(PathExists(Path("sharded", "model.safetensors")));
   EXPECT_TRUE(PathExists(Path("sharded", "model-00002-of-00003.safetensors")) ||
               PathExists(Path("sharded", "model-00002-of-00004.safetensors")));
-  EXPECT_TRUE(
-      torch::equal(LoadPretrained(Path("sharded"), torch::kFloat32)->Logits(ids), expected));
+  EXPECT_TRUE(torch::equal(LoadPretrained(Path("sharded"), torch::kFloat32)->Logits(ids), expected));
 
   SaveOptions bf16;
   bf16.dtype = torch::kBFloat16;

@@ -16,8 +16,7 @@ struct BlockHolder : torch::CustomClassHolder {
 
 struct Recompute : torch::autograd::Function<Recompute> {
   // Function::apply runs this with grad mode off, so no activations are recorded.
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
-                               torch::TensorList params,
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, torch::TensorList params,
                                const c10::intrusive_ptr<BlockHolder>& block) {
     std::vector<torch::Tensor> saved{x};
     saved.insert(saved.end(), params.begin(), params.end());
@@ -28,8 +27,7 @@ struct Recompute : torch::autograd::Function<Recompute> {
 
   // Returns one gradient per flattened forward input: x, each param, then none for the block.
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    auto block =
-        c10::static_intrusive_pointer_cast<BlockHolder>(ctx->saved_data["block"].toCapsule());
+    auto block = c10::static_intrusive_pointer_cast<BlockHolder>(ctx->saved_data["block"].toCapsule());
     variable_list saved = ctx->get_saved_variables();
     torch::AutoGradMode grad_on(true);
     torch::Tensor x = saved[0].detach().requires_grad_(saved[0].requires_grad());
@@ -59,8 +57,8 @@ struct Recompute : torch::autograd::Function<Recompute> {
 
 }  // namespace
 
-torch::Tensor CheckpointedCall(const std::function<torch::Tensor(const torch::Tensor&)>& block,
-                               const torch::Tensor& x, const std::vector<torch::Tensor>& params) {
+torch::Tensor CheckpointedCall(const std::function<torch::Tensor(const torch::Tensor&)>& block, const torch::Tensor& x,
+                               const std::vector<torch::Tensor>& params) {
   bool needs_grad = x.requires_grad();
   for (const auto& p : params) needs_grad = needs_grad || p.requires_grad();
   if (!torch::GradMode::is_enabled() || !needs_grad) return block(x);

@@ -15,7 +15,7 @@ namespace dpo {
 // for `params` (the tensors the block reads that may need gradients, e.g. its parameters).
 // Other tensors the block captures (RoPE tables) receive no gradient. Without grad mode, or when
 // neither x nor any param requires grad, this is just block(x).
-torch::Tensor CheckpointedCall(const std::function<torch::Tensor(const torch::Tensor&)>& block,
-                               const torch::Tensor& x, const std::vector<torch::Tensor>& params);
+torch::Tensor CheckpointedCall(const std::function<torch::Tensor(const torch::Tensor&)>& block, const torch::Tensor& x,
+                               const std::vector<torch::Tensor>& params);
 
 }  // namespace dpo

@@ -20,8 +20,8 @@
 //
 // Exit status (docs/cli.md): 0 success; 1 the command failed (a file that cannot be read, a
 // missing tensor, a precision row out of tolerance); 2 bad usage.
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <optional>
 #include <string>
@@ -104,8 +104,7 @@ int Logits(const Flags& flags) {
   torch::NoGradGuard no_grad;
   torch::Tensor hidden = model->Hidden(in.ids, in.positions, in.spans);
   torch::Tensor logits = torch::linear(hidden, model->lm_head_weight());
-  WriteTensors(flags.out,
-               {{"logits", logits.to(torch::kFloat32)}, {"hidden", hidden.to(torch::kFloat32)}});
+  WriteTensors(flags.out, {{"logits", logits.to(torch::kFloat32)}, {"hidden", hidden.to(torch::kFloat32)}});
   return cli::kExitOk;
 }
 
@@ -115,11 +114,8 @@ int Grads(const Flags& flags) {
   ModelInputs in = ReadInputs(file);
   torch::Tensor labels = file.Read("labels", torch::kInt64);
   torch::Tensor mask = labels.ne(-100);
-  torch::Tensor logits =
-      torch::linear(model->Hidden(in.ids, in.positions, in.spans), model->lm_head_weight());
-  torch::Tensor logps = torch::log_softmax(logits, -1)
-                            .gather(-1, labels.clamp_min(0).unsqueeze(-1))
-                            .squeeze(-1);
+  torch::Tensor logits = torch::linear(model->Hidden(in.ids, in.positions, in.spans), model->lm_head_weight());
+  torch::Tensor logps = torch::log_softmax(logits, -1).gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1);
   torch::Tensor loss = (logps * mask).sum();
   loss.backward();
   NamedTensors out{{"loss", loss.detach()}};
@@ -163,9 +159,10 @@ void AddDtype(CLI::App& command, Flags& flags, const std::string& fallback) {
 // The flags of logits and grads: the model, its inputs and outputs, and how it runs.
 void AddModelRun(CLI::App& command, Flags& flags, const std::string& out) {
   command.add_option("--model", flags.model, "a Hugging Face model directory")->type_name("DIR")->required();
-  command.add_option("--ids", flags.ids,
-                     "input_ids [B,T] int64, optional position_ids and spans [N,5] (row, offset,\n"
-                     "length, prefix_offset, prefix_length) for packed rows")
+  command
+      .add_option("--ids", flags.ids,
+                  "input_ids [B,T] int64, optional position_ids and spans [N,5] (row, offset,\n"
+                  "length, prefix_offset, prefix_length) for packed rows")
       ->type_name("IN.safetensors")
       ->required();
   command.add_option("--out", flags.out, out)->type_name("OUT.safetensors")->required();
@@ -179,24 +176,27 @@ void AddModelRun(CLI::App& command, Flags& flags, const std::string& out) {
 void AddSave(CLI::App& command, Flags& flags) {
   command.add_option("--out", flags.out, "the model directory written")->type_name("DIR")->required();
   AddDtype(command, flags, "the model's own");
-  command.add_option("--max-shard-bytes", flags.max_shard_bytes,
-                     "above this many bytes of weights, shard the checkpoint (default 5 GiB)")
+  command
+      .add_option("--max-shard-bytes", flags.max_shard_bytes,
+                  "above this many bytes of weights, shard the checkpoint (default 5 GiB)")
       ->type_name("N")
       ->check(cli::Integer(1, std::numeric_limits<int64_t>::max()));
 }
 
 int Main(int argc, char** argv) {
-  dpo::cli::App app("Drives the model from the command line for the oracle tests and the GPU machine's\n"
-               "precision check.",
-               "dpo-model-check");
+  dpo::cli::App app(
+      "Drives the model from the command line for the oracle tests and the GPU machine's\n"
+      "precision check.",
+      "dpo-model-check");
   app.require_subcommand(1);
   Flags flags;
   CLI::App* logits = app.add_subcommand("logits", "writes \"logits\" [B,T,V] and \"hidden\" [B,T,H] as float32");
   AddModelRun(*logits, flags, "gets logits and hidden");
   AddDtype(*logits, flags, "float32");
-  CLI::App* grads = app.add_subcommand(
-      "grads", "writes \"loss\" = the sum of log p(label) over IN's \"labels\" [B,T] (-100 = ignored),\n"
-               "and every parameter's gradient of it, by its HF name");
+  CLI::App* grads =
+      app.add_subcommand("grads",
+                         "writes \"loss\" = the sum of log p(label) over IN's \"labels\" [B,T] (-100 = ignored),\n"
+                         "and every parameter's gradient of it, by its HF name");
   AddModelRun(*grads, flags, "gets loss and the gradients");
   CLI::App* save = app.add_subcommand("save", "loads and saves again (tokenizer files copied from the source)");
   save->add_option("--model", flags.model, "a Hugging Face model directory")->type_name("DIR")->required();
@@ -210,9 +210,10 @@ int Main(int argc, char** argv) {
   AddSave(*init, flags);
   CLI::App* precision = app.add_subcommand("precision", "prints the bf16-vs-fp32 and device-vs-CPU table");
   precision->add_option("--device", flags.device, "cpu, cuda or cuda:N")->capture_default_str();
-  app.footer("Exit status: 0 success; 1 the command failed (a file that cannot be read, a missing\n"
-             "tensor, a precision row out of tolerance); 2 bad usage. `dpo-model-check CMD --help`\n"
-             "lists a command's flags.");
+  app.footer(
+      "Exit status: 0 success; 1 the command failed (a file that cannot be read, a missing\n"
+      "tensor, a precision row out of tolerance); 2 bad usage. `dpo-model-check CMD --help`\n"
+      "lists a command's flags.");
   if (const auto exit = cli::Parse(app, argc, argv)) return *exit;
   if (*logits) return Logits(flags);
   if (*grads) return Grads(flags);

@@ -38,8 +38,8 @@ ModelConfig SmallConfig(const std::string& type) {
   return c;
 }
 
-torch::Tensor LogitsOn(const ModelConfig& config, torch::ScalarType dtype,
-                       const torch::Device& device, const torch::Tensor& ids) {
+torch::Tensor LogitsOn(const ModelConfig& config, torch::ScalarType dtype, const torch::Device& device,
+                       const torch::Tensor& ids) {
   torch::NoGradGuard no_grad;
   auto model = RandomInit(config, /*seed=*/1234, dtype, device);
   return model->Logits(ids.to(device)).to(torch::kCPU, torch::kFloat32);
@@ -80,13 +80,13 @@ std::vector<PrecisionRow> RunPrecisionChecks(const torch::Device& device) {
 std::string FormatPrecisionTable(const std::vector<PrecisionRow>& rows) {
   std::string out;
   char line[256];
-  std::snprintf(line, sizeof(line), "%-6s %-28s %12s %12s %12s %10s %s\n", "model", "comparison",
-                "max|d|", "max|ref|", "rel", "tol", "result");
+  std::snprintf(line, sizeof(line), "%-6s %-28s %12s %12s %12s %10s %s\n", "model", "comparison", "max|d|", "max|ref|",
+                "rel", "tol", "result");
   out += line;
   for (const auto& r : rows) {
-    std::snprintf(line, sizeof(line), "%-6s %-28s %12.3e %12.3e %12.3e %10.1e %s\n",
-                  r.model.c_str(), r.comparison.c_str(), r.max_abs_error, r.max_abs_ref,
-                  r.relative_error, r.tolerance, r.pass() ? "PASS" : "FAIL");
+    std::snprintf(line, sizeof(line), "%-6s %-28s %12.3e %12.3e %12.3e %10.1e %s\n", r.model.c_str(),
+                  r.comparison.c_str(), r.max_abs_error, r.max_abs_ref, r.relative_error, r.tolerance,
+                  r.pass() ? "PASS" : "FAIL");
     out += line;
   }
   return out;

@@ -1,6 +1,7 @@
 #include "common/model/precision_check.h"
 
 #include <gtest/gtest.h>
+
 #include <torch/torch.h>
 
 namespace dpo {

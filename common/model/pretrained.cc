@@ -16,8 +16,7 @@ namespace {
 // Old checkpoints store RoPE tables; they are derived from config.json, never loaded.
 bool IsIgnorableExtra(const std::string& name, const ModelConfig& config) {
   const std::string rope = "rotary_emb.inv_freq";
-  if (name.size() >= rope.size() &&
-      name.compare(name.size() - rope.size(), rope.size(), rope) == 0) {
+  if (name.size() >= rope.size() && name.compare(name.size() - rope.size(), rope.size(), rope) == 0) {
     return true;
   }
   return config.tie_word_embeddings && name == "lm_head.weight";
@@ -25,8 +24,7 @@ bool IsIgnorableExtra(const std::string& name, const ModelConfig& config) {
 
 }  // namespace
 
-std::shared_ptr<CausalLM> LoadPretrained(const std::string& dir, torch::ScalarType dtype,
-                                         const torch::Device& device) {
+std::shared_ptr<CausalLM> LoadPretrained(const std::string& dir, torch::ScalarType dtype, const torch::Device& device) {
   UnloadedPretrained opened = OpenPretrained(dir, dtype, device);
   torch::NoGradGuard no_grad;
   for (auto& item : opened.model->named_parameters()) {
@@ -35,13 +33,11 @@ std::shared_ptr<CausalLM> LoadPretrained(const std::string& dir, torch::ScalarTy
   return opened.model;
 }
 
-UnloadedPretrained OpenPretrained(const std::string& dir, torch::ScalarType dtype,
-                                  const torch::Device& device) {
+UnloadedPretrained OpenPretrained(const std::string& dir, torch::ScalarType dtype, const torch::Device& device) {
   DtypeName(dtype);  // rejects non-float model dtypes early
   ModelConfig config = ModelConfig::FromJsonFile(JoinPath(dir, "config.json"));
   auto reader = std::make_shared<CheckpointReader>(dir);
-  auto model =
-      std::make_shared<CausalLM>(config, torch::TensorOptions().dtype(dtype).device(device));
+  auto model = std::make_shared<CausalLM>(config, torch::TensorOptions().dtype(dtype).device(device));
   auto params = model->named_parameters();
   for (auto& item : params) {
     const std::string& name = item.key();
@@ -54,17 +50,16 @@ UnloadedPretrained OpenPretrained(const std::string& dir, torch::ScalarType dtyp
   }
   for (const auto& name : reader->TensorNames()) {
     if (params.find(name) == nullptr && !IsIgnorableExtra(name, config)) {
-      Fail(dir, "tensor '" + name + "' in the checkpoint is not a parameter of this " +
-                    config.model_type + " config (config.json does not match the weights)");
+      Fail(dir, "tensor '" + name + "' in the checkpoint is not a parameter of this " + config.model_type +
+                    " config (config.json does not match the weights)");
     }
   }
   return {model, reader};
 }
 
-std::shared_ptr<CausalLM> RandomInit(const ModelConfig& config, uint64_t seed,
-                                     torch::ScalarType dtype, const torch::Device& device) {
-  auto model =
-      std::make_shared<CausalLM>(config, torch::TensorOptions().dtype(dtype).device(device));
+std::shared_ptr<CausalLM> RandomInit(const ModelConfig& config, uint64_t seed, torch::ScalarType dtype,
+                                     const torch::Device& device) {
+  auto model = std::make_shared<CausalLM>(config, torch::TensorOptions().dtype(dtype).device(device));
   model->InitWeights(seed);
   return model;
 }
@@ -82,8 +77,8 @@ void SavePretrained(CausalLM& model, const std::string& dir, const SaveOptions& 
   WritePretrainedMetadata(model.config(), dtype, dir, options.tokenizer_dir);
 }
 
-void WritePretrainedMetadata(const ModelConfig& config, torch::ScalarType dtype,
-                             const std::string& dir, const std::string& tokenizer_dir) {
+void WritePretrainedMetadata(const ModelConfig& config, torch::ScalarType dtype, const std::string& dir,
+                             const std::string& tokenizer_dir) {
   WriteFileAtomically(JoinPath(dir, "config.json"), config.ToJson(DtypeName(dtype)));
   if (tokenizer_dir.empty()) return;
   for (const char* file : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {

@@ -56,7 +56,7 @@ void SavePretrained(CausalLM& model, const std::string& dir, const SaveOptions& 
 
 // config.json (with torch_dtype `dtype`) and the tokenizer files of SaveOptions::tokenizer_dir,
 // for writers that store the weights themselves (sharded checkpoints).
-void WritePretrainedMetadata(const ModelConfig& config, torch::ScalarType dtype,
-                             const std::string& dir, const std::string& tokenizer_dir);
+void WritePretrainedMetadata(const ModelConfig& config, torch::ScalarType dtype, const std::string& dir,
+                             const std::string& tokenizer_dir);
 
 }  // namespace dpo

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
-
 #include <nlohmann/json.hpp>
 
 #include "common/util/atomic_file.h"
@@ -22,9 +21,7 @@ std::string TensorContext(std::string_view source, std::string_view name) {
 }
 
 // Multiplies with overflow detection.
-bool MulOverflows(uint64_t a, uint64_t b, uint64_t* out) {
-  return __builtin_mul_overflow(a, b, out);
-}
+bool MulOverflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
 
 uint64_t ReadU64(const json& v, const std::string& ctx, const char* what) {
   if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0)) {
@@ -52,8 +49,7 @@ size_t SafetensorsElementSize(std::string_view dtype) {
   if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
   if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
   if (dtype == "F16" || dtype == "BF16" || dtype == "I16" || dtype == "U16") return 2;
-  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL" || dtype == "F8_E4M3" ||
-      dtype == "F8_E5M2") {
+  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL" || dtype == "F8_E4M3" || dtype == "F8_E5M2") {
     return 1;
   }
   return 0;
@@ -62,8 +58,7 @@ size_t SafetensorsElementSize(std::string_view dtype) {
 SafetensorsHeader ParseSafetensorsHeader(std::string_view bytes, std::string_view source) {
   const std::string src(source);
   if (bytes.size() < 8) {
-    Fail(src, "file is " + std::to_string(bytes.size()) +
-                  " bytes, shorter than the 8-byte safetensors header length");
+    Fail(src, "file is " + std::to_string(bytes.size()) + " bytes, shorter than the 8-byte safetensors header length");
   }
   uint64_t header_len = 0;
   std::memcpy(&header_len, bytes.data(), 8);
@@ -117,8 +112,8 @@ SafetensorsHeader ParseSafetensorsHeader(std::string_view bytes, std::string_vie
     t.begin = ReadU64((*offsets)[0], ctx, "data_offsets begin");
     t.end = ReadU64((*offsets)[1], ctx, "data_offsets end");
     if (t.begin > t.end || t.end > data_size) {
-      Fail(ctx, "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
-                    "] out of range of the " + std::to_string(data_size) + "-byte data section");
+      Fail(ctx, "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "] out of range of the " +
+                    std::to_string(data_size) + "-byte data section");
     }
     if (t.end - t.begin != expected) {
       Fail(ctx, "shape " + shape->dump() + " of " + t.dtype + " needs " + std::to_string(expected) +
@@ -126,17 +121,15 @@ SafetensorsHeader ParseSafetensorsHeader(std::string_view bytes, std::string_vie
     }
     header.tensors.push_back(std::move(t));
   }
-  std::sort(header.tensors.begin(), header.tensors.end(),
-            [](const SafetensorsTensor& a, const SafetensorsTensor& b) {
-              return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-            });
+  std::sort(header.tensors.begin(), header.tensors.end(), [](const SafetensorsTensor& a, const SafetensorsTensor& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
   for (size_t i = 1; i < header.tensors.size(); ++i) {
     const auto& prev = header.tensors[i - 1];
     const auto& cur = header.tensors[i];
     // Empty tensors occupy no bytes and may share an offset.
     if (cur.begin < prev.end && cur.end > cur.begin) {
-      Fail(TensorContext(src, cur.name),
-           "data_offsets overlap those of tensor '" + prev.name + "'");
+      Fail(TensorContext(src, cur.name), "data_offsets overlap those of tensor '" + prev.name + "'");
     }
   }
   return header;
@@ -149,8 +142,7 @@ std::string_view SafetensorsFile::Bytes(const SafetensorsTensor& tensor) const {
   return file_.view().substr(header_.data_offset + tensor.begin, tensor.end - tensor.begin);
 }
 
-std::map<std::string, std::string> ParseSafetensorsIndex(std::string_view text,
-                                                         std::string_view source) {
+std::map<std::string, std::string> ParseSafetensorsIndex(std::string_view text, std::string_view source) {
   const std::string src(source);
   json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded() || !root.is_object()) Fail(src, "not a JSON object");
@@ -163,16 +155,15 @@ std::map<std::string, std::string> ParseSafetensorsIndex(std::string_view text,
     }
     std::string file = it.value().get<std::string>();
     if (file.empty() || file.find('/') != std::string::npos || file == "..") {
-      Fail(src, "field 'weight_map': entry '" + it.key() + "' names '" + file +
-                    "', not a file in the checkpoint directory");
+      Fail(src,
+           "field 'weight_map': entry '" + it.key() + "' names '" + file + "', not a file in the checkpoint directory");
     }
     out[it.key()] = std::move(file);
   }
   return out;
 }
 
-std::string SafetensorsIndexJson(const std::map<std::string, std::string>& weight_map,
-                                 uint64_t total_size) {
+std::string SafetensorsIndexJson(const std::map<std::string, std::string>& weight_map, uint64_t total_size) {
   json root = {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};
   return root.dump(2) + "\n";
 }
@@ -198,11 +189,9 @@ void WriteSafetensors(const std::string& path, const std::vector<SafetensorsEntr
       numel *= static_cast<uint64_t>(d);
     }
     if (numel * element != e->nbytes) {
-      Fail(TensorContext(path, e->name),
-           "byte size " + std::to_string(e->nbytes) + " disagrees with its shape");
+      Fail(TensorContext(path, e->name), "byte size " + std::to_string(e->nbytes) + " disagrees with its shape");
     }
-    header[e->name] = {
-        {"dtype", e->dtype}, {"shape", e->shape}, {"data_offsets", {offset, offset + e->nbytes}}};
+    header[e->name] = {{"dtype", e->dtype}, {"shape", e->shape}, {"data_offsets", {offset, offset + e->nbytes}}};
     offset += e->nbytes;
   }
   std::string text = header.dump();

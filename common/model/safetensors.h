@@ -25,7 +25,7 @@ struct SafetensorsTensor {
 };
 
 struct SafetensorsHeader {
-  uint64_t data_offset = 0;  // 8 + header length: where the data section starts in the file.
+  uint64_t data_offset = 0;                // 8 + header length: where the data section starts in the file.
   std::vector<SafetensorsTensor> tensors;  // In file order of data_offsets.
   std::map<std::string, std::string> metadata;
   // nullptr when absent.
@@ -57,10 +57,8 @@ class SafetensorsFile {
 
 // model.safetensors.index.json: maps each tensor name to the shard file holding it.
 // Throws dpo::Error naming `source` when "weight_map" is missing or not {str: str}.
-std::map<std::string, std::string> ParseSafetensorsIndex(std::string_view text,
-                                                         std::string_view source);
-std::string SafetensorsIndexJson(const std::map<std::string, std::string>& weight_map,
-                                 uint64_t total_size);
+std::map<std::string, std::string> ParseSafetensorsIndex(std::string_view text, std::string_view source);
+std::string SafetensorsIndexJson(const std::map<std::string, std::string>& weight_map, uint64_t total_size);
 
 // One tensor to write: `data` holds `nbytes` little-endian bytes of dtype/shape.
 struct SafetensorsEntry {

@@ -1,13 +1,12 @@
 #include "common/model/safetensors.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <fstream>
 #include <string>
 #include <string_view>
-
-#include <gtest/gtest.h>
 
 #include "common/util/error.h"
 #include "common/util/path_util.h"
@@ -64,12 +63,10 @@ TEST(SafetensorsTest, RejectsNonJsonHeader) {
 }
 
 TEST(SafetensorsTest, RejectsOutOfRangeOffsets) {
-  ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})",
-                         std::string(8, '\0')),
+  ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", std::string(8, '\0')),
               {"tensor 'w'", "out of range"});
-  ExpectError(
-      WithHeader(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}})", std::string(8, '\0')),
-      {"tensor 'w'", "out of range"});
+  ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}})", std::string(8, '\0')),
+              {"tensor 'w'", "out of range"});
 }
 
 TEST(SafetensorsTest, RejectsOverlappingOffsets) {
@@ -80,17 +77,14 @@ TEST(SafetensorsTest, RejectsOverlappingOffsets) {
 }
 
 TEST(SafetensorsTest, RejectsUnknownDtype) {
-  ExpectError(WithHeader(R"({"w":{"dtype":"F128","shape":[1],"data_offsets":[0,16]}})",
-                         std::string(16, '\0')),
+  ExpectError(WithHeader(R"({"w":{"dtype":"F128","shape":[1],"data_offsets":[0,16]}})", std::string(16, '\0')),
               {"tensor 'w'", "unknown dtype 'F128'"});
 }
 
 TEST(SafetensorsTest, RejectsShapeDisagreeingWithBytes) {
-  ExpectError(
-      WithHeader(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::string(8, '\0')),
-      {"tensor 'w'", "needs 12 bytes"});
-  ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,8]}})",
-                         std::string(8, '\0')),
+  ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::string(8, '\0')),
+              {"tensor 'w'", "needs 12 bytes"});
+  ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,8]}})", std::string(8, '\0')),
               {"tensor 'w'", "non-negative"});
   ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],)"
                          R"("data_offsets":[0,8]}})",
@@ -99,10 +93,8 @@ TEST(SafetensorsTest, RejectsShapeDisagreeingWithBytes) {
 }
 
 TEST(SafetensorsTest, RejectsMalformedEntries) {
-  ExpectError(WithHeader(R"({"w":{"shape":[1],"data_offsets":[0,4]}})", std::string(4, '\0')),
-              {"tensor 'w'", "dtype"});
-  ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[1]}})", std::string(4, '\0')),
-              {"tensor 'w'", "data_offsets"});
+  ExpectError(WithHeader(R"({"w":{"shape":[1],"data_offsets":[0,4]}})", std::string(4, '\0')), {"tensor 'w'", "dtype"});
+  ExpectError(WithHeader(R"({"w":{"dtype":"F32","shape":[1]}})", std::string(4, '\0')), {"tensor 'w'", "data_offsets"});
   ExpectError(WithHeader(R"({"__metadata__":{"format":1}})", ""), {"__metadata__"});
 }
 
@@ -129,8 +121,7 @@ TEST(SafetensorsTest, WriteThenReadRoundTrips) {
 
 TEST(SafetensorsTest, WriterRejectsSizeMismatch) {
   float a[3] = {};
-  EXPECT_THROW(WriteSafetensors("/tmp/dpo_never.safetensors", {{"a", "F32", {4}, a, sizeof(a)}}),
-               Error);
+  EXPECT_THROW(WriteSafetensors("/tmp/dpo_never.safetensors", {{"a", "F32", {4}, a, sizeof(a)}}), Error);
   EXPECT_FALSE(PathExists("/tmp/dpo_never.safetensors"));
 }
 
@@ -144,8 +135,7 @@ TEST(SafetensorsTest, MissingFileNamesPath) {
 }
 
 TEST(SafetensorsTest, IndexParsing) {
-  auto map = ParseSafetensorsIndex(
-      SafetensorsIndexJson({{"w", "model-00001-of-00002.safetensors"}}, 4), "index.json");
+  auto map = ParseSafetensorsIndex(SafetensorsIndexJson({{"w", "model-00001-of-00002.safetensors"}}, 4), "index.json");
   EXPECT_EQ(map.at("w"), "model-00001-of-00002.safetensors");
   EXPECT_THROW(ParseSafetensorsIndex("{}", "index.json"), Error);
   EXPECT_THROW(ParseSafetensorsIndex(R"({"weight_map":{"w":"../x"}})", "index.json"), Error);

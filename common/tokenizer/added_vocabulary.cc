@@ -16,17 +16,22 @@ namespace {
 // which outside the marks is the circled / squared Latin letters.
 bool IsWordChar(char32_t c) {
   if (c == 0x200C || c == 0x200D) return true;
-  if ((c >= 0x24B6 && c <= 0x24E9) || (c >= 0x1F130 && c <= 0x1F149) ||
-      (c >= 0x1F150 && c <= 0x1F169) || (c >= 0x1F170 && c <= 0x1F189))
+  if ((c >= 0x24B6 && c <= 0x24E9) || (c >= 0x1F130 && c <= 0x1F149) || (c >= 0x1F150 && c <= 0x1F169) ||
+      (c >= 0x1F170 && c <= 0x1F189))
     return true;
   switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_NL:
-    case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME:
-    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_PC:
-      return true;
-    default:
-      return false;
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC:
+    case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_PC: return true;
+    default: return false;
   }
 }
 
@@ -38,16 +43,17 @@ char32_t LastChar(std::string_view s) {
 
 }  // namespace
 
-AddedVocabulary::AddedVocabulary(std::vector<AddedToken> tokens,
-                                 const std::vector<std::string>& normalized_contents)
+AddedVocabulary::AddedVocabulary(std::vector<AddedToken> tokens, const std::vector<std::string>& normalized_contents)
     : tokens_(std::move(tokens)) {
   for (Trie& t : tries_) std::fill(std::begin(t.root_next), std::end(t.root_next), -1);
   for (size_t i = 0; i < tokens_.size(); ++i) {
     by_id_[tokens_[i].id] = i;
     by_content_.emplace(tokens_[i].content, i);
     if (tokens_[i].content.empty()) continue;
-    if (tokens_[i].normalized) Insert(&tries_[1], normalized_contents[i], static_cast<int>(i));
-    else Insert(&tries_[0], tokens_[i].content, static_cast<int>(i));
+    if (tokens_[i].normalized)
+      Insert(&tries_[1], normalized_contents[i], static_cast<int>(i));
+    else
+      Insert(&tries_[0], tokens_[i].content, static_cast<int>(i));
   }
 }
 
@@ -76,8 +82,7 @@ void AddedVocabulary::Insert(Trie* trie, std::string_view key, int token) {
   trie->has_tokens = true;
 }
 
-int AddedVocabulary::LongestAt(const Trie& trie, std::string_view text, size_t pos,
-                               size_t* end) const {
+int AddedVocabulary::LongestAt(const Trie& trie, std::string_view text, size_t pos, size_t* end) const {
   int node = trie.root_next[static_cast<unsigned char>(text[pos])];
   int best = -1;
   for (size_t i = pos + 1; node >= 0; ++i) {
@@ -95,8 +100,7 @@ int AddedVocabulary::LongestAt(const Trie& trie, std::string_view text, size_t p
   return best;
 }
 
-void AddedVocabulary::Split(std::string_view text, bool normalized_set,
-                            std::vector<Segment>* out) const {
+void AddedVocabulary::Split(std::string_view text, bool normalized_set, std::vector<Segment>* out) const {
   const Trie& trie = tries_[normalized_set ? 1 : 0];
   if (text.empty() || !trie.has_tokens) {
     out->push_back({-1, 0, text.size()});

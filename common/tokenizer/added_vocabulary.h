@@ -55,7 +55,7 @@ class AddedVocabulary {
   };
   struct Trie {
     std::vector<Node> nodes{1};
-    int root_next[256];  // the root's children, for the per-byte scan
+    int root_next[256];   // the root's children, for the per-byte scan
     int first_bytes = 0;  // number of distinct first bytes; 1 lets the scan use memchr
     bool has_tokens = false;
   };

@@ -19,10 +19,8 @@ constexpr std::string_view kMarker = "\xE2\x96\x81";  // U+2581, SentencePiece's
 
 // True when `token` holds U+2581 right after a different character.
 bool MarkerAfterOther(std::string_view token) {
-  for (size_t pos = token.find(kMarker, 1); pos != std::string_view::npos;
-       pos = token.find(kMarker, pos + 1)) {
-    if (pos < kMarker.size() || token.substr(pos - kMarker.size(), kMarker.size()) != kMarker)
-      return true;
+  for (size_t pos = token.find(kMarker, 1); pos != std::string_view::npos; pos = token.find(kMarker, pos + 1)) {
+    if (pos < kMarker.size() || token.substr(pos - kMarker.size(), kMarker.size()) != kMarker) return true;
   }
   return false;
 }
@@ -104,8 +102,7 @@ BpeModel::BpeModel(const nlohmann::json& node, bool byte_level, const std::strin
     : byte_level_(byte_level), instance_(next_instance++) {
   if (!node.is_object()) Fail(context, "not an object");
   if (node.value("type", std::string("BPE")) != "BPE")
-    Fail(context + ".type", "unsupported model \"" + node.value("type", std::string()) +
-                                "\" (only BPE)");
+    Fail(context + ".type", "unsupported model \"" + node.value("type", std::string()) + "\" (only BPE)");
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     auto it = node.find(key);
     if (it != node.end() && !it->is_null() && !(it->is_string() && it->get<std::string>().empty()))
@@ -119,16 +116,15 @@ BpeModel::BpeModel(const nlohmann::json& node, bool byte_level, const std::strin
 
   Id max_id = -1;
   for (auto it = vocab->begin(); it != vocab->end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
-        it.value().get<int64_t>() > INT32_MAX)
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > INT32_MAX)
       Fail(context + ".vocab[\"" + it.key() + "\"]", "id is not a non-negative integer");
     max_id = std::max(max_id, it.value().get<Id>());
   }
   // Ids index dense arrays; real vocabularies are dense, and a stray huge id must not make us
   // allocate gigabytes.
   if (static_cast<size_t>(max_id) >= vocab->size() + 65536)
-    Fail(context + ".vocab", "ids are sparse (largest " + std::to_string(max_id) + " for " +
-                                 std::to_string(vocab->size()) + " entries)");
+    Fail(context + ".vocab",
+         "ids are sparse (largest " + std::to_string(max_id) + " for " + std::to_string(vocab->size()) + " entries)");
   tokens_.resize(max_id + 1);
   model_tokens_.resize(max_id + 1);
   std::vector<bool> mapped(max_id + 1, false);
@@ -217,8 +213,7 @@ void BpeModel::InitialSymbols(std::string_view word, std::vector<Id>* ids) const
     }
   };
   for (size_t i = 0; i < word.size();) {
-    size_t n = byte_level_ ? 1 : std::min(Utf8Length(static_cast<unsigned char>(word[i])),
-                                          word.size() - i);
+    size_t n = byte_level_ ? 1 : std::min(Utf8Length(static_cast<unsigned char>(word[i])), word.size() - i);
     std::string_view sym = word.substr(i, n);
     i += n;
     Id id = n == 1 && byte_level_ ? byte_ids_[static_cast<unsigned char>(sym[0])] : Lookup(sym);
@@ -281,15 +276,12 @@ void BpeModel::MergeLong(std::vector<Id>* ids) const {
     int32_t rank;
     int pos;
     Id merged;
-    bool operator>(const Candidate& o) const {
-      return rank != o.rank ? rank > o.rank : pos > o.pos;
-    }
+    bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
   };
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap;
   auto consider = [&](int left) {
     if (left < 0 || next[left] < 0) return;
-    if (const MergeValue* m = merges_.Find(sym[left], sym[next[left]]))
-      heap.push({m->rank, left, m->merged});
+    if (const MergeValue* m = merges_.Find(sym[left], sym[next[left]])) heap.push({m->rank, left, m->merged});
   };
   for (int i = 0; i + 1 < n; ++i) consider(i);
   while (!heap.empty()) {
@@ -319,8 +311,7 @@ void BpeModel::Encode(std::string_view word, std::vector<Id>* out) const {
     return;
   }
   size_t begin = 0;
-  for (size_t pos = word.find(kMarker, 1); pos != std::string_view::npos;
-       pos = word.find(kMarker, pos + 1)) {
+  for (size_t pos = word.find(kMarker, 1); pos != std::string_view::npos; pos = word.find(kMarker, pos + 1)) {
     if (pos >= kMarker.size() && word.substr(pos - kMarker.size(), kMarker.size()) == kMarker)
       continue;  // inside a run of markers
     EncodePiece(word.substr(begin, pos - begin), out);
@@ -349,8 +340,10 @@ void BpeModel::EncodePiece(std::string_view word, std::vector<Id>* out) const {
     thread_local std::vector<Id> ids;
     ids.clear();
     InitialSymbols(word, &ids);
-    if (ids.size() <= kShortWord) MergeShort(&ids);
-    else MergeLong(&ids);
+    if (ids.size() <= kShortWord)
+      MergeShort(&ids);
+    else
+      MergeLong(&ids);
     out->insert(out->end(), ids.begin(), ids.end());
   }
   if (cacheable) {

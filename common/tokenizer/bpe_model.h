@@ -11,12 +11,11 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "common/tokenizer/string_table.h"
 
@@ -58,9 +57,7 @@ class BpeModel {
     const MergeValue* Find(Id a, Id b) const;
 
    private:
-    static uint64_t Key(Id a, Id b) {
-      return (uint64_t{static_cast<uint32_t>(a)} << 32) | static_cast<uint32_t>(b);
-    }
+    static uint64_t Key(Id a, Id b) { return (uint64_t{static_cast<uint32_t>(a)} << 32) | static_cast<uint32_t>(b); }
     std::vector<uint64_t> keys_;
     std::vector<MergeValue> values_;
     uint64_t mask_ = 0;
@@ -72,12 +69,12 @@ class BpeModel {
   void MergeLong(std::vector<Id>* ids) const;
   Id Lookup(std::string_view model_token) const;  // -1 when absent
 
-  std::vector<std::string> tokens_;        // id -> token as in tokenizer.json
-  std::vector<std::string> model_tokens_;  // id -> token in model space (bytes if byte_level)
-  StringTable vocab_;                      // model space -> id
+  std::vector<std::string> tokens_;                      // id -> token as in tokenizer.json
+  std::vector<std::string> model_tokens_;                // id -> token in model space (bytes if byte_level)
+  StringTable vocab_;                                    // model space -> id
   std::unordered_map<std::string_view, Id> json_vocab_;  // tokenizer.json spelling
   MergeMap merges_;
-  Id byte_ids_[256];  // byte_level: id of each single byte; -1 if absent
+  Id byte_ids_[256];           // byte_level: id of each single byte; -1 if absent
   Id byte_fallback_ids_[256];  // byte_fallback: id of "<0xNN>"; -1 if absent
   bool byte_level_;
   bool byte_fallback_ = false;

@@ -2,8 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/tokenizer/unicode_util.h"
 #include "common/tokenizer/json_fields.h"
+#include "common/tokenizer/unicode_util.h"
 #include "common/util/error.h"
 
 namespace dpo::tok {
@@ -29,8 +29,10 @@ int ByteToken(const std::string& t) {
   int v = 0;
   for (int i = 3; i < 5; ++i) {
     char c = t[i];
-    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-          : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    int d = c >= '0' && c <= '9'   ? c - '0'
+            : c >= 'A' && c <= 'F' ? c - 'A' + 10
+            : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                   : -1;
     if (d < 0) return -1;
     v = v * 16 + d;
   }
@@ -51,8 +53,7 @@ void Decoder::Add(const nlohmann::json& node, const std::string& context) {
   std::string type = RequiredString(node, "type", context);
   Step step;
   if (type == "Sequence") {
-    ForEachSequenceStep(node, "decoders", context,
-                        [this](const auto& step, const std::string& at) { Add(step, at); });
+    ForEachSequenceStep(node, "decoders", context, [this](const auto& step, const std::string& at) { Add(step, at); });
     return;
   } else if (type == "ByteLevel") {
     step.kind = Kind::kByteLevel;
@@ -107,8 +108,10 @@ std::string Decoder::Decode(std::vector<std::string> tokens) const {
           bool ok = true;
           for (size_t i = 0; i < t.size() && ok;) {
             int b = CharToByte(NextCodePoint(t, &i));
-            if (b < 0) ok = false;
-            else bytes.push_back(static_cast<char>(b));
+            if (b < 0)
+              ok = false;
+            else
+              bytes.push_back(static_cast<char>(b));
           }
           if (!ok) {
             bytes.resize(mark);
@@ -121,8 +124,7 @@ std::string Decoder::Decode(std::vector<std::string> tokens) const {
       case Kind::kMetaspace:
         // HF drops every replacement character of the first token (not only a leading one)
         // unless prepend_scheme is "never"; elsewhere each becomes a space.
-        for (size_t i = 0; i < tokens.size(); ++i)
-          ReplaceAll(&tokens[i], step.a, i == 0 && step.prepend ? "" : " ");
+        for (size_t i = 0; i < tokens.size(); ++i) ReplaceAll(&tokens[i], step.a, i == 0 && step.prepend ? "" : " ");
         break;
       case Kind::kReplace:
         for (std::string& t : tokens) ReplaceAll(&t, step.a, step.b);
@@ -162,11 +164,10 @@ std::string Decoder::Decode(std::vector<std::string> tokens) const {
       case Kind::kStrip:
         for (std::string& t : tokens) {
           size_t b = 0, e = t.size();
-          for (size_t k = 0; k < step.start && t.compare(b, step.a.size(), step.a) == 0 &&
-                             b + step.a.size() <= e; ++k)
+          for (size_t k = 0; k < step.start && t.compare(b, step.a.size(), step.a) == 0 && b + step.a.size() <= e; ++k)
             b += step.a.size();
-          for (size_t k = 0; k < step.stop && e >= b + step.a.size() &&
-                             t.compare(e - step.a.size(), step.a.size(), step.a) == 0; ++k)
+          for (size_t k = 0;
+               k < step.stop && e >= b + step.a.size() && t.compare(e - step.a.size(), step.a.size(), step.a) == 0; ++k)
             e -= step.a.size();
           t = t.substr(b, e - b);
         }

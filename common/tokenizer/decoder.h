@@ -5,10 +5,9 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace dpo::tok {
 
@@ -24,8 +23,8 @@ class Decoder {
   enum class Kind { kByteLevel, kMetaspace, kReplace, kByteFallback, kFuse, kStrip };
   struct Step {
     Kind kind;
-    std::string a, b;  // Replace: pattern, content; Metaspace: replacement; Strip: content
-    bool prepend = true;  // Metaspace: drop the first token's replacement characters
+    std::string a, b;            // Replace: pattern, content; Metaspace: replacement; Strip: content
+    bool prepend = true;         // Metaspace: drop the first token's replacement characters
     size_t start = 0, stop = 0;  // Strip
   };
   void Add(const nlohmann::json& node, const std::string& context);

@@ -27,10 +27,10 @@ namespace {
 using nlohmann::json;
 
 struct Options {
-  std::string tokenizer;         // Default: none (required).
+  std::string tokenizer;            // Default: none (required).
   bool add_special_tokens = false;  // Default: off, as HF's encode(add_special_tokens=False).
   bool decode = false;
-  bool skip_special_tokens = false;  // Default: off, so decode(encode(x)) keeps special tokens.
+  bool skip_special_tokens = false;     // Default: off, so decode(encode(x)) keeps special tokens.
   std::optional<double> bench_seconds;  // Default: none = no benchmark.
 };
 
@@ -93,7 +93,9 @@ int Bench(const dpo::Tokenizer& tok, const Options& o) {
     total_bytes += bytes;
     seconds = std::chrono::duration<double>(Clock::now() - start).count();
   } while (seconds < *o.bench_seconds && bytes > 0);
-  json r = {{"bytes", total_bytes}, {"seconds", seconds}, {"tokens", tokens},
+  json r = {{"bytes", total_bytes},
+            {"seconds", seconds},
+            {"tokens", tokens},
             {"mb_per_s", seconds > 0 ? static_cast<double>(total_bytes) / seconds / 1e6 : 0.0}};
   std::cout << r.dump() << "\n";
   return dpo::cli::kExitOk;
@@ -126,12 +128,12 @@ int Run(const Options& o) {
 
 int main(int argc, char** argv) {
   std::ios::sync_with_stdio(false);
-  dpo::cli::App app("Encodes JSON lines {\"text\": ...} on stdin to {\"ids\": [...]} on stdout, one output line\n"
-               "per input line, in order (or decodes them back with --decode).",
-               "dpo-tokenize");
+  dpo::cli::App app(
+      "Encodes JSON lines {\"text\": ...} on stdin to {\"ids\": [...]} on stdout, one output line\n"
+      "per input line, in order (or decodes them back with --decode).",
+      "dpo-tokenize");
   Options o;
-  app.add_option("--tokenizer", o.tokenizer,
-                 "a tokenizer.json, or a directory holding one (and tokenizer_config.json)")
+  app.add_option("--tokenizer", o.tokenizer, "a tokenizer.json, or a directory holding one (and tokenizer_config.json)")
       ->type_name("PATH")
       ->required();
   app.add_flag("--add-special-tokens", o.add_special_tokens,
@@ -145,8 +147,9 @@ int main(int argc, char** argv) {
                  "SECONDS and print {\"bytes\", \"seconds\", \"mb_per_s\", \"tokens\"} (MB = 1e6 bytes)")
       ->type_name("SECONDS")
       ->check(dpo::cli::Real(0, false));
-  app.footer("Exit status: 0 success; 1 the tokenizer cannot be loaded or a bad line (\"stdin:N: ...\"\n"
-             "on stderr); 2 bad usage.");
+  app.footer(
+      "Exit status: 0 success; 1 the tokenizer cannot be loaded or a bad line (\"stdin:N: ...\"\n"
+      "on stderr); 2 bad usage.");
   if (const auto exit = dpo::cli::Parse(app, argc, argv)) return *exit;
   try {
     return Run(o);

@@ -4,10 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/tokenizer/json_fields.h"
 #include "common/tokenizer/regex.h"
 #include "common/tokenizer/unicode_normalize.h"
 #include "common/tokenizer/unicode_util.h"
-#include "common/tokenizer/json_fields.h"
 #include "common/util/error.h"
 
 namespace dpo::tok {

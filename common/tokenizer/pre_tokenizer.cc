@@ -2,8 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/tokenizer/regex.h"
 #include "common/tokenizer/json_fields.h"
+#include "common/tokenizer/regex.h"
 #include "common/util/error.h"
 
 namespace dpo::tok {
@@ -11,8 +11,7 @@ namespace dpo::tok {
 namespace {
 
 // GPT-2's pattern, used by ByteLevel with use_regex (HF's ByteLevel pre-tokenizer).
-constexpr const char* kGpt2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+constexpr const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 }  // namespace
 
@@ -42,12 +41,18 @@ void PreTokenizer::Add(const nlohmann::json& node, const std::string& context) {
       Fail(context + ".pattern", "needs a String or Regex");
     }
     std::string behavior = RequiredString(node, "behavior", context);
-    if (behavior == "Removed") step.behavior = Behavior::kRemoved;
-    else if (behavior == "Isolated") step.behavior = Behavior::kIsolated;
-    else if (behavior == "MergedWithPrevious") step.behavior = Behavior::kMergedWithPrevious;
-    else if (behavior == "MergedWithNext") step.behavior = Behavior::kMergedWithNext;
-    else if (behavior == "Contiguous") step.behavior = Behavior::kContiguous;
-    else Fail(context + ".behavior", "unknown \"" + behavior + "\"");
+    if (behavior == "Removed")
+      step.behavior = Behavior::kRemoved;
+    else if (behavior == "Isolated")
+      step.behavior = Behavior::kIsolated;
+    else if (behavior == "MergedWithPrevious")
+      step.behavior = Behavior::kMergedWithPrevious;
+    else if (behavior == "MergedWithNext")
+      step.behavior = Behavior::kMergedWithNext;
+    else if (behavior == "Contiguous")
+      step.behavior = Behavior::kContiguous;
+    else
+      Fail(context + ".behavior", "unknown \"" + behavior + "\"");
     step.invert = node.value("invert", false);
   } else if (type == "ByteLevel") {
     step.kind = Kind::kByteLevel;
@@ -61,10 +66,14 @@ void PreTokenizer::Add(const nlohmann::json& node, const std::string& context) {
     step.split = node.value("split", true);
     if (node.contains("prepend_scheme")) {
       std::string scheme = RequiredString(node, "prepend_scheme", context);
-      if (scheme == "always") step.prepend = Prepend::kAlways;
-      else if (scheme == "first") step.prepend = Prepend::kFirst;
-      else if (scheme == "never") step.prepend = Prepend::kNever;
-      else Fail(context + ".prepend_scheme", "unknown \"" + scheme + "\"");
+      if (scheme == "always")
+        step.prepend = Prepend::kAlways;
+      else if (scheme == "first")
+        step.prepend = Prepend::kFirst;
+      else if (scheme == "never")
+        step.prepend = Prepend::kNever;
+      else
+        Fail(context + ".prepend_scheme", "unknown \"" + scheme + "\"");
     } else {
       step.prepend = node.value("add_prefix_space", true) ? Prepend::kAlways : Prepend::kNever;
     }
@@ -74,8 +83,7 @@ void PreTokenizer::Add(const nlohmann::json& node, const std::string& context) {
   steps_.push_back(std::move(step));
 }
 
-void PreTokenizer::Split(const Step& step, std::string_view piece,
-                         std::vector<std::string_view>* out) const {
+void PreTokenizer::Split(const Step& step, std::string_view piece, std::vector<std::string_view>* out) const {
   // (start, end, is_delimiter) spans covering `piece`, as HF's Pattern::find_matches gives.
   struct Span {
     size_t b, e;
@@ -167,9 +175,7 @@ void PreTokenizer::Apply(std::string_view span, bool at_start, std::vector<std::
       std::string_view piece = (*words)[i];
       bool piece_at_start = at_start && i == first;
       switch (step.kind) {
-        case Kind::kSplit:
-          Split(step, piece, &next);
-          break;
+        case Kind::kSplit: Split(step, piece, &next); break;
         case Kind::kByteLevel:
           if (step.add_prefix_space && (piece.empty() || piece[0] != ' ')) {
             arena->push_back(" " + std::string(piece));
@@ -187,13 +193,13 @@ void PreTokenizer::Apply(std::string_view span, bool at_start, std::vector<std::
           std::string s;
           s.reserve(piece.size() + 8);
           for (char c : piece) {
-            if (c == ' ') s += step.replacement;
-            else s += c;
+            if (c == ' ')
+              s += step.replacement;
+            else
+              s += c;
           }
-          bool prepend = step.prepend == Prepend::kAlways ||
-                         (step.prepend == Prepend::kFirst && piece_at_start);
-          if (prepend && s.compare(0, step.replacement.size(), step.replacement) != 0)
-            s.insert(0, step.replacement);
+          bool prepend = step.prepend == Prepend::kAlways || (step.prepend == Prepend::kFirst && piece_at_start);
+          if (prepend && s.compare(0, step.replacement.size(), step.replacement) != 0) s.insert(0, step.replacement);
           arena->push_back(std::move(s));
           std::string_view rewritten = arena->back();
           if (step.split) {

@@ -9,11 +9,10 @@
 
 #include <deque>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace dpo::tok {
 
@@ -33,8 +32,7 @@ class PreTokenizer {
   bool byte_level() const { return byte_level_; }
   // Appends the words of `span` to *words. `at_start`: span begins at offset 0 of the input
   // (Metaspace's prepend_scheme "first" looks at it).
-  void Apply(std::string_view span, bool at_start, std::vector<std::string_view>* words,
-             PieceArena* arena) const;
+  void Apply(std::string_view span, bool at_start, std::vector<std::string_view>* words, PieceArena* arena) const;
 
  private:
   enum class Kind { kSplit, kByteLevel, kMetaspace };

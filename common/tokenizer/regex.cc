@@ -45,8 +45,7 @@ void AppendClassItems(const std::vector<CodePointRange>& ranges, std::string* ou
     if (first == last) {
       std::snprintf(buf, sizeof(buf), "\\x{%X}", static_cast<unsigned>(first));
     } else {
-      std::snprintf(buf, sizeof(buf), "\\x{%X}-\\x{%X}", static_cast<unsigned>(first),
-                    static_cast<unsigned>(last));
+      std::snprintf(buf, sizeof(buf), "\\x{%X}-\\x{%X}", static_cast<unsigned>(first), static_cast<unsigned>(last));
     }
     *out += buf;
   };
@@ -72,13 +71,13 @@ const std::vector<CodePointRange>& NativeRanges(const std::string& native) {
   std::string pattern = "[" + native + "]+";
   int err = 0;
   PCRE2_SIZE offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                                   PCRE2_UTF | PCRE2_UCP, &err, &offset, nullptr);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP,
+                                   &err, &offset, nullptr);
   if (code == nullptr) Fail("regex", "PCRE2 does not know " + native);
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
   pcre2_match_data* data = pcre2_match_data_create(1, nullptr);
-  for (size_t pos = 0; pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(),
-                                   pos, PCRE2_NO_UTF_CHECK, data, nullptr) > 0;) {
+  for (size_t pos = 0; pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
+                                   PCRE2_NO_UTF_CHECK, data, nullptr) > 0;) {
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(data);
     size_t start = ov[0], end = ov[1], last = end - 1;
     while ((static_cast<unsigned char>(text[last]) & 0xC0) == 0x80) --last;
@@ -103,9 +102,8 @@ const std::vector<CodePointRange>& NativeRanges(const std::string& native) {
 // every range. `negated_native`, when not empty, is the item for the complement of `native`
 // (\P{..}). `in_class`: inside [...], items only; outside, the item alone where it suffices
 // (PCRE2 optimizes a bare \p{..} better than a bracketed one), else a bracketed class.
-void AppendClass(const std::vector<CodePointRange>& ours, const std::string& native,
-                 const std::string& negated_native, bool negated, bool in_class,
-                 std::string* out) {
+void AppendClass(const std::vector<CodePointRange>& ours, const std::string& native, const std::string& negated_native,
+                 bool negated, bool in_class, std::string* out) {
   const std::vector<CodePointRange>& theirs = NativeRanges(native);
   std::vector<CodePointRange> missing = Subtract(ours, theirs), extra = Subtract(theirs, ours);
   std::string item;
@@ -140,8 +138,7 @@ std::string NativeCategoryItem(uint32_t mask, bool negated) {
 }
 
 // A \p / \P escape at p[i] ('\\'): its property name and extent. False for anything else.
-bool ParsePropertyEscape(std::string_view p, size_t i, bool* negated, std::string_view* name,
-                         size_t* length) {
+bool ParsePropertyEscape(std::string_view p, size_t i, bool* negated, std::string_view* name, size_t* length) {
   if (i + 2 >= p.size() || (p[i + 1] != 'p' && p[i + 1] != 'P')) return false;
   *negated = p[i + 1] == 'P';
   if (p[i + 2] != '{') {  // \pL: a one-letter name
@@ -167,9 +164,8 @@ std::string HfCompatiblePattern(std::string_view p) {
   out.reserve(p.size() + 1024);
   bool in_class = false;
   auto append_class = [&](const std::vector<CodePointRange>& ours, const std::string& native,
-                          const std::string& negated_native, bool negated) {
-    AppendClass(ours, native, negated_native, negated, in_class, &out);
-  };
+                          const std::string& negated_native,
+                          bool negated) { AppendClass(ours, native, negated_native, negated, in_class, &out); };
   for (size_t i = 0; i < p.size(); ++i) {
     char c = p[i];
     if (c == '\\' && i + 1 < p.size()) {
@@ -181,10 +177,8 @@ std::string HfCompatiblePattern(std::string_view p) {
         static const std::vector<CodePointRange> white_space = WhiteSpaceRanges();
         append_class(white_space, "\\p{White_Space}", "\\P{White_Space}", p[i + 1] == 'S');
         ++i;
-      } else if (ParsePropertyEscape(p, i, &negated, &name, &length) &&
-                 (mask = CategoryMask(name)) != 0) {
-        append_class(CategoryRanges(mask), NativeCategoryItem(mask, false),
-                     NativeCategoryItem(mask, true), negated);
+      } else if (ParsePropertyEscape(p, i, &negated, &name, &length) && (mask = CategoryMask(name)) != 0) {
+        append_class(CategoryRanges(mask), NativeCategoryItem(mask, false), NativeCategoryItem(mask, true), negated);
         i += length - 1;
       } else {
         out += c;
@@ -219,13 +213,13 @@ Regex::Regex(const std::string& pattern, const std::string& context) : context_(
   std::string compiled = HfCompatiblePattern(pattern);
   int err = 0;
   PCRE2_SIZE offset = 0;
-  auto* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled.data()), compiled.size(),
-                             PCRE2_UTF | PCRE2_UCP, &err, &offset, nullptr);
+  auto* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled.data()), compiled.size(), PCRE2_UTF | PCRE2_UCP,
+                             &err, &offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof(msg));
-    Fail(context, "bad regex at offset " + std::to_string(offset) + ": " +
-                      reinterpret_cast<const char*>(msg) + " in /" + pattern + "/");
+    Fail(context, "bad regex at offset " + std::to_string(offset) + ": " + reinterpret_cast<const char*>(msg) +
+                      " in /" + pattern + "/");
   }
   // JIT is an optimisation: when unavailable (some platforms) the interpreter gives equal results.
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
@@ -237,14 +231,13 @@ Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
 bool Regex::Find(std::string_view text, size_t pos, size_t* start, size_t* end) const {
   MatchScratch& s = Scratch();
   // Inputs are validated (or repaired) UTF-8 before they reach a Regex: skip the re-check.
-  int rc = pcre2_match(static_cast<pcre2_code*>(code_), reinterpret_cast<PCRE2_SPTR>(text.data()),
-                       text.size(), pos, PCRE2_NO_UTF_CHECK, s.data, s.context);
+  int rc = pcre2_match(static_cast<pcre2_code*>(code_), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
+                       PCRE2_NO_UTF_CHECK, s.data, s.context);
   if (rc == PCRE2_ERROR_NOMATCH) return false;
   if (rc < 0) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(rc, msg, sizeof(msg));
-    Fail(context_, std::string("regex match failed: ") + reinterpret_cast<const char*>(msg),
-         ErrorCode::kBadData);
+    Fail(context_, std::string("regex match failed: ") + reinterpret_cast<const char*>(msg), ErrorCode::kBadData);
   }
   PCRE2_SIZE* ov = pcre2_get_ovector_pointer(s.data);
   *start = ov[0];

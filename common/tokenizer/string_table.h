@@ -35,8 +35,7 @@ class StringTable {
     uint64_t h = HashBytes(key);
     Slot* slot = Probe(key, h);
     if (slot->used) return false;
-    *slot = {h, static_cast<uint32_t>(arena_.size()), static_cast<uint32_t>(key.size()), true,
-             value};
+    *slot = {h, static_cast<uint32_t>(arena_.size()), static_cast<uint32_t>(key.size()), true, value};
     arena_.append(key);
     ++size_;
     return true;
@@ -67,8 +66,7 @@ class StringTable {
     for (size_t i = h & mask;; i = (i + 1) & mask) {
       Slot& s = slots_[i];
       if (!s.used) return &s;
-      if (s.hash == h && s.length == key.size() &&
-          std::memcmp(arena_.data() + s.offset, key.data(), key.size()) == 0)
+      if (s.hash == h && s.length == key.size() && std::memcmp(arena_.data() + s.offset, key.data(), key.size()) == 0)
         return &s;
     }
   }

@@ -42,8 +42,7 @@ class HfTokenizer final : public Tokenizer {
         added_(ReadAddedTokens(tj, name)),
         hash_(hash) {
     vocab_size_ = model_.size();
-    for (const auto& t : added_.tokens())
-      vocab_size_ = std::max(vocab_size_, static_cast<size_t>(t.id) + 1);
+    for (const auto& t : added_.tokens()) vocab_size_ = std::max(vocab_size_, static_cast<size_t>(t.id) + 1);
     ReadPostProcessor(tj.value("post_processor", json()), name + ": post_processor");
     ReadConfig(config, name);
   }
@@ -74,8 +73,10 @@ class HfTokenizer final : public Tokenizer {
         span = normalized;
       }
       sub.clear();
-      if (added_.has_normalized()) added_.Split(span, /*normalized_set=*/true, &sub);
-      else sub.push_back({-1, 0, span.size()});
+      if (added_.has_normalized())
+        added_.Split(span, /*normalized_set=*/true, &sub);
+      else
+        sub.push_back({-1, 0, span.size()});
       for (const tok::Segment& part : sub) {
         if (part.id >= 0) {
           ids.push_back(part.id);
@@ -83,8 +84,8 @@ class HfTokenizer final : public Tokenizer {
         }
         if (part.end == part.begin) continue;
         words.clear();
-        pre_tokenizer_.Apply(span.substr(part.begin, part.end - part.begin),
-                             seg.begin == 0 && part.begin == 0, &words, &arena);
+        pre_tokenizer_.Apply(span.substr(part.begin, part.end - part.begin), seg.begin == 0 && part.begin == 0, &words,
+                             &arena);
         for (std::string_view w : words) model_.Encode(w, &ids);
       }
     }
@@ -135,9 +136,8 @@ class HfTokenizer final : public Tokenizer {
       for (size_t i = 0; i < list->size(); ++i) {
         const json& e = (*list)[i];
         std::string ctx = name + ": added_tokens[" + std::to_string(i) + "]";
-        if (!e.is_object() || !e.contains("content") || !e["content"].is_string() ||
-            !e.contains("id") || !e["id"].is_number_integer() || e["id"].get<int64_t>() < 0 ||
-            e["id"].get<int64_t>() > INT32_MAX)
+        if (!e.is_object() || !e.contains("content") || !e["content"].is_string() || !e.contains("id") ||
+            !e["id"].is_number_integer() || e["id"].get<int64_t>() < 0 || e["id"].get<int64_t>() > INT32_MAX)
           Fail(ctx, "needs a string \"content\" and a non-negative integer \"id\"");
         tok::AddedToken t;
         t.content = e["content"].get<std::string>();
@@ -147,8 +147,7 @@ class HfTokenizer final : public Tokenizer {
         t.special = e.value("special", false);
         t.normalized = e.value("normalized", !t.special);
         if (!tok::IsValidUtf8(t.content)) Fail(ctx + ".content", "not valid UTF-8");
-        normalized.push_back(t.normalized && !normalizer_.empty() ? normalizer_.Apply(t.content)
-                                                                  : t.content);
+        normalized.push_back(t.normalized && !normalizer_.empty() ? normalizer_.Apply(t.content) : t.content);
         t.decoded = normalized.back();
         t.id = AssignAddedId(t, normalized.back(), tokens);
         tokens.push_back(std::move(t));
@@ -184,8 +183,7 @@ class HfTokenizer final : public Tokenizer {
   // Collects the ids the post-processor puts before and after a single sequence.
   void ReadPostProcessor(const json& node, const std::string& ctx) {
     if (node.is_null()) return;
-    if (!node.is_object() || !node.contains("type") || !node["type"].is_string())
-      Fail(ctx, "needs a string \"type\"");
+    if (!node.is_object() || !node.contains("type") || !node["type"].is_string()) Fail(ctx, "needs a string \"type\"");
     std::string type = node["type"].get<std::string>();
     if (type == "Sequence") {
       const json& list = node.value("processors", json());
@@ -280,8 +278,7 @@ json ParseJson(std::string_view text, const std::string& name) {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> Tokenizer::FromJson(std::string_view tokenizer_json,
-                                               std::string_view config_json,
+std::unique_ptr<Tokenizer> Tokenizer::FromJson(std::string_view tokenizer_json, std::string_view config_json,
                                                const std::string& name) {
   json tj = ParseJson(tokenizer_json, name);
   json config = config_json.empty() ? json::object() : ParseJson(config_json, name + " (tokenizer_config)");
@@ -294,14 +291,14 @@ std::unique_ptr<Tokenizer> Tokenizer::FromJson(std::string_view tokenizer_json,
   }
 }
 
-void CheckVocabularyFits(const Tokenizer& tokenizer, std::string_view tokenizer_name,
-                         int64_t model_vocab_size, std::string_view model_name) {
+void CheckVocabularyFits(const Tokenizer& tokenizer, std::string_view tokenizer_name, int64_t model_vocab_size,
+                         std::string_view model_name) {
   const size_t needed = tokenizer.vocab_size();
   if (model_vocab_size >= 0 && static_cast<uint64_t>(model_vocab_size) >= needed) return;
-  Fail(model_name, "vocab_size " + std::to_string(model_vocab_size) +
-                       " is smaller than the tokenizer's " + std::string(tokenizer_name) +
-                       ", whose largest token id is " + std::to_string(needed - 1) +
-                       " (the model needs vocab_size >= " + std::to_string(needed) + ")",
+  Fail(model_name,
+       "vocab_size " + std::to_string(model_vocab_size) + " is smaller than the tokenizer's " +
+           std::string(tokenizer_name) + ", whose largest token id is " + std::to_string(needed - 1) +
+           " (the model needs vocab_size >= " + std::to_string(needed) + ")",
        ErrorCode::kInvalidSpec);
 }
 
@@ -314,8 +311,7 @@ std::unique_ptr<Tokenizer> Tokenizer::Load(const std::string& path) {
   MappedFile tokenizer_file(file);
   std::optional<MappedFile> config_file;
   if (fs::exists(config_path, ec)) config_file.emplace(config_path.string());
-  return FromJson(tokenizer_file.view(), config_file ? config_file->view() : std::string_view(),
-                  file);
+  return FromJson(tokenizer_file.view(), config_file ? config_file->view() : std::string_view(), file);
 }
 
 }  // namespace dpo

@@ -23,8 +23,7 @@ class Tokenizer {
   static std::unique_ptr<Tokenizer> Load(const std::string& path);
   // Builds from the contents of tokenizer.json and tokenizer_config.json (empty: none). `name`
   // stands for the file in error messages. For tests, fuzzing and embedded tokenizers.
-  static std::unique_ptr<Tokenizer> FromJson(std::string_view tokenizer_json,
-                                             std::string_view config_json,
+  static std::unique_ptr<Tokenizer> FromJson(std::string_view tokenizer_json, std::string_view config_json,
                                              const std::string& name);
   virtual ~Tokenizer() = default;
 
@@ -53,7 +52,7 @@ class Tokenizer {
 // Refuses a model whose embedding has fewer rows (`model_vocab_size`) than the tokenizer has ids
 // (vocab_size(): one past its largest id, added tokens included): such an id would index past
 // the embedding in the middle of training. Throws dpo::Error naming both files and both sizes.
-void CheckVocabularyFits(const Tokenizer& tokenizer, std::string_view tokenizer_name,
-                         int64_t model_vocab_size, std::string_view model_name);
+void CheckVocabularyFits(const Tokenizer& tokenizer, std::string_view tokenizer_name, int64_t model_vocab_size,
+                         std::string_view model_name);
 
 }  // namespace dpo

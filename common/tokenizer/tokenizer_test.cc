@@ -7,8 +7,8 @@
 
 #include <filesystem>
 #include <fstream>
-#include <thread>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "common/tokenizer/unicode_util.h"
 #include "common/util/error.h"
@@ -29,28 +29,36 @@ json ByteLevelJson() {
     tok::AppendUtf8(tok::ByteToChar(static_cast<uint8_t>(b)), &s);
     vocab[s] = id++;
   }
-  for (const char* t : {"ll", "he", "hell", "hello", "\xC4\xA0w", "\xC4\xA0wor", "or", "ld",
-                        "\xC4\xA0world"})
+  for (const char* t : {"ll", "he", "hell", "hello", "\xC4\xA0w", "\xC4\xA0wor", "or", "ld", "\xC4\xA0world"})
     vocab[t] = id++;
-  json merges = json::array({"l l", "h e", "he ll", "hell o", "o r", "\xC4\xA0 w",
-                             "\xC4\xA0w or", "l d", "\xC4\xA0wor ld"});
-  return {
-      {"added_tokens",
-       json::array({{{"id", 265}, {"content", "<|end|>"}, {"single_word", false},
-                     {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", true}},
-                    {{"id", 266}, {"content", "<|end|>x"}, {"single_word", false},
-                     {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", false}}})},
-      {"normalizer", nullptr},
-      {"pre_tokenizer",
-       {{"type", "Sequence"},
-        {"pretokenizers",
-         json::array({{{"type", "Split"},
-                       {"pattern", {{"Regex", R"( ?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)"}}},
-                       {"behavior", "Isolated"}, {"invert", false}},
-                      {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}}},
-      {"post_processor", {{"type", "ByteLevel"}}},
-      {"decoder", {{"type", "ByteLevel"}}},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
+  json merges =
+      json::array({"l l", "h e", "he ll", "hell o", "o r", "\xC4\xA0 w", "\xC4\xA0w or", "l d", "\xC4\xA0wor ld"});
+  return {{"added_tokens", json::array({{{"id", 265},
+                                         {"content", "<|end|>"},
+                                         {"single_word", false},
+                                         {"lstrip", false},
+                                         {"rstrip", false},
+                                         {"normalized", false},
+                                         {"special", true}},
+                                        {{"id", 266},
+                                         {"content", "<|end|>x"},
+                                         {"single_word", false},
+                                         {"lstrip", false},
+                                         {"rstrip", false},
+                                         {"normalized", false},
+                                         {"special", false}}})},
+          {"normalizer", nullptr},
+          {"pre_tokenizer",
+           {{"type", "Sequence"},
+            {"pretokenizers",
+             json::array({{{"type", "Split"},
+                           {"pattern", {{"Regex", R"( ?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)"}}},
+                           {"behavior", "Isolated"},
+                           {"invert", false}},
+                          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}}},
+          {"post_processor", {{"type", "ByteLevel"}}},
+          {"decoder", {{"type", "ByteLevel"}}},
+          {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
 }
 
 // SentencePiece-style BPE (Llama-2 / Mistral): Prepend + Replace normalizer, byte fallback.
@@ -64,14 +72,13 @@ json SentencePieceJson() {
   int id = 259;
   for (const char* t : {"\xE2\x96\x81", "h", "i", "\xE2\x96\x81h", "\xE2\x96\x81hi"}) vocab[t] = id++;
   return {
-      {"added_tokens",
-       json::array({{{"id", 1}, {"content", "<s>"}, {"special", true}, {"normalized", false}},
-                    {{"id", 2}, {"content", "</s>"}, {"special", true}, {"normalized", false}}})},
+      {"added_tokens", json::array({{{"id", 1}, {"content", "<s>"}, {"special", true}, {"normalized", false}},
+                                    {{"id", 2}, {"content", "</s>"}, {"special", true}, {"normalized", false}}})},
       {"normalizer",
        {{"type", "Sequence"},
-        {"normalizers", json::array({{{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}},
-                                     {{"type", "Replace"}, {"pattern", {{"String", " "}}},
-                                      {"content", "\xE2\x96\x81"}}})}}},
+        {"normalizers",
+         json::array({{{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}},
+                      {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xE2\x96\x81"}}})}}},
       {"pre_tokenizer", nullptr},
       {"post_processor",
        {{"type", "TemplateProcessing"},
@@ -80,14 +87,17 @@ json SentencePieceJson() {
         {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
       {"decoder",
        {{"type", "Sequence"},
-        {"decoders", json::array({{{"type", "Replace"}, {"pattern", {{"String", "\xE2\x96\x81"}}},
-                                   {"content", " "}},
+        {"decoders", json::array({{{"type", "Replace"}, {"pattern", {{"String", "\xE2\x96\x81"}}}, {"content", " "}},
                                   {{"type", "ByteFallback"}},
                                   {{"type", "Fuse"}},
                                   {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}}},
       {"model",
-       {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true},
-        {"vocab", vocab}, {"merges", json::array({"\xE2\x96\x81 h", "\xE2\x96\x81h i"})}}}};
+       {{"type", "BPE"},
+        {"unk_token", "<unk>"},
+        {"fuse_unk", true},
+        {"byte_fallback", true},
+        {"vocab", vocab},
+        {"merges", json::array({"\xE2\x96\x81 h", "\xE2\x96\x81h i"})}}}};
 }
 
 std::vector<TokenId> Ids(std::initializer_list<TokenId> ids) { return ids; }
@@ -100,8 +110,7 @@ TEST(TokenizerTest, ByteLevelMergesFollowRankOrder) {
   EXPECT_EQ(tok->Encode("hello world", false), Ids({259, 264}));
   // Unmerged bytes stay single-byte tokens: 'x' is byte 0x78.
   EXPECT_EQ(tok->Encode("helx", false), Ids({257, 'l', 'x'}));
-  EXPECT_EQ(tok->Decode(tok->Encode("hello world \xC3\xA9!", false), false),
-            "hello world \xC3\xA9!");
+  EXPECT_EQ(tok->Decode(tok->Encode("hello world \xC3\xA9!", false), false), "hello world \xC3\xA9!");
   EXPECT_EQ(tok->vocab_size(), 267u);
 }
 
@@ -110,7 +119,7 @@ TEST(TokenizerTest, AddedTokensMatchLongestFirst) {
   EXPECT_EQ(tok->Encode("hello<|end|>", false), Ids({259, 265}));
   EXPECT_EQ(tok->Encode("<|end|>xhello", false), Ids({266, 259}));  // longest match wins
   EXPECT_EQ(tok->Decode({259, 265}, false), "hello<|end|>");
-  EXPECT_EQ(tok->Decode({259, 265}, true), "hello");  // special dropped
+  EXPECT_EQ(tok->Decode({259, 265}, true), "hello");          // special dropped
   EXPECT_EQ(tok->Decode({259, 266}, true), "hello<|end|>x");  // not special: kept
   EXPECT_EQ(tok->TokenToId("<|end|>"), 265);
   EXPECT_EQ(tok->TokenToId("hello"), 259);
@@ -147,8 +156,7 @@ TEST(TokenizerTest, ConcurrentEncodeMatchesSequential) {
     threads.emplace_back([&, k] {
       for (int rep = 0; rep < 20; ++rep)
         for (size_t i = 0; i < texts.size(); ++i)
-          mismatches[k] += tok->Encode(texts[(i + k * 37) % texts.size()], true) !=
-                           want[(i + k * 37) % texts.size()];
+          mismatches[k] += tok->Encode(texts[(i + k * 37) % texts.size()], true) != want[(i + k * 37) % texts.size()];
     });
   for (auto& t : threads) t.join();
   EXPECT_EQ(mismatches, std::vector<int>(4, 0));
@@ -176,8 +184,7 @@ TEST(TokenizerTest, SentencePieceByteFallbackAndBos) {
 TEST(TokenizerTest, ConfigFlagsOverrideTemplate) {
   auto tok = Tokenizer::FromJson(
       SentencePieceJson().dump(),
-      R"({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": false, "add_eos_token": true})",
-      "sp.json");
+      R"({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": false, "add_eos_token": true})", "sp.json");
   EXPECT_EQ(tok->Encode("hi", true), Ids({263, 2}));
   EXPECT_EQ(tok->Encode("hi", false), Ids({263}));
 }

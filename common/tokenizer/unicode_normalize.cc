@@ -18,8 +18,7 @@ uint8_t CombiningClass(char32_t cp) {
   if (cp < 0x300) return 0;
   const ucd::CombiningRun* end = ucd::kCombiningRuns + ucd::kCombiningRunsCount;
   const ucd::CombiningRun* run = std::lower_bound(
-      ucd::kCombiningRuns, end, cp,
-      [](const ucd::CombiningRun& r, char32_t value) { return r.last < value; });
+      ucd::kCombiningRuns, end, cp, [](const ucd::CombiningRun& r, char32_t value) { return r.last < value; });
   return run != end && run->first <= cp ? run->ccc : 0;
 }
 
@@ -32,34 +31,31 @@ void Decompose(char32_t cp, bool compatibility, std::vector<char32_t>* out) {
     if (index % kTCount != 0) out->push_back(kTBase + index % kTCount);
     return;
   }
-  const ucd::Decomposition* table =
-      compatibility ? ucd::kCompatibilityDecompositions : ucd::kCanonicalDecompositions;
+  const ucd::Decomposition* table = compatibility ? ucd::kCompatibilityDecompositions : ucd::kCanonicalDecompositions;
   const ucd::Decomposition* end =
-      table + (compatibility ? ucd::kCompatibilityDecompositionsCount
-                             : ucd::kCanonicalDecompositionsCount);
-  const ucd::Decomposition* d = std::lower_bound(
-      table, end, cp, [](const ucd::Decomposition& e, char32_t value) { return e.cp < value; });
+      table + (compatibility ? ucd::kCompatibilityDecompositionsCount : ucd::kCanonicalDecompositionsCount);
+  const ucd::Decomposition* d =
+      std::lower_bound(table, end, cp, [](const ucd::Decomposition& e, char32_t value) { return e.cp < value; });
   if (d == end || d->cp != cp) {
     out->push_back(cp);
     return;
   }
-  out->insert(out->end(), ucd::kDecompositionPool + d->offset,
-              ucd::kDecompositionPool + d->offset + d->length);
+  out->insert(out->end(), ucd::kDecompositionPool + d->offset, ucd::kDecompositionPool + d->offset + d->length);
 }
 
 // The primary composite of starter `first` followed by `second`, or 0 when there is none.
 char32_t Compose(char32_t first, char32_t second) {
   if (first >= kLBase && first < kLBase + kLCount && second >= kVBase && second < kVBase + kVCount)
     return kSBase + ((first - kLBase) * kVCount + (second - kVBase)) * kTCount;
-  if (first >= kSBase && first < kSBase + kSCount && (first - kSBase) % kTCount == 0 &&
-      second > kTBase && second < kTBase + kTCount)
+  if (first >= kSBase && first < kSBase + kSCount && (first - kSBase) % kTCount == 0 && second > kTBase &&
+      second < kTBase + kTCount)
     return first + (second - kTBase);
   const ucd::Composition* end = ucd::kCompositions + ucd::kCompositionsCount;
-  const ucd::Composition* c = std::lower_bound(
-      ucd::kCompositions, end, std::make_pair(first, second),
-      [](const ucd::Composition& e, const std::pair<char32_t, char32_t>& key) {
-        return e.first != key.first ? e.first < key.first : e.second < key.second;
-      });
+  const ucd::Composition* c =
+      std::lower_bound(ucd::kCompositions, end, std::make_pair(first, second),
+                       [](const ucd::Composition& e, const std::pair<char32_t, char32_t>& key) {
+                         return e.first != key.first ? e.first < key.first : e.second < key.second;
+                       });
   return c != end && c->first == first && c->second == second ? c->composite : 0;
 }
 
@@ -73,9 +69,8 @@ void Reorder(std::vector<char32_t>* cps) {
     }
     size_t end = i;
     while (end < v.size() && CombiningClass(v[end]) != 0) ++end;
-    std::stable_sort(v.begin() + i, v.begin() + end, [](char32_t a, char32_t b) {
-      return CombiningClass(a) < CombiningClass(b);
-    });
+    std::stable_sort(v.begin() + i, v.begin() + end,
+                     [](char32_t a, char32_t b) { return CombiningClass(a) < CombiningClass(b); });
     i = end;
   }
 }

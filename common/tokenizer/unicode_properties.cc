@@ -29,16 +29,14 @@ ucd::Category GeneralCategory(char32_t cp) {
   const ucd::CategoryRun* end = ucd::kCategoryRuns + ucd::kCategoryRunsCount;
   // The last run whose first is <= cp (the first run starts at U+0000).
   const ucd::CategoryRun* run = std::upper_bound(
-      ucd::kCategoryRuns, end, cp,
-      [](char32_t value, const ucd::CategoryRun& r) { return value < r.first; });
+      ucd::kCategoryRuns, end, cp, [](char32_t value, const ucd::CategoryRun& r) { return value < r.first; });
   return static_cast<ucd::Category>((run - 1)->category);
 }
 
 uint32_t CategoryMask(std::string_view name) {
   std::string n;
   for (char c : name) n += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (n == "l&" || n == "lc") return Bit(ucd::Category::kLu) | Bit(ucd::Category::kLl) |
-                                     Bit(ucd::Category::kLt);
+  if (n == "l&" || n == "lc") return Bit(ucd::Category::kLu) | Bit(ucd::Category::kLl) | Bit(ucd::Category::kLt);
   uint32_t mask = 0;
   for (size_t i = 0; i < static_cast<size_t>(ucd::Category::kCount); ++i) {
     std::string_view cat = ucd::kCategoryNames[i];
@@ -53,8 +51,7 @@ std::vector<CodePointRange> CategoryRanges(uint32_t mask) {
   std::vector<CodePointRange> out;
   for (size_t i = 0; i < ucd::kCategoryRunsCount; ++i) {
     if (!(mask & (1u << ucd::kCategoryRuns[i].category))) continue;
-    char32_t last = i + 1 < ucd::kCategoryRunsCount ? ucd::kCategoryRuns[i + 1].first - 1
-                                                    : kMaxCodePoint;
+    char32_t last = i + 1 < ucd::kCategoryRunsCount ? ucd::kCategoryRuns[i + 1].first - 1 : kMaxCodePoint;
     AppendRange(ucd::kCategoryRuns[i].first, last, &out);
   }
   return out;
@@ -79,8 +76,7 @@ std::vector<CodePointRange> Complement(const std::vector<CodePointRange>& ranges
   return out;
 }
 
-std::vector<CodePointRange> Subtract(const std::vector<CodePointRange>& a,
-                                     const std::vector<CodePointRange>& b) {
+std::vector<CodePointRange> Subtract(const std::vector<CodePointRange>& a, const std::vector<CodePointRange>& b) {
   // a minus b is a intersected with b's complement: walk both sorted lists once.
   std::vector<CodePointRange> keep = Complement(b), out;
   size_t j = 0;

@@ -36,7 +36,6 @@ std::vector<CodePointRange> WhiteSpaceRanges();
 std::vector<CodePointRange> Complement(const std::vector<CodePointRange>& ranges);
 
 // The code points of `a` not in `b` (both sorted and disjoint).
-std::vector<CodePointRange> Subtract(const std::vector<CodePointRange>& a,
-                                     const std::vector<CodePointRange>& b);
+std::vector<CodePointRange> Subtract(const std::vector<CodePointRange>& a, const std::vector<CodePointRange>& b);
 
 }  // namespace dpo::tok

@@ -1,11 +1,10 @@
 #include "common/util/atomic_file.h"
 
 #include <dirent.h>
+#include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "common/util/error.h"
 #include "common/util/path_util.h"

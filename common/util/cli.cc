@@ -35,7 +35,10 @@ CLI::Validator Integer(int64_t min, int64_t max) {
         }
         return "";
       },
-      min == 1 ? "INT > 0" : min == 0 ? "INT >= 0" : "INT", "");
+      min == 1   ? "INT > 0"
+      : min == 0 ? "INT >= 0"
+                 : "INT",
+      "");
 }
 
 CLI::Validator Real(double min, bool inclusive) {

@@ -12,13 +12,12 @@
 // error instead of 2 or 0.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <limits>
 #include <optional>
 #include <string>
 #include <utility>
-
-#include <CLI/CLI.hpp>
 
 namespace dpo::cli {
 

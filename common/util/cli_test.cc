@@ -62,7 +62,8 @@ TEST(CliTest, IntegerRangeIsInclusiveAndNamedInTheError) {
 }
 
 TEST(CliTest, RealsAreFiniteDecimalsAboveTheBound) {
-  for (const auto& [text, value] : std::vector<std::pair<const char*, double>>{{"80", 80}, {"0.001", 0.001}, {"1e3", 1000}}) {
+  for (const auto& [text, value] :
+       std::vector<std::pair<const char*, double>>{{"80", 80}, {"0.001", 0.001}, {"1e3", 1000}}) {
     CLI::App app("test", "prog");
     double gib = 0;
     app.add_option("--gib", gib)->check(Real(0, false));

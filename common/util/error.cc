@@ -6,9 +6,8 @@ namespace dpo {
 namespace {
 
 // gRPC status codes (grpc/status.h), by value.
-constexpr int kGrpcCancelled = 1, kGrpcInvalidArgument = 3, kGrpcDeadlineExceeded = 4,
-              kGrpcFailedPrecondition = 9, kGrpcAborted = 10, kGrpcInternal = 13,
-              kGrpcUnavailable = 14;
+constexpr int kGrpcCancelled = 1, kGrpcInvalidArgument = 3, kGrpcDeadlineExceeded = 4, kGrpcFailedPrecondition = 9,
+              kGrpcAborted = 10, kGrpcInternal = 13, kGrpcUnavailable = 14;
 
 // The one table. Retryable: failures that are not the job's own fault (a lost or stopped rank,
 // preemption, transient I/O, the unknown); a bad spec, bad data or a diverged run fails the

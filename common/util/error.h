@@ -49,7 +49,6 @@ class Error : public std::runtime_error {
 };
 
 // Prefixes an error with where it happened: Error(context + ": " + message, code).
-[[noreturn]] void Fail(std::string_view context, std::string_view message,
-                       ErrorCode code = ErrorCode::kInternal);
+[[noreturn]] void Fail(std::string_view context, std::string_view message, ErrorCode code = ErrorCode::kInternal);
 
 }  // namespace dpo

@@ -1,9 +1,9 @@
+#include "common/util/error.h"
+
 #include <gtest/gtest.h>
 
 #include <set>
 #include <string>
-
-#include "common/util/error.h"
 
 namespace dpo {
 namespace {
@@ -30,12 +30,12 @@ TEST(ErrorCodeTest, DeterministicFailuresAreNotRetriedAndMapToTheirGrpcCodes) {
   EXPECT_EQ(InfoOf(ErrorCode::kCollectiveTimeout).grpc_code, 4);  // DEADLINE_EXCEEDED
   EXPECT_EQ(InfoOf(ErrorCode::kInterrupted).grpc_code, 1);        // CANCELLED
   EXPECT_EQ(InfoOf(ErrorCode::kInternal).grpc_code, 13);          // INTERNAL
-  for (ErrorCode code : {ErrorCode::kInvalidSpec, ErrorCode::kBadData, ErrorCode::kBadModel,
-                         ErrorCode::kNonFinite, ErrorCode::kOutputLocked}) {
+  for (ErrorCode code : {ErrorCode::kInvalidSpec, ErrorCode::kBadData, ErrorCode::kBadModel, ErrorCode::kNonFinite,
+                         ErrorCode::kOutputLocked}) {
     EXPECT_FALSE(InfoOf(code).retryable) << InfoOf(code).name;
   }
-  for (ErrorCode code : {ErrorCode::kCollectiveTimeout, ErrorCode::kLostRank,
-                         ErrorCode::kInterrupted, ErrorCode::kInternal}) {
+  for (ErrorCode code :
+       {ErrorCode::kCollectiveTimeout, ErrorCode::kLostRank, ErrorCode::kInterrupted, ErrorCode::kInternal}) {
     EXPECT_TRUE(InfoOf(code).retryable) << InfoOf(code).name;
   }
 }

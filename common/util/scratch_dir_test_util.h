@@ -2,11 +2,10 @@
 // the test ends (RemoveTree: std::filesystem::remove_all crashes in binaries linked with torch).
 #pragma once
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "common/util/path_util.h"
 

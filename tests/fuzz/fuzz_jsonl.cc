@@ -15,8 +15,8 @@
 
 #include "common/data/chat_template.h"
 #include "common/data/line_reader.h"
-#include "common/data/prepared_dataset.h"
 #include "common/data/preference_record.h"
+#include "common/data/prepared_dataset.h"
 
 namespace {
 

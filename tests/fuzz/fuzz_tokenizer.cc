@@ -29,7 +29,8 @@ std::string ByteLevelJson() {
     }
     vocab += "\"" + esc + "\":" + std::to_string(b) + ",";
   }
-  vocab += R"("he":256,"ll":257,"hell":258,"hello":259,"\u0120w":260,"or":261,"\u0120wor":262,"ld":263,"\u0120world":264,"\u0120\u0120":265)";
+  vocab +=
+      R"("he":256,"ll":257,"hell":258,"hello":259,"\u0120w":260,"or":261,"\u0120wor":262,"ld":263,"\u0120world":264,"\u0120\u0120":265)";
   return R"({"added_tokens":[{"id":266,"content":"<|end|>","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true},
 {"id":267,"content":"<|end|>x","single_word":true,"lstrip":true,"rstrip":true,"normalized":false,"special":false}],
 "normalizer":null,
@@ -37,7 +38,8 @@ std::string ByteLevelJson() {
 "post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"<|end|>","type_id":0}},{"Sequence":{"id":"A","type_id":0}}],"special_tokens":{"<|end|>":{"id":"<|end|>","ids":[266],"tokens":["<|end|>"]}}},
 "decoder":{"type":"ByteLevel"},
 "model":{"type":"BPE","ignore_merges":true,"vocab":{)" +
-         vocab + R"(},"merges":["h e","l l","he ll","hell o","\u0120 w","o r","\u0120w or","l d","\u0120wor ld","\u0120 \u0120"]}})";
+         vocab +
+         R"(},"merges":["h e","l l","he ll","hell o","\u0120 w","o r","\u0120w or","l d","\u0120wor ld","\u0120 \u0120"]}})";
 }
 
 std::string SentencePieceJson() {

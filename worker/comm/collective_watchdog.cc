@@ -18,8 +18,7 @@ constexpr auto kHeartbeatEvery = std::chrono::seconds(1);
 constexpr int64_t kStaleHeartbeatMs = 3000;
 
 int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -51,8 +50,7 @@ CollectiveWatchdog::Watch::~Watch() {
   if (watchdog_ != nullptr) watchdog_->Release(id_);
 }
 
-CollectiveWatchdog::CollectiveWatchdog(int rank, int world_size, CollectiveTimeoutOptions options,
-                                       Backend backend)
+CollectiveWatchdog::CollectiveWatchdog(int rank, int world_size, CollectiveTimeoutOptions options, Backend backend)
     : rank_(rank), world_size_(world_size), options_(std::move(options)), backend_(std::move(backend)) {
   if (options_.seconds > 0 && world_size_ > 1) thread_ = std::thread([this] { Run(); });
 }
@@ -153,8 +151,8 @@ void CollectiveWatchdog::Run() {
 void CollectiveWatchdog::WriteHeartbeat(uint64_t entered) {
   if (options_.heartbeat_dir.empty()) return;
   if (!heartbeat_.valid()) {
-    heartbeat_ = UniqueFd(::open(HeartbeatPath(options_.heartbeat_dir, rank_).c_str(),
-                                 O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    heartbeat_ =
+        UniqueFd(::open(HeartbeatPath(options_.heartbeat_dir, rank_).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
     if (!heartbeat_.valid()) return;  // best effort: the directory may appear later
   }
   // Fixed width, written at offset 0 in one call: a reader never sees a shorter, torn line.
@@ -185,9 +183,8 @@ std::pair<int, std::string> CollectiveWatchdog::Suspect() const {
                          Seconds(stalest_age / 1000.0) + " old: stopped, hung or dead)"};
   }
   if (behind >= 0) {
-    return {behind, "rank " + std::to_string(behind) + " is alive but behind (" +
-                        std::to_string(fewest) + " collectives entered, rank " +
-                        std::to_string(rank_) + " " + std::to_string(entered_) + ")"};
+    return {behind, "rank " + std::to_string(behind) + " is alive but behind (" + std::to_string(fewest) +
+                        " collectives entered, rank " + std::to_string(rank_) + " " + std::to_string(entered_) + ")"};
   }
   return {-1, ""};
 }

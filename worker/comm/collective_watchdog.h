@@ -99,7 +99,7 @@ class CollectiveWatchdog {
   uint64_t entered_ = 0;  // collectives this rank has entered
   std::map<uint64_t, InFlight> in_flight_;
   UniqueFd heartbeat_;  // opened lazily: the directory may not exist yet at start
-  std::thread thread_;     // last: starts after everything it reads
+  std::thread thread_;  // last: starts after everything it reads
 };
 
 }  // namespace dpo

@@ -1,5 +1,7 @@
 // The collective watchdog on its own (no MPI): a wait past the timeout ends the process with
 // collective_timeout's exit status, reporting first and naming the rank whose heartbeat is stale.
+#include "worker/comm/collective_watchdog.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -10,7 +12,6 @@
 #include <thread>
 
 #include "common/util/path_util.h"
-#include "worker/comm/collective_watchdog.h"
 
 namespace dpo {
 namespace {
@@ -27,8 +28,9 @@ class CollectiveWatchdogTest : public ::testing::Test {
   void TearDown() override { RemoveTree(dir_.string()); }  // not fs::remove_all: see path_util.h
   // A heartbeat of `rank` written `age_ms` ago, as CollectiveWatchdog writes them.
   void WriteHeartbeat(int rank, int64_t entered, int64_t age_ms) {
-    const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::system_clock::now().time_since_epoch()).count();
+    const int64_t now =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
     std::ofstream(dir_ / (".heartbeat-rank-" + std::to_string(rank))) << entered << ' ' << now - age_ms << '\n';
   }
   CollectiveTimeoutOptions Options(double seconds) {

@@ -26,8 +26,7 @@ TEST(MpiProcessGroupTest, AllReduceSumsAcrossRanksForEachDtype) {
   for (auto dtype : {at::kFloat, at::kDouble, at::kLong, at::kBFloat16}) {
     at::Tensor t = torch::full({5}, g.rank() + 1, torch::dtype(dtype));
     g.AllReduceSum(t);
-    EXPECT_TRUE(torch::equal(t, torch::full({5}, expected, torch::dtype(dtype))))
-        << c10::toString(dtype);
+    EXPECT_TRUE(torch::equal(t, torch::full({5}, expected, torch::dtype(dtype)))) << c10::toString(dtype);
   }
   EXPECT_DOUBLE_EQ(g.AllReduceScalar(g.rank() + 1.0), expected);
 }
@@ -53,8 +52,7 @@ TEST(MpiProcessGroupTest, AllGatherPlacesEachRanksShardAtItsOffset) {
     at::Tensor output = torch::full({n, 3}, -1, torch::dtype(dtype));
     g.AllGatherAsync(Shard(g.rank(), dtype), output)->Wait();
     for (int r = 0; r < n; ++r) {
-      EXPECT_TRUE(torch::equal(output[r], Shard(r, dtype)))
-          << c10::toString(dtype) << " rank " << r << ": " << output;
+      EXPECT_TRUE(torch::equal(output[r], Shard(r, dtype))) << c10::toString(dtype) << " rank " << r << ": " << output;
     }
   }
 }
@@ -158,8 +156,7 @@ TEST(GradientReducerTest, HooksLaunchEveryBucketDuringBackward) {
     reducer.AverageGradients();
     EXPECT_EQ(reducer.buckets_launched_during_backward(), 0u);
     for (int i = 0; i < 4; ++i) {
-      EXPECT_TRUE(torch::allclose(model.params[i].grad(),
-                                  torch::full({3, 100}, model.MeanOverRanks(i + 1.0))))
+      EXPECT_TRUE(torch::allclose(model.params[i].grad(), torch::full({3, 100}, model.MeanOverRanks(i + 1.0))))
           << "step " << step << " param " << i;
     }
   }
@@ -214,8 +211,7 @@ TEST(GradientReducerTest, AccumulationLaunchesOnlyFromTheLastMicroBatch) {
   EXPECT_EQ(reducer.buckets_launched_during_backward(), 4u);
   reducer.AverageGradients();
   for (int i = 0; i < 4; ++i) {
-    EXPECT_TRUE(torch::allclose(model.params[i].grad(),
-                                torch::full({3, 100}, model.MeanOverRanks(3.0 * (i + 1.0)))))
+    EXPECT_TRUE(torch::allclose(model.params[i].grad(), torch::full({3, 100}, model.MeanOverRanks(3.0 * (i + 1.0)))))
         << i;
   }
 }

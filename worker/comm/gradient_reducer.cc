@@ -9,8 +9,7 @@
 
 namespace dpo {
 
-GradientReducer::GradientReducer(std::vector<at::Tensor> params, ProcessGroup& group,
-                                 GradientReducerOptions options)
+GradientReducer::GradientReducer(std::vector<at::Tensor> params, ProcessGroup& group, GradientReducerOptions options)
     : params_(std::move(params)), bucket_of_(params_.size()), group_(group) {
   Bucket bucket;
   size_t bucket_bytes = 0;
@@ -19,8 +18,7 @@ GradientReducer::GradientReducer(std::vector<at::Tensor> params, ProcessGroup& g
     // A bucket holds one dtype and device, so it flattens into one buffer.
     if (!bucket.params.empty() &&
         (params_[bucket.params.front()].scalar_type() != p.scalar_type() ||
-         params_[bucket.params.front()].device() != p.device() ||
-         bucket_bytes >= options.bucket_bytes)) {
+         params_[bucket.params.front()].device() != p.device() || bucket_bytes >= options.bucket_bytes)) {
       buckets_.push_back(std::move(bucket));
       bucket = Bucket{};
       bucket_bytes = 0;
@@ -37,13 +35,11 @@ GradientReducer::GradientReducer(std::vector<at::Tensor> params, ProcessGroup& g
       Fail("GradientReducer", "parameter " + std::to_string(i) + " is not a leaf that requires grad");
     }
     auto accumulator = torch::autograd::impl::grad_accumulator(params_[i]);
-    hook_keys_.push_back(accumulator->add_post_hook(
-        std::make_unique<torch::autograd::utils::LambdaPostHook>(
-            [this, i](const torch::autograd::variable_list& outputs,
-                      const torch::autograd::variable_list& /*inputs*/) {
-              OnGradientReady(i);
-              return outputs;
-            })));
+    hook_keys_.push_back(accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [this, i](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list& /*inputs*/) {
+          OnGradientReady(i);
+          return outputs;
+        })));
     accumulators_.push_back(std::move(accumulator));
   }
 }
@@ -86,8 +82,7 @@ void GradientReducer::Launch(Bucket& bucket) {
   flat_grads.reserve(bucket.params.size());
   for (size_t i : bucket.params) {
     const at::Tensor& g = params_[i].grad();
-    flat_grads.push_back(g.defined() ? g.reshape(-1)
-                                     : at::zeros({params_[i].numel()}, params_[i].options()));
+    flat_grads.push_back(g.defined() ? g.reshape(-1) : at::zeros({params_[i].numel()}, params_[i].options()));
   }
   bucket.buffer = at::cat(flat_grads);
   if (!first_launch_) first_launch_ = std::chrono::steady_clock::now();

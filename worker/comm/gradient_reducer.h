@@ -46,9 +46,7 @@ struct ReductionTiming {
   int64_t steps = 0;             // AverageGradients() calls that reduced something
 
   // The share of the time in flight that backward hid: 1 - exposed / in flight; 0 without any.
-  double HiddenFraction() const {
-    return in_flight_seconds > 0 ? 1.0 - exposed_seconds / in_flight_seconds : 0.0;
-  }
+  double HiddenFraction() const { return in_flight_seconds > 0 ? 1.0 - exposed_seconds / in_flight_seconds : 0.0; }
 };
 
 struct GradientReducerOptions {
@@ -61,8 +59,7 @@ class GradientReducer {
  public:
   // `params` must be the same leaf tensors, in the same order, on every rank. The group must
   // outlive the reducer. With one rank nothing is hooked and AverageGradients() does nothing.
-  GradientReducer(std::vector<at::Tensor> params, ProcessGroup& group,
-                  GradientReducerOptions options = {});
+  GradientReducer(std::vector<at::Tensor> params, ProcessGroup& group, GradientReducerOptions options = {});
   ~GradientReducer();  // removes the hooks
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
@@ -97,7 +94,7 @@ class GradientReducer {
   std::vector<at::Tensor> params_;
   std::vector<size_t> bucket_of_;  // param index -> bucket index
   std::vector<Bucket> buckets_;
-  size_t next_launch_ = 0;         // buckets_[0, next_launch_) are in flight
+  size_t next_launch_ = 0;  // buckets_[0, next_launch_) are in flight
   size_t launched_in_backward_ = 0;
   bool launch_during_backward_ = true;
   // When this step's first bucket went out; unset until then.

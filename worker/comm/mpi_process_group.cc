@@ -37,14 +37,11 @@ bool SumsWide(const at::Tensor& tensor) {
 }
 
 // The buffer MPI sums from: `tensor` itself, or its fp32 copy (SumsWide).
-at::Tensor SumSource(const at::Tensor& tensor) {
-  return SumsWide(tensor) ? tensor.to(at::kFloat) : tensor;
-}
+at::Tensor SumSource(const at::Tensor& tensor) { return SumsWide(tensor) ? tensor.to(at::kFloat) : tensor; }
 
 // The buffer MPI writes a sum into: `result` itself, or an fp32 stand-in copied back in Wait.
 at::Tensor SumTarget(const at::Tensor& result) {
-  return SumsWide(result) ? at::empty(result.sizes(), result.options().dtype(at::kFloat))
-                          : result;
+  return SumsWide(result) ? at::empty(result.sizes(), result.options().dtype(at::kFloat)) : result;
 }
 
 // One nonblocking MPI collective in flight, the completion path of every collective here. MPI
@@ -57,9 +54,12 @@ class MpiWork final : public CollectiveWork {
   MpiWork() = default;
   // `what` names the MPI_I* call (a literal); `start` makes it: int(MPI_Request*).
   template <typename Start>
-  MpiWork(const char* what, CollectiveWatchdog& watchdog, at::Tensor source, at::Tensor wire,
-          at::Tensor result, Start start)
-      : what_(what), watchdog_(&watchdog), source_(std::move(source)), wire_(std::move(wire)),
+  MpiWork(const char* what, CollectiveWatchdog& watchdog, at::Tensor source, at::Tensor wire, at::Tensor result,
+          Start start)
+      : what_(what),
+        watchdog_(&watchdog),
+        source_(std::move(source)),
+        wire_(std::move(wire)),
         result_(std::move(result)) {
     CheckMpi(start(&request_), what);
   }
@@ -90,20 +90,19 @@ class MpiWork final : public CollectiveWork {
 }  // namespace
 
 // Declared in process_group.h; defined here, the file every build links (NCCL bootstraps over MPI).
-void CheckShardShapes(const at::Tensor& input, const at::Tensor& output, int world_size,
-                      const char* library, const char* op, bool gathers) {
+void CheckShardShapes(const at::Tensor& input, const at::Tensor& output, int world_size, const char* library,
+                      const char* op, bool gathers) {
   const std::string context = std::string(library) + ' ' + op;
   if (input.scalar_type() != output.scalar_type()) {
-    Fail(context, std::string("input is ") + c10::toString(input.scalar_type()) +
-                      " but output is " + c10::toString(output.scalar_type()));
+    Fail(context, std::string("input is ") + c10::toString(input.scalar_type()) + " but output is " +
+                      c10::toString(output.scalar_type()));
   }
   const at::Tensor& shard = gathers ? input : output;
   const at::Tensor& whole = gathers ? output : input;
   if (whole.numel() != world_size * shard.numel()) {
-    Fail(context, std::string(gathers ? "output" : "input") + " has " +
-                      std::to_string(whole.numel()) + " elements; expected world size " +
-                      std::to_string(world_size) + " x " + (gathers ? "input" : "output") +
-                      "'s " + std::to_string(shard.numel()));
+    Fail(context, std::string(gathers ? "output" : "input") + " has " + std::to_string(whole.numel()) +
+                      " elements; expected world size " + std::to_string(world_size) + " x " +
+                      (gathers ? "input" : "output") + "'s " + std::to_string(shard.numel()));
   }
 }
 
@@ -112,8 +111,7 @@ namespace {
 class MpiProcessGroup final : public ProcessGroup {
  public:
   explicit MpiProcessGroup(CollectiveTimeoutOptions timeout)
-      : rank_(CommRank()), world_size_(CommSize()),
-        watchdog_(rank_, world_size_, std::move(timeout)) {}
+      : rank_(CommRank()), world_size_(CommSize()), watchdog_(rank_, world_size_, std::move(timeout)) {}
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
 
@@ -121,39 +119,33 @@ class MpiProcessGroup final : public ProcessGroup {
     CheckTensor(tensor, "AllReduceSum");
     if (world_size_ == 1) return std::make_unique<MpiWork>();
     at::Tensor wire = SumSource(tensor);  // summed in place
-    return std::make_unique<MpiWork>(
-        "MPI Iallreduce", watchdog_, wire, wire, tensor, [&](MPI_Request* request) {
-          return MPI_Iallreduce(MPI_IN_PLACE, wire.data_ptr(), static_cast<int>(wire.numel()),
-                                MpiType(wire.scalar_type()), MPI_SUM, MPI_COMM_WORLD, request);
-        });
+    return std::make_unique<MpiWork>("MPI Iallreduce", watchdog_, wire, wire, tensor, [&](MPI_Request* request) {
+      return MPI_Iallreduce(MPI_IN_PLACE, wire.data_ptr(), static_cast<int>(wire.numel()), MpiType(wire.scalar_type()),
+                            MPI_SUM, MPI_COMM_WORLD, request);
+    });
   }
 
-  std::unique_ptr<CollectiveWork> AllGatherAsync(const at::Tensor& input,
-                                                 const at::Tensor& output) override {
+  std::unique_ptr<CollectiveWork> AllGatherAsync(const at::Tensor& input, const at::Tensor& output) override {
     CheckShards(input, output, "AllGather", /*gathers=*/true);
     // Counted in bytes below.
     if (input.nbytes() > INT32_MAX) Fail("MPI AllGather", "input too large");
     if (world_size_ == 1) return Copied(input, output);
     // All-gather moves bytes, so any dtype goes as raw bytes.
-    return std::make_unique<MpiWork>(
-        "MPI Iallgather", watchdog_, input, output, output, [&](MPI_Request* request) {
-          const int bytes = static_cast<int>(input.nbytes());
-          return MPI_Iallgather(input.data_ptr(), bytes, MPI_BYTE, output.data_ptr(), bytes,
-                                MPI_BYTE, MPI_COMM_WORLD, request);
-        });
+    return std::make_unique<MpiWork>("MPI Iallgather", watchdog_, input, output, output, [&](MPI_Request* request) {
+      const int bytes = static_cast<int>(input.nbytes());
+      return MPI_Iallgather(input.data_ptr(), bytes, MPI_BYTE, output.data_ptr(), bytes, MPI_BYTE, MPI_COMM_WORLD,
+                            request);
+    });
   }
 
-  std::unique_ptr<CollectiveWork> ReduceScatterSumAsync(const at::Tensor& input,
-                                                        const at::Tensor& output) override {
+  std::unique_ptr<CollectiveWork> ReduceScatterSumAsync(const at::Tensor& input, const at::Tensor& output) override {
     CheckShards(input, output, "ReduceScatterSum", /*gathers=*/false);
     if (world_size_ == 1) return Copied(input, output);
     at::Tensor source = SumSource(input), wire = SumTarget(output);
     return std::make_unique<MpiWork>(
         "MPI Ireduce_scatter_block", watchdog_, source, wire, output, [&](MPI_Request* request) {
-          return MPI_Ireduce_scatter_block(source.data_ptr(), wire.data_ptr(),
-                                           static_cast<int>(wire.numel()),
-                                           MpiType(wire.scalar_type()), MPI_SUM, MPI_COMM_WORLD,
-                                           request);
+          return MPI_Ireduce_scatter_block(source.data_ptr(), wire.data_ptr(), static_cast<int>(wire.numel()),
+                                           MpiType(wire.scalar_type()), MPI_SUM, MPI_COMM_WORLD, request);
         });
   }
 
@@ -162,9 +154,7 @@ class MpiProcessGroup final : public ProcessGroup {
     CheckTensor(tensor, "Broadcast");
     // Broadcast moves bytes, so any dtype goes as raw bytes.
     const auto watch = watchdog_.Start("MPI Bcast");
-    CheckMpi(MPI_Bcast(tensor.data_ptr(), static_cast<int>(tensor.nbytes()), MPI_BYTE, root,
-                       MPI_COMM_WORLD),
-             "Bcast");
+    CheckMpi(MPI_Bcast(tensor.data_ptr(), static_cast<int>(tensor.nbytes()), MPI_BYTE, root, MPI_COMM_WORLD), "Bcast");
   }
 
   double AllReduceScalar(double value) override {
@@ -187,15 +177,13 @@ class MpiProcessGroup final : public ProcessGroup {
     if (!tensor.is_contiguous()) Fail(std::string("MPI ") + op, "tensor is not contiguous");
     if (tensor.numel() > INT32_MAX) Fail(std::string("MPI ") + op, "tensor too large");
   }
-  void CheckShards(const at::Tensor& input, const at::Tensor& output, const char* op,
-                   bool gathers) const {
+  void CheckShards(const at::Tensor& input, const at::Tensor& output, const char* op, bool gathers) const {
     CheckTensor(input, op);
     CheckTensor(output, op);
     CheckShardShapes(input, output, world_size_, "MPI", op, gathers);
   }
   // One rank: the gathered or scattered result is the input itself.
-  static std::unique_ptr<CollectiveWork> Copied(const at::Tensor& input,
-                                                const at::Tensor& output) {
+  static std::unique_ptr<CollectiveWork> Copied(const at::Tensor& input, const at::Tensor& output) {
     output.view(-1).copy_(input.view(-1));
     return std::make_unique<MpiWork>();
   }

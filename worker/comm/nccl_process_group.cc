@@ -40,8 +40,7 @@ ncclDataType_t NcclType(at::ScalarType type) {
 // A collective queued on the communication stream; Wait() makes the caller's current stream
 // wait for it (no host sync). The watchdog polls `done` too (shared: it may outlive the work).
 struct NcclWork final : CollectiveWork {
-  explicit NcclWork(c10::DeviceIndex device)
-      : device(device), done(std::make_shared<at::cuda::CUDAEvent>()) {}
+  explicit NcclWork(c10::DeviceIndex device) : device(device), done(std::make_shared<at::cuda::CUDAEvent>()) {}
   void Wait() override { done->block(c10::cuda::getCurrentCUDAStream(device)); }
   c10::DeviceIndex device;
   std::shared_ptr<at::cuda::CUDAEvent> done;
@@ -56,8 +55,8 @@ class NcclProcessGroup final : public ProcessGroup {
  public:
   NcclProcessGroup(int device_index, CollectiveTimeoutOptions timeout)
       : device_index_(device_index),
-        comm_stream_(c10::cuda::getStreamFromPool(/*isHighPriority=*/true,
-                                                  static_cast<c10::DeviceIndex>(device_index))) {
+        comm_stream_(
+            c10::cuda::getStreamFromPool(/*isHighPriority=*/true, static_cast<c10::DeviceIndex>(device_index))) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size_);
     ncclUniqueId id;
@@ -82,36 +81,33 @@ class NcclProcessGroup final : public ProcessGroup {
   std::unique_ptr<CollectiveWork> AllReduceSumAsync(const at::Tensor& tensor) override {
     CheckTensor(tensor, "AllReduceSum");
     return OnCommStream("AllReduce", {tensor}, [&](cudaStream_t stream) {
-      return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(),
-                           NcclType(tensor.scalar_type()), ncclSum, comm_, stream);
+      return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), NcclType(tensor.scalar_type()),
+                           ncclSum, comm_, stream);
     });
   }
 
-  std::unique_ptr<CollectiveWork> AllGatherAsync(const at::Tensor& input,
-                                                 const at::Tensor& output) override {
+  std::unique_ptr<CollectiveWork> AllGatherAsync(const at::Tensor& input, const at::Tensor& output) override {
     CheckShards(input, output, "AllGather", /*gathers=*/true);
     // All-gather moves bytes, so any dtype goes as raw bytes.
     return OnCommStream("AllGather", {input, output}, [&](cudaStream_t stream) {
-      return ncclAllGather(input.data_ptr(), output.data_ptr(), input.nbytes(), ncclUint8, comm_,
-                           stream);
+      return ncclAllGather(input.data_ptr(), output.data_ptr(), input.nbytes(), ncclUint8, comm_, stream);
     });
   }
 
-  std::unique_ptr<CollectiveWork> ReduceScatterSumAsync(const at::Tensor& input,
-                                                        const at::Tensor& output) override {
+  std::unique_ptr<CollectiveWork> ReduceScatterSumAsync(const at::Tensor& input, const at::Tensor& output) override {
     CheckShards(input, output, "ReduceScatterSum", /*gathers=*/false);
     return OnCommStream("ReduceScatter", {input, output}, [&](cudaStream_t stream) {
-      return ncclReduceScatter(input.data_ptr(), output.data_ptr(), output.numel(),
-                               NcclType(output.scalar_type()), ncclSum, comm_, stream);
+      return ncclReduceScatter(input.data_ptr(), output.data_ptr(), output.numel(), NcclType(output.scalar_type()),
+                               ncclSum, comm_, stream);
     });
   }
 
   void Broadcast(at::Tensor& tensor, int root) override {
     CheckTensor(tensor, "Broadcast");
     auto stream = c10::cuda::getCurrentCUDAStream(tensor.device().index());
-    CheckNccl(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.nbytes(), ncclUint8,
-                            root, comm_, stream.stream()),
-              "Broadcast");
+    CheckNccl(
+        ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.nbytes(), ncclUint8, root, comm_, stream.stream()),
+        "Broadcast");
     WatchUntilDone("NCCL Broadcast", stream);
   }
 
@@ -137,8 +133,7 @@ class NcclProcessGroup final : public ProcessGroup {
     }
     if (!tensor.is_contiguous()) Fail(std::string("NCCL ") + op, "tensor is not contiguous");
   }
-  void CheckShards(const at::Tensor& input, const at::Tensor& output, const char* op,
-                   bool gathers) const {
+  void CheckShards(const at::Tensor& input, const at::Tensor& output, const char* op, bool gathers) const {
     CheckTensor(input, op);
     CheckTensor(output, op);
     CheckShardShapes(input, output, world_size_, "NCCL", op, gathers);
@@ -147,8 +142,7 @@ class NcclProcessGroup final : public ProcessGroup {
   // queued on the current stream, and returns the work whose Wait orders the current stream
   // after it. `tensors` are the buffers the collective reads or writes.
   template <typename Launch>
-  std::unique_ptr<CollectiveWork> OnCommStream(const char* what,
-                                               std::initializer_list<at::Tensor> tensors,
+  std::unique_ptr<CollectiveWork> OnCommStream(const char* what, std::initializer_list<at::Tensor> tensors,
                                                Launch launch) {
     const auto device = static_cast<c10::DeviceIndex>(device_index_);
     at::cuda::CUDAEvent produced;
@@ -187,8 +181,7 @@ class NcclProcessGroup final : public ProcessGroup {
 
 }  // namespace
 
-std::unique_ptr<ProcessGroup> MakeNcclProcessGroup(int device_index,
-                                                   CollectiveTimeoutOptions timeout) {
+std::unique_ptr<ProcessGroup> MakeNcclProcessGroup(int device_index, CollectiveTimeoutOptions timeout) {
   return std::make_unique<NcclProcessGroup>(device_index, std::move(timeout));
 }
 

@@ -43,13 +43,11 @@ class ProcessGroup {
   // same dtype and device, contiguous) receives every rank's `input`, rank r's at
   // [r·n, (r+1)·n). Both tensors stay untouched until Wait(). Any dtype (bytes are moved).
   // NCCL orders it after the work queued on the current stream, as AllReduceSumAsync does.
-  virtual std::unique_ptr<CollectiveWork> AllGatherAsync(const at::Tensor& input,
-                                                         const at::Tensor& output) = 0;
+  virtual std::unique_ptr<CollectiveWork> AllGatherAsync(const at::Tensor& input, const at::Tensor& output) = 0;
   // Starts a sum-reduce-scatter and returns at once: `input` holds world_size() × n elements;
   // `output` (n elements, same dtype and device, contiguous) receives the sum over ranks of
   // input[r·n, (r+1)·n) for this rank r. bf16/f16 are summed through fp32 on MPI, as all-reduce.
-  virtual std::unique_ptr<CollectiveWork> ReduceScatterSumAsync(const at::Tensor& input,
-                                                                const at::Tensor& output) = 0;
+  virtual std::unique_ptr<CollectiveWork> ReduceScatterSumAsync(const at::Tensor& input, const at::Tensor& output) = 0;
   // In-place copy of root's tensor to every rank. The tensor must be contiguous.
   virtual void Broadcast(at::Tensor& tensor, int root) = 0;
   // Sum of one double over ranks (metrics, bad-step votes). Host-side; blocks.
@@ -60,8 +58,8 @@ class ProcessGroup {
 // Checks all-gather (`gathers`) or reduce-scatter tensors: one dtype, and the whole side
 // (all-gather's output, reduce-scatter's input) world_size times the shard side. Throws
 // dpo::Error naming `library` and `op`. Shared by the MPI and NCCL groups.
-void CheckShardShapes(const at::Tensor& input, const at::Tensor& output, int world_size,
-                      const char* library, const char* op, bool gathers);
+void CheckShardShapes(const at::Tensor& input, const at::Tensor& output, int world_size, const char* library,
+                      const char* op, bool gathers);
 
 // Initialises MPI once per process (thread level FUNNELED) and finalises it at exit. Works
 // under mpirun and as a single process started without it (MPI singleton).
@@ -97,7 +95,6 @@ std::unique_ptr<ProcessGroup> MakeMpiProcessGroup(CollectiveTimeoutOptions timeo
 // NCCL over CUDA tensors on `device_index`; needs an MpiSession. Throws dpo::Error when the
 // build has no NCCL. Every collective is bounded by `timeout`, and the communicator is polled
 // for asynchronous errors; either aborts it (ncclCommAbort) and ends the process.
-std::unique_ptr<ProcessGroup> MakeNcclProcessGroup(int device_index,
-                                                   CollectiveTimeoutOptions timeout = {});
+std::unique_ptr<ProcessGroup> MakeNcclProcessGroup(int device_index, CollectiveTimeoutOptions timeout = {});
 
 }  // namespace dpo

@@ -62,8 +62,8 @@ void AdamW::Step(double lr) {
     }
   }
   at::_foreach_add_(steps, 1);
-  at::_fused_adamw_(params, grads, exp_avg, exp_avg_sq, /*max_exp_avg_sqs=*/{}, steps, lr,
-                    options_.beta1, options_.beta2, /*weight_decay=*/0.0, options_.eps,
+  at::_fused_adamw_(params, grads, exp_avg, exp_avg_sq, /*max_exp_avg_sqs=*/{}, steps, lr, options_.beta1,
+                    options_.beta2, /*weight_decay=*/0.0, options_.eps,
                     /*amsgrad=*/false, /*maximize=*/false);
 }
 
@@ -96,8 +96,8 @@ double AdamW::ClipGradNorm(double max_norm, const std::function<double(double)>&
   if (sum_over_ranks) norm = std::sqrt(sum_over_ranks(norm * norm));
   if (max_norm > 0 && std::isfinite(norm) && !grads.empty()) {
     // The same coefficient torch computes, from the fp32 norm.
-    const double coef = std::min(1.0, static_cast<double>(static_cast<float>(max_norm) /
-                                                         (static_cast<float>(norm) + 1e-6f)));
+    const double coef =
+        std::min(1.0, static_cast<double>(static_cast<float>(max_norm) / (static_cast<float>(norm) + 1e-6f)));
     at::_foreach_mul_(grads, coef);
   }
   return norm;
@@ -119,9 +119,8 @@ void AdamW::LoadStateDict(const std::map<std::string, at::Tensor>& state) {
     auto it = state.find(key);
     if (it == state.end()) Fail("optimizer state", "missing tensor \"" + key + "\"");
     if (it->second.sizes() != into.sizes()) {
-      Fail("optimizer state", "tensor \"" + key + "\" has shape " +
-                                  c10::str(it->second.sizes()) + ", expected " +
-                                  c10::str(into.sizes()));
+      Fail("optimizer state",
+           "tensor \"" + key + "\" has shape " + c10::str(it->second.sizes()) + ", expected " + c10::str(into.sizes()));
     }
     into.copy_(it->second);
   };

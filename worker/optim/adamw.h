@@ -14,11 +14,11 @@
 namespace dpo {
 
 struct AdamWOptions {
-  double lr = 1e-6;            // Default: TRL's DPOConfig learning_rate; overwritten per step
-  double beta1 = 0.9;          // Default: torch/HF
-  double beta2 = 0.999;        // Default: torch/HF
-  double eps = 1e-8;           // Default: torch/HF
-  double weight_decay = 0.0;   // Default: HF TrainingArguments (0)
+  double lr = 1e-6;           // Default: TRL's DPOConfig learning_rate; overwritten per step
+  double beta1 = 0.9;         // Default: torch/HF
+  double beta2 = 0.999;       // Default: torch/HF
+  double eps = 1e-8;          // Default: torch/HF
+  double weight_decay = 0.0;  // Default: HF TrainingArguments (0)
   // Leave biases and normalization weights out of weight decay, as HF's Trainer does
   // (Trainer.get_decay_parameter_names: names with "bias", "layernorm", "rmsnorm", a ".norm."
   // or "_norm" part). Default: true, so a run with weight_decay > 0 equals TRL's.
@@ -49,8 +49,7 @@ class AdamW {
   // max_norm / (norm + 1e-6), clamped to 1). Non-finite norms are returned unclipped.
   // With sharded parameters each rank holds a slice of every gradient: `sum_over_ranks` then
   // sums the local squared norm over the ranks, so the norm is the global one (collective).
-  double ClipGradNorm(double max_norm,
-                      const std::function<double(double)>& sum_over_ranks = nullptr);
+  double ClipGradNorm(double max_norm, const std::function<double(double)>& sum_over_ranks = nullptr);
 
   // State for checkpoints: "exp_avg.<name>", "exp_avg_sq.<name>", "step.<name>".
   std::map<std::string, at::Tensor> StateDict() const;

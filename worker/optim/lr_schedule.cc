@@ -4,7 +4,6 @@
 #include <cmath>
 #include <numbers>
 
-
 namespace dpo {
 
 double LrSchedule::At(int64_t step) const {
@@ -16,13 +15,10 @@ double LrSchedule::At(int64_t step) const {
   const double decay_steps = static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps));
   const double progress = static_cast<double>(step - warmup_steps) / decay_steps;
   switch (type) {
-    case Scheduler::kLinear:
-      return peak_lr * std::max(0.0, static_cast<double>(total_steps - step) / decay_steps);
-    case Scheduler::kCosine:
-      return peak_lr * std::max(0.0, 0.5 * (1.0 + std::cos(std::numbers::pi * progress)));
+    case Scheduler::kLinear: return peak_lr * std::max(0.0, static_cast<double>(total_steps - step) / decay_steps);
+    case Scheduler::kCosine: return peak_lr * std::max(0.0, 0.5 * (1.0 + std::cos(std::numbers::pi * progress)));
     case Scheduler::kConstant:
-    case Scheduler::kConstantWithWarmup:
-      return peak_lr;
+    case Scheduler::kConstantWithWarmup: return peak_lr;
   }
   return peak_lr;
 }

@@ -95,19 +95,17 @@ TEST(AdamWTest, StateDictRoundTripsAndNamesMissingEntries) {
 }
 
 TEST(LrScheduleTest, MatchesTransformersFormulas) {
-  LrSchedule linear{.type = TrainSection::Scheduler::kLinear, .peak_lr = 1.0, .warmup_steps = 2,
-                    .total_steps = 10};
+  LrSchedule linear{.type = TrainSection::Scheduler::kLinear, .peak_lr = 1.0, .warmup_steps = 2, .total_steps = 10};
   EXPECT_DOUBLE_EQ(linear.At(0), 0.0);
   EXPECT_DOUBLE_EQ(linear.At(1), 0.5);
   EXPECT_DOUBLE_EQ(linear.At(2), 1.0);
-  EXPECT_DOUBLE_EQ(linear.At(6), 0.5);   // (10-6)/(10-2)
+  EXPECT_DOUBLE_EQ(linear.At(6), 0.5);  // (10-6)/(10-2)
   EXPECT_DOUBLE_EQ(linear.At(10), 0.0);
-  LrSchedule cosine{.type = TrainSection::Scheduler::kCosine, .peak_lr = 2.0, .warmup_steps = 0,
-                    .total_steps = 4};
+  LrSchedule cosine{.type = TrainSection::Scheduler::kCosine, .peak_lr = 2.0, .warmup_steps = 0, .total_steps = 4};
   EXPECT_DOUBLE_EQ(cosine.At(0), 2.0);
   EXPECT_NEAR(cosine.At(2), 1.0, 1e-12);  // half way: 0.5 * (1 + cos(pi/2))
-  LrSchedule warm{.type = TrainSection::Scheduler::kConstantWithWarmup, .peak_lr = 3.0,
-                  .warmup_steps = 3, .total_steps = 9};
+  LrSchedule warm{
+      .type = TrainSection::Scheduler::kConstantWithWarmup, .peak_lr = 3.0, .warmup_steps = 3, .total_steps = 9};
   EXPECT_DOUBLE_EQ(warm.At(1), 1.0);
   EXPECT_DOUBLE_EQ(warm.At(8), 3.0);
   LrSchedule constant = warm;

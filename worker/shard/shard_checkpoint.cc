@@ -3,8 +3,8 @@
 #include <unistd.h>
 
 #include <cstdio>
-
 #include <nlohmann/json.hpp>
+
 #include <torch/torch.h>
 
 #include "common/model/causal_lm.h"
@@ -26,8 +26,8 @@ constexpr const char* kKinds[] = {"exp_avg", "exp_avg_sq"};
 
 std::string RankFile(int64_t rank, int64_t world) {
   char name[96];
-  std::snprintf(name, sizeof(name), "optimizer-rank-%05lld-of-%05lld.safetensors",
-                static_cast<long long>(rank), static_cast<long long>(world));
+  std::snprintf(name, sizeof(name), "optimizer-rank-%05lld-of-%05lld.safetensors", static_cast<long long>(rank),
+                static_cast<long long>(world));
   return name;
 }
 
@@ -37,23 +37,21 @@ std::string ModelFile(size_t index, size_t count) {
   return name;
 }
 
-nlohmann::json ManifestJson(const std::vector<UnitLayout>& layouts, int64_t world,
-                            const std::string& sharding) {
+nlohmann::json ManifestJson(const std::vector<UnitLayout>& layouts, int64_t world, const std::string& sharding) {
   nlohmann::json units = nlohmann::json::array();
   for (const UnitLayout& unit : layouts) {
     nlohmann::json params = nlohmann::json::array();
     for (const FlatParam& p : unit.params) {
       params.push_back({{"name", p.name}, {"shape", p.shape}, {"offset", p.offset}});
     }
-    units.push_back({{"name", unit.name}, {"numel", unit.numel},
-                     {"shard_numel", unit.shard_numel}, {"params", params}});
+    units.push_back(
+        {{"name", unit.name}, {"numel", unit.numel}, {"shard_numel", unit.shard_numel}, {"params", params}});
   }
   return {{"world_size", world}, {"sharding", sharding}, {"units", units}};
 }
 
 // model/ of a sharded run: one file per unit, gathered and written one unit at a time.
-void WriteShardedModel(ShardedModel& sharded, const std::string& dir,
-                       const std::string& tokenizer_dir, bool writer) {
+void WriteShardedModel(ShardedModel& sharded, const std::string& dir, const std::string& tokenizer_dir, bool writer) {
   const std::vector<UnitLayout> layouts = sharded.layouts();
   std::map<std::string, std::string> weight_map;
   uint64_t total_bytes = 0;
@@ -71,17 +69,16 @@ void WriteShardedModel(ShardedModel& sharded, const std::string& dir,
     WriteTensors(JoinPath(dir, file), tensors);
   }
   if (!writer) return;
-  WriteFileAtomically(JoinPath(dir, "model.safetensors.index.json"),
-                      SafetensorsIndexJson(weight_map, total_bytes));
+  WriteFileAtomically(JoinPath(dir, "model.safetensors.index.json"), SafetensorsIndexJson(weight_map, total_bytes));
   WritePretrainedMetadata(sharded.model().config(), dtype, dir, tokenizer_dir);
 }
 
 }  // namespace
 
 std::string SaveShardedCheckpoint(const std::string& output_dir, ShardedModel& sharded,
-                                  const std::map<std::string, at::Tensor>& optimizer_state,
-                                  const TrainerState& state, const std::string& tokenizer_dir,
-                                  const std::string& sharding_name, ProcessGroup& group) {
+                                  const std::map<std::string, at::Tensor>& optimizer_state, const TrainerState& state,
+                                  const std::string& tokenizer_dir, const std::string& sharding_name,
+                                  ProcessGroup& group) {
   const int64_t rank = group.rank(), world = group.world_size();
   // Every rank refuses together: a checkpoint is never written from NaN/Inf weights.
   double non_finite = 0;
@@ -100,16 +97,14 @@ std::string SaveShardedCheckpoint(const std::string& output_dir, ShardedModel& s
   if (rank == 0) temp_dir = CheckpointTempDir(output_dir, state.global_step, writer_id);
   group.Barrier();
   if (rank != 0) {
-    temp_dir = JoinPath(output_dir, ".tmp-checkpoint-" + std::to_string(state.global_step) + "-" +
-                                        std::to_string(writer_id));
+    temp_dir =
+        JoinPath(output_dir, ".tmp-checkpoint-" + std::to_string(state.global_step) + "-" + std::to_string(writer_id));
   }
   const CheckpointPaths paths(temp_dir);
   WriteShardedModel(sharded, paths.model_dir, tokenizer_dir, rank == 0);
-  WriteTensors(JoinPath(temp_dir, RankFile(rank, world)),
-               NamedTensors(optimizer_state.begin(), optimizer_state.end()));
+  WriteTensors(JoinPath(temp_dir, RankFile(rank, world)), NamedTensors(optimizer_state.begin(), optimizer_state.end()));
   if (rank == 0) {
-    WriteFileAtomically(JoinPath(temp_dir, kManifest),
-                        ManifestJson(sharded.layouts(), world, sharding_name).dump(1));
+    WriteFileAtomically(JoinPath(temp_dir, kManifest), ManifestJson(sharded.layouts(), world, sharding_name).dump(1));
     WriteFileAtomically(paths.state_file, state.ToJson());
   }
   group.Barrier();  // every rank's files are complete
@@ -128,8 +123,8 @@ class OptimizerStateReader::Source {
   // Elements [begin, end) of `kind` of parameter `name`, flattened, fp32 on the CPU. `numel` is
   // the parameter's element count in the model being resumed: a checkpoint that holds another
   // count for it is refused (dpo::Error naming the file and tensor), never cut or padded to fit.
-  virtual at::Tensor Read(const std::string& kind, const std::string& name, int64_t numel,
-                          int64_t begin, int64_t end) const = 0;
+  virtual at::Tensor Read(const std::string& kind, const std::string& name, int64_t numel, int64_t begin,
+                          int64_t end) const = 0;
   // AdamW's step count of parameter `name`, a 0-dim fp32 tensor.
   virtual at::Tensor Step(const std::string& name) const = 0;
 };
@@ -139,8 +134,9 @@ namespace {
 void CheckNumel(const std::string& file, const std::string& tensor, int64_t stored, int64_t expected,
                 const std::string& expected_by) {
   if (stored == expected) return;
-  Fail(file, "tensor '" + tensor + "' holds " + std::to_string(stored) + " elements, but " + expected_by +
-                 " has " + std::to_string(expected) + "; refusing to resume from it",
+  Fail(file,
+       "tensor '" + tensor + "' holds " + std::to_string(stored) + " elements, but " + expected_by + " has " +
+           std::to_string(expected) + "; refusing to resume from it",
        ErrorCode::kBadModel);
 }
 
@@ -160,9 +156,7 @@ class ReplicatedSource final : public OptimizerStateReader::Source {
     CheckNumel(reader_.FileOf(key), key, Numel(reader_.Shape(key)), numel, "the parameter");
     return reader_.Read(key, torch::kFloat).reshape(-1).narrow(0, begin, end - begin);
   }
-  at::Tensor Step(const std::string& name) const override {
-    return reader_.Read("step." + name, torch::kFloat);
-  }
+  at::Tensor Step(const std::string& name) const override { return reader_.Read("step." + name, torch::kFloat); }
 
  private:
   CheckpointReader reader_;
@@ -257,9 +251,9 @@ OptimizerStateReader::OptimizerStateReader(const std::string& checkpoint_dir) {
 
 OptimizerStateReader::~OptimizerStateReader() = default;
 
-std::map<std::string, at::Tensor> OptimizerStateReader::ForParameters(
-    const std::vector<std::string>& names, const std::vector<std::vector<int64_t>>& shapes,
-    c10::Device device) const {
+std::map<std::string, at::Tensor> OptimizerStateReader::ForParameters(const std::vector<std::string>& names,
+                                                                      const std::vector<std::vector<int64_t>>& shapes,
+                                                                      c10::Device device) const {
   std::map<std::string, at::Tensor> state;
   for (size_t i = 0; i < names.size(); ++i) {
     int64_t numel = 1;
@@ -273,8 +267,8 @@ std::map<std::string, at::Tensor> OptimizerStateReader::ForParameters(
   return state;
 }
 
-std::map<std::string, at::Tensor> OptimizerStateReader::ForShards(
-    const std::vector<UnitLayout>& layouts, int64_t rank, c10::Device device) const {
+std::map<std::string, at::Tensor> OptimizerStateReader::ForShards(const std::vector<UnitLayout>& layouts, int64_t rank,
+                                                                  c10::Device device) const {
   std::map<std::string, at::Tensor> state;
   for (const UnitLayout& unit : layouts) {
     for (const char* kind : kKinds) {

@@ -35,9 +35,9 @@ struct TrainerState;
 // `optimizer_state` is this rank's AdamW StateDict over the units. Collective. Throws
 // dpo::Error (on every rank) when a master weight is not finite.
 std::string SaveShardedCheckpoint(const std::string& output_dir, ShardedModel& sharded,
-                                  const std::map<std::string, at::Tensor>& optimizer_state,
-                                  const TrainerState& state, const std::string& tokenizer_dir,
-                                  const std::string& sharding_name, ProcessGroup& group);
+                                  const std::map<std::string, at::Tensor>& optimizer_state, const TrainerState& state,
+                                  const std::string& tokenizer_dir, const std::string& sharding_name,
+                                  ProcessGroup& group);
 
 class OptimizerStateReader {
  public:

@@ -57,8 +57,7 @@ std::vector<ShardPiece> ShardPieces(const UnitLayout& unit, int64_t rank) {
   return pieces;
 }
 
-class ShardedModel::Impl : public LayerRunner,
-                           public std::enable_shared_from_this<ShardedModel::Impl> {
+class ShardedModel::Impl : public LayerRunner, public std::enable_shared_from_this<ShardedModel::Impl> {
  public:
   struct Unit {
     UnitLayout layout;
@@ -78,8 +77,7 @@ class ShardedModel::Impl : public LayerRunner,
     TimedWork work;
   };
 
-  Impl(std::shared_ptr<CausalLM> model, ProcessGroup& group, ShardingOptions options,
-       const ParameterSource& source)
+  Impl(std::shared_ptr<CausalLM> model, ProcessGroup& group, ShardingOptions options, const ParameterSource& source)
       : model_(std::move(model)), group_(group), options_(options) {
     torch::NoGradGuard no_grad;
     const int64_t world = group_.world_size(), rank = group_.rank();
@@ -95,8 +93,7 @@ class ShardedModel::Impl : public LayerRunner,
       const at::Tensor& p = item.value();
       if (options_.compute_dtype == at::ScalarType::Undefined) options_.compute_dtype = p.scalar_type();
       master_dtype_ = p.scalar_type();
-      unit.layout.params.push_back(
-          {item.key(), p.sizes().vec(), unit.layout.numel, p.numel()});
+      unit.layout.params.push_back({item.key(), p.sizes().vec(), unit.layout.numel, p.numel()});
       unit.layout.numel += p.numel();
       unit.params.push_back(p);
     }
@@ -106,14 +103,13 @@ class ShardedModel::Impl : public LayerRunner,
       // This rank's slice of the flat parameters, zero past the end (padding), copied from
       // each parameter it overlaps: one whole tensor is read at a time.
       at::Tensor shard = torch::zeros(
-          {layout.shard_numel},
-          at::TensorOptions().dtype(options.trainable ? master_dtype_ : options_.compute_dtype));
+          {layout.shard_numel}, at::TensorOptions().dtype(options.trainable ? master_dtype_ : options_.compute_dtype));
       for (const ShardPiece& piece : ShardPieces(layout, rank)) {
         const FlatParam& fp = *piece.param;
         const at::Tensor full = source ? source(fp.name) : unit.params[&fp - layout.params.data()];
         if (full.sizes().vec() != fp.shape) {
-          Fail("ShardedModel", "parameter \"" + fp.name + "\" has shape " + c10::str(full.sizes()) +
-                                   ", expected " + c10::str(c10::IntArrayRef(fp.shape)));
+          Fail("ShardedModel", "parameter \"" + fp.name + "\" has shape " + c10::str(full.sizes()) + ", expected " +
+                                   c10::str(c10::IntArrayRef(fp.shape)));
         }
         shard.narrow(0, piece.shard_begin, piece.length)
             .copy_(full.reshape(-1).narrow(0, piece.param_begin, piece.length));
@@ -152,8 +148,7 @@ class ShardedModel::Impl : public LayerRunner,
     if (units_.size() > 1) StartGather(0);
   }
 
-  torch::Tensor Run(int64_t index, const Block& block, const torch::Tensor& x,
-                    bool checkpoint) override;
+  torch::Tensor Run(int64_t index, const Block& block, const torch::Tensor& x, bool checkpoint) override;
 
   // ---- Gathering -----------------------------------------------------------------------------
 
@@ -321,8 +316,7 @@ struct LayerCall : torch::CustomClassHolder {
 // One decoder layer as an autograd function: gathers its weights around forward and backward
 // and reduce-scatters its parameter gradients from backward.
 struct ShardedLayerFunction : torch::autograd::Function<ShardedLayerFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x,
-                            const c10::intrusive_ptr<LayerCall>& call) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const c10::intrusive_ptr<LayerCall>& call) {
     ShardedModel::Impl& owner = *call->owner;
     owner.Acquire(call->unit);
     if (call->unit + 2 < owner.units_.size()) owner.StartGather(call->unit + 1);  // prefetch
@@ -370,8 +364,7 @@ struct ShardedLayerFunction : torch::autograd::Function<ShardedLayerFunction> {
 
 }  // namespace
 
-torch::Tensor ShardedModel::Impl::Run(int64_t index, const Block& block, const torch::Tensor& x,
-                                      bool checkpoint) {
+torch::Tensor ShardedModel::Impl::Run(int64_t index, const Block& block, const torch::Tensor& x, bool checkpoint) {
   const auto unit = static_cast<size_t>(index);
   if (!options_.trainable || !torch::GradMode::is_enabled()) {
     // Forward only (the reference, eval): gather, prefetch the next layer, run, free.
@@ -389,8 +382,8 @@ torch::Tensor ShardedModel::Impl::Run(int64_t index, const Block& block, const t
   return ShardedLayerFunction::apply(x, call);
 }
 
-ShardedModel::ShardedModel(std::shared_ptr<CausalLM> model, ProcessGroup& group,
-                           ShardingOptions options, const ParameterSource& source)
+ShardedModel::ShardedModel(std::shared_ptr<CausalLM> model, ProcessGroup& group, ShardingOptions options,
+                           const ParameterSource& source)
     : impl_(std::make_shared<Impl>(std::move(model), group, options, source)) {
   impl_->model_->SetLayerRunner(impl_);
 }
@@ -406,7 +399,6 @@ std::vector<UnitLayout> ShardedModel::layouts() const {
 }
 
 const std::vector<at::Tensor>& ShardedModel::master_shards() const { return impl_->masters_; }
-
 
 void ShardedModel::AfterBackward() { impl_->AfterBackward(); }
 

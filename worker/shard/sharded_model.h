@@ -58,9 +58,9 @@ struct ShardingOptions {
 
 // Where one parameter sits in its unit's flat buffer.
 struct FlatParam {
-  std::string name;            // as in named_parameters(): "model.layers.0.mlp.up_proj.weight"
+  std::string name;  // as in named_parameters(): "model.layers.0.mlp.up_proj.weight"
   std::vector<int64_t> shape;
-  int64_t offset = 0;          // first element in the unit's flat buffer
+  int64_t offset = 0;  // first element in the unit's flat buffer
   int64_t numel = 0;
 };
 

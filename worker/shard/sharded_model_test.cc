@@ -1,9 +1,11 @@
 // ShardedModel and its checkpoints on 2 real MPI ranks (ctest runs this under mpirun -np 2):
 // the sharded gradients equal a replicated model's rank-averaged gradients, slice by slice, and
 // a sharded checkpoint reads back by shard and by parameter.
-#include <unistd.h>
+#include "worker/shard/sharded_model.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <torch/torch.h>
 
 #include "common/model/causal_lm.h"
@@ -13,7 +15,6 @@
 #include "worker/comm/process_group.h"
 #include "worker/optim/adamw.h"
 #include "worker/shard/shard_checkpoint.h"
-#include "worker/shard/sharded_model.h"
 #include "worker/train/checkpoint.h"
 
 namespace dpo {
@@ -85,15 +86,14 @@ TEST_P(ShardedGradientTest, MasterGradientsAreTheRankAverageOfReplicatedGradient
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Modes, ShardedGradientTest,
-    ::testing::Values(Case{"llama", true, false}, Case{"llama", true, true},
-                      Case{"llama", false, false}, Case{"qwen3", true, false},
-                      Case{"qwen2", true, true}),
-    [](const ::testing::TestParamInfo<Case>& info) {
-      return info.param.type + (info.param.reshard ? "_full" : "_optimizer") +
-             (info.param.checkpoint ? "_checkpointed" : "");
-    });
+INSTANTIATE_TEST_SUITE_P(Modes, ShardedGradientTest,
+                         ::testing::Values(Case{"llama", true, false}, Case{"llama", true, true},
+                                           Case{"llama", false, false}, Case{"qwen3", true, false},
+                                           Case{"qwen2", true, true}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.type + (info.param.reshard ? "_full" : "_optimizer") +
+                                  (info.param.checkpoint ? "_checkpointed" : "");
+                         });
 
 TEST(ShardCheckpointTest, ReadsBackByShardAndByParameter) {
   ProcessGroup& group = Group();
@@ -114,8 +114,7 @@ TEST(ShardCheckpointTest, ReadsBackByShardAndByParameter) {
   group.Barrier();
   TrainerState state;
   state.global_step = 1;
-  const std::string saved = SaveShardedCheckpoint(dir, sharded, named.StateDict(), state, "",
-                                                  "full", group);
+  const std::string saved = SaveShardedCheckpoint(dir, sharded, named.StateDict(), state, "", "full", group);
   const std::string checkpoint = dir + "/checkpoint-1";
   if (group.rank() == 0) {
     EXPECT_EQ(saved, checkpoint);
@@ -140,9 +139,7 @@ TEST(ShardCheckpointTest, ReadsBackByShardAndByParameter) {
     flat.narrow(0, group.rank() * unit.shard_numel, unit.shard_numel).copy_(mine);
     group.AllReduceSum(flat);  // other ranks' slices are zero here
     for (const FlatParam& p : unit.params) {
-      EXPECT_TRUE(torch::equal(whole.at("exp_avg." + p.name).reshape(-1),
-                               flat.narrow(0, p.offset, p.numel)))
-          << p.name;
+      EXPECT_TRUE(torch::equal(whole.at("exp_avg." + p.name).reshape(-1), flat.narrow(0, p.offset, p.numel))) << p.name;
     }
   }
   // model/ is a complete HF directory of the masters.

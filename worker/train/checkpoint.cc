@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <regex>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "common/model/causal_lm.h"
@@ -102,8 +102,8 @@ CheckpointPaths::CheckpointPaths(const std::string& checkpoint_dir)
       state_file((fs::path(checkpoint_dir) / "trainer_state.json").string()) {}
 
 std::string SaveCheckpoint(const std::string& output_dir, CausalLM& model,
-                           const std::map<std::string, at::Tensor>& optimizer_state,
-                           const TrainerState& state, const std::string& tokenizer_dir) {
+                           const std::map<std::string, at::Tensor>& optimizer_state, const TrainerState& state,
+                           const std::string& tokenizer_dir) {
   CheckFinite(model);
   const std::string temp_dir = CheckpointTempDir(output_dir, state.global_step, ::getpid());
   CheckpointPaths paths(temp_dir);
@@ -116,8 +116,8 @@ std::string SaveCheckpoint(const std::string& output_dir, CausalLM& model,
 }
 
 std::string CheckpointTempDir(const std::string& output_dir, int64_t step, int64_t writer_id) {
-  const fs::path temp_dir = fs::path(output_dir) / (".tmp-" + std::string(kPrefix) +
-                                                    std::to_string(step) + "-" + std::to_string(writer_id));
+  const fs::path temp_dir =
+      fs::path(output_dir) / (".tmp-" + std::string(kPrefix) + std::to_string(step) + "-" + std::to_string(writer_id));
   RemoveTree(temp_dir.string());
   fs::create_directories(temp_dir);
   return temp_dir.string();
@@ -200,8 +200,7 @@ void PruneCheckpoints(const std::string& output_dir, int64_t keep) {
   for (size_t i = 0; i + keep < dirs.size() && keep >= 0; ++i) RemoveTree(dirs[i]);
 }
 
-std::optional<std::string> ResolveCheckpoint(const std::string& spec_value,
-                                             const std::string& output_dir) {
+std::optional<std::string> ResolveCheckpoint(const std::string& spec_value, const std::string& output_dir) {
   if (spec_value == "latest") {
     std::vector<std::string> dirs = ListCheckpoints(output_dir);
     if (dirs.empty()) return std::nullopt;

@@ -21,13 +21,13 @@ namespace dpo {
 class CausalLM;
 
 struct TrainerState {
-  int64_t global_step = 0;            // optimizer steps done
-  int64_t epoch = 0;                  // epoch of the next micro-batch
-  int64_t batch_in_epoch = 0;         // micro-batches of that epoch already consumed
-  int64_t skipped_steps = 0;          // non-finite steps skipped so far
+  int64_t global_step = 0;     // optimizer steps done
+  int64_t epoch = 0;           // epoch of the next micro-batch
+  int64_t batch_in_epoch = 0;  // micro-batches of that epoch already consumed
+  int64_t skipped_steps = 0;   // non-finite steps skipped so far
   int64_t consecutive_bad_steps = 0;
-  std::string rng_state_hex;          // torch's CPU generator state
-  std::string job_spec_yaml;          // the resolved spec the run started with
+  std::string rng_state_hex;  // torch's CPU generator state
+  std::string job_spec_yaml;  // the resolved spec the run started with
 
   std::string ToJson() const;
   static TrainerState FromJson(const std::string& text, const std::string& source);
@@ -42,8 +42,8 @@ struct CheckpointPaths {
 // tokenizer_dir's tokenizer files are copied into model/. Throws dpo::Error if any parameter
 // is non-finite (a checkpoint is never written from NaN/Inf weights) or on I/O failure.
 std::string SaveCheckpoint(const std::string& output_dir, CausalLM& model,
-                           const std::map<std::string, at::Tensor>& optimizer_state,
-                           const TrainerState& state, const std::string& tokenizer_dir);
+                           const std::map<std::string, at::Tensor>& optimizer_state, const TrainerState& state,
+                           const std::string& tokenizer_dir);
 
 // The atomic protocol every checkpoint writer follows. CheckpointTempDir creates (empty) the
 // hidden directory a checkpoint of `step` is built in; `writer_id` (a pid) keeps concurrent
@@ -82,7 +82,6 @@ void PruneCheckpoints(const std::string& output_dir, int64_t keep);
 
 // Resolves resume_from_checkpoint: "latest" is the newest complete checkpoint in output_dir
 // (nullopt when there is none); anything else is a checkpoint path, which must exist.
-std::optional<std::string> ResolveCheckpoint(const std::string& spec_value,
-                                             const std::string& output_dir);
+std::optional<std::string> ResolveCheckpoint(const std::string& spec_value, const std::string& output_dir);
 
 }  // namespace dpo

@@ -1,8 +1,9 @@
 #include "worker/train/checkpoint.h"
 
+#include <gtest/gtest.h>
+
 #include <fstream>
 
-#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "common/model/causal_lm.h"
@@ -17,8 +18,7 @@ namespace {
 class CheckpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    model_ = std::make_shared<CausalLM>(testing::TinyConfig("llama"),
-                                        torch::TensorOptions().dtype(torch::kFloat32));
+    model_ = std::make_shared<CausalLM>(testing::TinyConfig("llama"), torch::TensorOptions().dtype(torch::kFloat32));
     model_->InitWeights(1);
   }
 
@@ -36,7 +36,7 @@ class CheckpointTest : public ::testing::Test {
   const std::string& dir_ = scratch_.path();
   std::shared_ptr<CausalLM> model_;
   std::map<std::string, at::Tensor> optimizer_{{"exp_avg.lm_head.weight", torch::randn({97, 32})},
-                                                {"step.lm_head.weight", torch::full({1}, 3.0)}};
+                                               {"step.lm_head.weight", torch::full({1}, 3.0)}};
 };
 
 TEST_F(CheckpointTest, RoundTripRestoresWeightsOptimizerAndState) {
@@ -85,8 +85,8 @@ TEST_F(CheckpointTest, OnlyCompleteCheckpointsCountAndPruneKeepsTheNewest) {
                                       JoinPath(dir_, "checkpoint-30")}));
   EXPECT_EQ(ResolveCheckpoint("latest", dir_), JoinPath(dir_, "checkpoint-30"));
   PruneCheckpoints(dir_, 2);
-  EXPECT_EQ(ListCheckpoints(dir_), (std::vector<std::string>{JoinPath(dir_, "checkpoint-10"),
-                                                             JoinPath(dir_, "checkpoint-30")}));
+  EXPECT_EQ(ListCheckpoints(dir_),
+            (std::vector<std::string>{JoinPath(dir_, "checkpoint-10"), JoinPath(dir_, "checkpoint-30")}));
   EXPECT_TRUE(PathExists(JoinPath(dir_, ".tmp-checkpoint-40-123")));  // prune leaves non-checkpoints
 }
 

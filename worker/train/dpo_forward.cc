@@ -16,11 +16,10 @@ at::Tensor Unpack(const at::Tensor& packed, const at::Tensor& index) {
 
 }  // namespace
 
-SequenceLogps ForwardLogps(CausalLM& model, const PairBatch& batch,
-                           const SequenceLogpsOptions& options) {
+SequenceLogps ForwardLogps(CausalLM& model, const PairBatch& batch, const SequenceLogpsOptions& options) {
   at::Tensor hidden = model.Hidden(batch.input_ids, batch.position_ids, batch.spans);
-  SequenceLogps out = ComputeSequenceLogps(hidden, model.lm_head_weight(), batch.input_ids,
-                                           batch.completion_mask, options);
+  SequenceLogps out =
+      ComputeSequenceLogps(hidden, model.lm_head_weight(), batch.input_ids, batch.completion_mask, options);
   if (!batch.packed()) return out;
   const at::Tensor& index = batch.unpack_index;
   out.token_logps = Unpack(out.token_logps, index);
@@ -33,8 +32,7 @@ SequenceLogps ForwardLogps(CausalLM& model, const PairBatch& batch,
   return out;
 }
 
-ReferenceLogps ReferenceForward(CausalLM& reference, const PairBatch& batch,
-                                const SequenceLogpsOptions& options,
+ReferenceLogps ReferenceForward(CausalLM& reference, const PairBatch& batch, const SequenceLogpsOptions& options,
                                 std::optional<double> ld_alpha) {
   at::Tensor sums;
   {

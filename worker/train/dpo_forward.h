@@ -12,13 +12,11 @@ namespace dpo {
 
 class CausalLM;
 
-SequenceLogps ForwardLogps(CausalLM& model, const PairBatch& batch,
-                           const SequenceLogpsOptions& options);
+SequenceLogps ForwardLogps(CausalLM& model, const PairBatch& batch, const SequenceLogpsOptions& options);
 
 // The reference's sequence log-prob sums for a batch (no grad), reduced as TRL reduces them
 // (LD-DPO weighting when ld_alpha is set).
-ReferenceLogps ReferenceForward(CausalLM& reference, const PairBatch& batch,
-                                const SequenceLogpsOptions& options,
+ReferenceLogps ReferenceForward(CausalLM& reference, const PairBatch& batch, const SequenceLogpsOptions& options,
                                 std::optional<double> ld_alpha);
 
 }  // namespace dpo

@@ -8,9 +8,9 @@
 #include <torch/torch.h>
 
 #include "common/config/data_preparation.h"
+#include "common/config/model_config.h"
 #include "common/data/sampler.h"
 #include "common/model/causal_lm.h"
-#include "common/config/model_config.h"
 #include "common/model/checkpoint_io.h"
 #include "common/model/pretrained.h"
 #include "common/tensor/device.h"
@@ -26,8 +26,8 @@ namespace dpo {
 namespace {
 
 // Prepares `source` into prepared_dir (rank 0 only; the others wait), then maps it.
-std::unique_ptr<PreparedDataset> Prepare(const Tokenizer& tokenizer, const std::string& source,
-                                         const DataSection& data, ProcessGroup& group) {
+std::unique_ptr<PreparedDataset> Prepare(const Tokenizer& tokenizer, const std::string& source, const DataSection& data,
+                                         ProcessGroup& group) {
   if (group.rank() == 0) {
     PrepareResult result = PrepareForSpec(tokenizer, data, source);
     std::fprintf(stderr, "%s %s: %s\n", result.reused ? "reused" : "prepared", source.c_str(),
@@ -90,8 +90,8 @@ JobSetup::JobSetup(const JobSpec& spec, ProcessGroup& group, int local_rank)
     eval_ = Prepare(*tokenizer_, *spec.data.eval, spec.data, group);
     for (uint32_t i = 0; i < eval_->size(); ++i) eval_subset_.push_back(i);
   } else if (spec.data.eval_fraction > 0) {
-    TrainEvalSplit split = SplitTrainEval(train_->size(), spec.data.eval_fraction,
-                                          static_cast<uint64_t>(spec.data.shuffle_seed));
+    TrainEvalSplit split =
+        SplitTrainEval(train_->size(), spec.data.eval_fraction, static_cast<uint64_t>(spec.data.shuffle_seed));
     if (split.train.empty()) Fail("data.eval_fraction", "leaves no training pairs");
     train_subset_ = std::move(split.train);
     eval_subset_ = std::move(split.eval);
@@ -118,13 +118,11 @@ const PreparedDataset* JobSetup::eval_data() const {
 
 namespace {
 
-BuiltModel LoadModel(const std::string& dir, torch::ScalarType dtype, c10::Device device,
-                     bool for_sharding) {
+BuiltModel LoadModel(const std::string& dir, torch::ScalarType dtype, c10::Device device, bool for_sharding) {
   if (!for_sharding) return {LoadPretrained(dir, dtype, device), nullptr};
   UnloadedPretrained opened = OpenPretrained(dir, dtype);
-  return {opened.model, [weights = opened.weights, dtype](const std::string& name) {
-            return weights->Read(name, dtype);
-          }};
+  return {opened.model,
+          [weights = opened.weights, dtype](const std::string& name) { return weights->Read(name, dtype); }};
 }
 
 }  // namespace
@@ -147,9 +145,8 @@ BuiltModel JobSetup::BuildPolicy(c10::Device device, bool for_sharding,
 BuiltModel JobSetup::BuildReference(c10::Device device, bool for_sharding) const {
   if (spec_.reference.mode == ReferenceSection::Mode::kNone) return {};
   const auto dtype = spec_.model.dtype == ModelSection::Dtype::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
-  BuiltModel built = spec_.reference.path
-                         ? LoadModel(*spec_.reference.path, dtype, device, for_sharding)
-                         : BuildPolicy(device, for_sharding);
+  BuiltModel built = spec_.reference.path ? LoadModel(*spec_.reference.path, dtype, device, for_sharding)
+                                          : BuildPolicy(device, for_sharding);
   built.model->SetActivationCheckpointing(false);
   for (auto& p : built.model->parameters()) p.set_requires_grad(false);
   built.model->eval();
@@ -160,22 +157,23 @@ uint64_t JobSetup::ReferenceIdentity() const {
   if (spec_.reference.path || spec_.model.path) {
     return ModelIdentityHash(spec_.reference.path ? *spec_.reference.path : *spec_.model.path);
   }
-  return Hasher().Update(std::string("random")).Update(HashFile(spec_.model.random->config))
-      .Update(static_cast<uint64_t>(spec_.model.random->seed)).Digest();
+  return Hasher()
+      .Update(std::string("random"))
+      .Update(HashFile(spec_.model.random->config))
+      .Update(static_cast<uint64_t>(spec_.model.random->seed))
+      .Digest();
 }
 
-ReferenceCache JobSetup::Precompute(CausalLM* reference, uint64_t reference_identity,
-                                    const PreparedDataset& dataset, const std::string& split) const {
-  const std::string path =
-      (fs::path(spec_.data.prepared_dir) /
-       (split + "-" + ReferenceCache::FileName(reference_identity, dataset, spec_.dpo.ld_alpha)))
-          .string();
+ReferenceCache JobSetup::Precompute(CausalLM* reference, uint64_t reference_identity, const PreparedDataset& dataset,
+                                    const std::string& split) const {
+  const std::string path = (fs::path(spec_.data.prepared_dir) /
+                            (split + "-" + ReferenceCache::FileName(reference_identity, dataset, spec_.dpo.ld_alpha)))
+                               .string();
   const int64_t batch = spec_.reference.precompute_batch_size.value_or(spec_.train.per_device_train_batch_size);
-  ReferenceCache cache = ReferenceCache::LoadOrCompute(path, reference, dataset, group_, batch, collate_, spec_.data.padding_free,
-                                                       logps_options_, spec_.dpo.ld_alpha);
+  ReferenceCache cache = ReferenceCache::LoadOrCompute(path, reference, dataset, group_, batch, collate_,
+                                                       spec_.data.padding_free, logps_options_, spec_.dpo.ld_alpha);
   if (group_.rank() == 0) {
-    std::fprintf(stderr, "%s reference log-probs: %s\n", cache.computed() ? "computed" : "reused",
-                 path.c_str());
+    std::fprintf(stderr, "%s reference log-probs: %s\n", cache.computed() ? "computed" : "reused", path.c_str());
   }
   return cache;
 }
@@ -203,10 +201,10 @@ int64_t JobSetup::BeginStep(int64_t& epoch, int64_t& batch_in_epoch) {
   }
   const auto batches = static_cast<int64_t>(PlanFor(epoch).size());
   if (batches == 0) {
-    Fail("train.dataloader_drop_last",
-         std::to_string(train_subset_.size()) + " training pairs fill no batch of " +
-             std::to_string(spec_.train.per_device_train_batch_size) + " pairs on each of " +
-             std::to_string(group_.world_size()) + " ranks; set it false to keep them");
+    Fail("train.dataloader_drop_last", std::to_string(train_subset_.size()) + " training pairs fill no batch of " +
+                                           std::to_string(spec_.train.per_device_train_batch_size) +
+                                           " pairs on each of " + std::to_string(group_.world_size()) +
+                                           " ranks; set it false to keep them");
   }
   return std::min(spec_.train.gradient_accumulation_steps, batches - batch_in_epoch);
 }
@@ -218,9 +216,8 @@ PairBatch JobSetup::NextTrainBatch(int64_t epoch, int64_t& batch_in_epoch) {
 }
 
 EvalBatches JobSetup::MakeEvalBatches() const {
-  const RankBatchPlan plan =
-      PlanRankBatches(eval_subset_, group_.rank(), group_.world_size(),
-                      static_cast<size_t>(spec_.train.per_device_eval_batch_size));
+  const RankBatchPlan plan = PlanRankBatches(eval_subset_, group_.rank(), group_.world_size(),
+                                             static_cast<size_t>(spec_.train.per_device_eval_batch_size));
   EvalBatches out;
   out.real = plan.real;
   for (const auto& pairs : plan.batches) {

@@ -1,7 +1,7 @@
 // Everything a training run derives from its JobSpec before the first step: the device, the
 // tokenizer, the prepared train/eval data and their batch plans, the policy and reference
-// models and the learning-rate schedule (the loss options are the spec's own dpo section). The training loop (trainer.cc) asks
-// this class for them, so the loop itself reads top to bottom.
+// models and the learning-rate schedule (the loss options are the spec's own dpo section). The training loop
+// (trainer.cc) asks this class for them, so the loop itself reads top to bottom.
 #pragma once
 
 #include <cstdint>
@@ -71,8 +71,8 @@ class JobSetup {
   uint64_t ReferenceIdentity() const;
   // Loads or computes the reference log-probs of `dataset` (see ReferenceCache), keyed by
   // `reference_identity` and the dataset. Collective.
-  ReferenceCache Precompute(CausalLM* reference, uint64_t reference_identity,
-                            const PreparedDataset& dataset, const std::string& split) const;
+  ReferenceCache Precompute(CausalLM* reference, uint64_t reference_identity, const PreparedDataset& dataset,
+                            const std::string& split) const;
 
   const PreparedDataset& train_data() const { return *train_; }
   // The dataset eval pairs come from: the data.eval file, or train_data() when data.eval_fraction

@@ -3,7 +3,6 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-
 #include <nlohmann/json.hpp>
 
 #include "common/util/error.h"
@@ -49,9 +48,9 @@ void MetricsLog::Progress(int64_t step, int64_t total_steps, double loss, double
   const int filled = total_steps > 0 ? static_cast<int>(kWidth * step / total_steps) : 0;
   std::string bar(static_cast<size_t>(filled), '#');
   bar.resize(kWidth, '.');
-  std::fprintf(stderr, "\r[%s] %lld/%lld loss %.4f acc %.3f eta %02d:%02d ", bar.c_str(),
-               static_cast<long long>(step), static_cast<long long>(total_steps), loss, accuracy,
-               static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
+  std::fprintf(stderr, "\r[%s] %lld/%lld loss %.4f acc %.3f eta %02d:%02d ", bar.c_str(), static_cast<long long>(step),
+               static_cast<long long>(total_steps), loss, accuracy, static_cast<int>(eta) / 60,
+               static_cast<int>(eta) % 60);
   std::fflush(stderr);
 }
 

@@ -24,8 +24,7 @@ class MetricsLog {
 
   // Writes {"step": step, "epoch": epoch, "split": split, <metrics>...} and flushes, so a killed
   // job loses no logged line.
-  void Write(int64_t step, double epoch, const std::string& split,
-             const std::map<std::string, double>& metrics);
+  void Write(int64_t step, double epoch, const std::string& split, const std::map<std::string, double>& metrics);
 
   // Redraws the progress bar: step/total, loss, rewards/accuracies, ETA from the mean step time
   // since the first call.

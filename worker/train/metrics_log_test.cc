@@ -1,12 +1,11 @@
 #include "worker/train/metrics_log.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cmath>
-#include <sstream>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "common/util/error.h"
 #include "common/util/path_util.h"
@@ -57,7 +56,7 @@ TEST(MetricsLogTest, ProgressShowsStepLossAccuracyAndEta) {
   EXPECT_NE(shown.find("3/10 loss 0.6931 acc 0.500 eta"), std::string::npos) << shown;
   EXPECT_NE(shown.find("4/10 loss 0.5000 acc 0.750 eta"), std::string::npos) << shown;
   EXPECT_NE(shown.find("[#######"), std::string::npos) << shown;  // 4/10 of 24 cells
-  EXPECT_EQ(shown.back(), '\n');  // the line is ended when the log closes
+  EXPECT_EQ(shown.back(), '\n');                                  // the line is ended when the log closes
 }
 
 TEST(MetricsLogTest, UnwritablePathIsNamed) {

@@ -16,8 +16,7 @@ OutputDirLock::OutputDirLock(const std::string& output_dir) {
   const std::string path = (std::filesystem::path(output_dir) / ".lock").string();
   fd_ = UniqueFd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (!fd_.valid()) {
-    Fail("output.dir", "cannot open the lock file " + path + ": " + std::strerror(errno),
-         ErrorCode::kIo);
+    Fail("output.dir", "cannot open the lock file " + path + ": " + std::strerror(errno), ErrorCode::kIo);
   }
   if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
@@ -28,9 +27,9 @@ OutputDirLock::OutputDirLock(const std::string& output_dir) {
     const ssize_t n = ::pread(fd_.get(), holder, sizeof holder - 1, 0);
     std::string who(holder, n > 0 ? static_cast<size_t>(n) : 0);
     while (!who.empty() && (who.back() == '\n' || who.back() == ' ')) who.pop_back();
-    Fail("output.dir", "\"" + output_dir + "\" is in use by another worker (" +
-                           (who.empty() ? std::string("holder unknown") : who) +
-                           "); two workers must never write one output directory",
+    Fail("output.dir",
+         "\"" + output_dir + "\" is in use by another worker (" + (who.empty() ? std::string("holder unknown") : who) +
+             "); two workers must never write one output directory",
          ErrorCode::kOutputLocked);
   }
   char host[256] = {};

@@ -28,8 +28,8 @@ int64_t SharedPrefix(const PaddedBatch& padded, int64_t chosen, int64_t rejected
   return std::max<int64_t>(same - 1, 0);
 }
 
-void Pack(const PaddedBatch& padded, const CollateOptions& options, c10::Device device,
-          PackedRows row_width, PairBatch& batch) {
+void Pack(const PaddedBatch& padded, const CollateOptions& options, c10::Device device, PackedRows row_width,
+          PairBatch& batch) {
   const auto sequences = static_cast<int64_t>(padded.rows);
   const int64_t pairs = sequences / 2;
   const auto padded_width = static_cast<int64_t>(padded.width);
@@ -41,8 +41,7 @@ void Pack(const PaddedBatch& padded, const CollateOptions& options, c10::Device 
     longest = std::max(longest, unit_length[p]);
     total += unit_length[p];
   }
-  const bool one_row = row_width == PackedRows::kOneRow ||
-                       (row_width == PackedRows::kAuto && device.is_cpu());
+  const bool one_row = row_width == PackedRows::kOneRow || (row_width == PackedRows::kAuto && device.is_cpu());
   int64_t width = one_row ? std::max<int64_t>(total, 1) : longest;
   if (const auto multiple = static_cast<int64_t>(options.pad_to_multiple_of); multiple > 1) {
     width = (width + multiple - 1) / multiple * multiple;
@@ -50,8 +49,7 @@ void Pack(const PaddedBatch& padded, const CollateOptions& options, c10::Device 
   // First-fit decreasing: units_of[row] lists a row's units left to right.
   std::vector<int64_t> order(shared.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int64_t a, int64_t b) { return unit_length[a] > unit_length[b]; });
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return unit_length[a] > unit_length[b]; });
   std::vector<int64_t> fill;
   std::vector<std::vector<int64_t>> units_of;
   for (int64_t p : order) {
@@ -69,8 +67,7 @@ void Pack(const PaddedBatch& padded, const CollateOptions& options, c10::Device 
   at::Tensor mask = torch::zeros({rows, width}, torch::kInt64);
   at::Tensor positions = torch::zeros({rows, width}, torch::kInt64);
   const int64_t zero_slot = rows * (width - 1);
-  at::Tensor unpack =
-      torch::full({sequences, std::max<int64_t>(padded_width - 1, 0)}, zero_slot, torch::kInt64);
+  at::Tensor unpack = torch::full({sequences, std::max<int64_t>(padded_width - 1, 0)}, zero_slot, torch::kInt64);
   at::Tensor completion_tokens = torch::zeros({sequences}, torch::kFloat);
   auto ids_a = ids.accessor<int64_t, 2>();
   auto mask_a = mask.accessor<int64_t, 2>();
@@ -119,8 +116,7 @@ void Pack(const PaddedBatch& padded, const CollateOptions& options, c10::Device 
 }  // namespace
 
 PairBatch MakePairBatch(const PreparedDataset& dataset, std::span<const uint32_t> indices,
-                        const CollateOptions& options, c10::Device device, bool packed,
-                        PackedRows row_width) {
+                        const CollateOptions& options, c10::Device device, bool packed, PackedRows row_width) {
   PaddedBatch padded = CollatePadded(dataset, indices, options);
   const auto rows = static_cast<int64_t>(padded.rows);
   const auto width = static_cast<int64_t>(padded.width);
@@ -135,8 +131,8 @@ PairBatch MakePairBatch(const PreparedDataset& dataset, std::span<const uint32_t
   }
   // from_blob borrows the vectors' memory: ToDevice copies.
   batch.input_ids = ToDevice(torch::from_blob(padded.input_ids.data(), {rows, width}, torch::kInt64), device);
-  batch.completion_mask = ToDevice(
-      torch::from_blob(padded.completion_mask.data(), {rows, width}, torch::kUInt8).to(torch::kInt64), device);
+  batch.completion_mask =
+      ToDevice(torch::from_blob(padded.completion_mask.data(), {rows, width}, torch::kUInt8).to(torch::kInt64), device);
   batch.completion_tokens = batch.completion_mask.sum(1).to(torch::kFloat);
   batch.cells = rows * width;
   batch.filled_cells = batch.real_tokens;
@@ -147,8 +143,7 @@ PairBatch MakePairBatch(const PreparedDataset& dataset, std::span<const uint32_t
 
 namespace dpo {
 
-RankBatchPlan PlanRankBatches(std::span<const uint32_t> pairs, int64_t rank, int64_t world,
-                              size_t batch_size) {
+RankBatchPlan PlanRankBatches(std::span<const uint32_t> pairs, int64_t rank, int64_t world, size_t batch_size) {
   RankBatchPlan plan;
   std::vector<uint32_t> mine;
   for (size_t i = static_cast<size_t>(rank); i < pairs.size(); i += static_cast<size_t>(world)) {

@@ -31,7 +31,7 @@ struct PairBatch {
   at::Tensor input_ids;        // [R, W] int64 (R = 2B when padded)
   at::Tensor completion_mask;  // [R, W] int64, 1 on completion tokens
   // Packed only (undefined when padded):
-  at::Tensor position_ids;     // [R, W] int64
+  at::Tensor position_ids;           // [R, W] int64
   std::vector<AttentionSpan> spans;  // tile every row: one per sequence part, one per padding tail
   // [2B, T-1] int64 into the flattened [R, W-1] per-token outputs; entries past a sequence's end
   // point at R*(W-1), one extra zero slot.
@@ -39,9 +39,9 @@ struct PairBatch {
   at::Tensor completion_tokens;  // [2B] fp32: completion tokens per sequence after truncation
   at::Tensor pair_indices;       // [B] int64 on the CPU: dataset indices (reference look-ups)
   int64_t pairs = 0;
-  int64_t real_tokens = 0;       // tokens of the 2B sequences (what tokens/s counts)
-  int64_t cells = 0;             // R * W: the cells the forward pass computes
-  int64_t filled_cells = 0;      // cells holding a token; a shared prompt fills its cells once
+  int64_t real_tokens = 0;   // tokens of the 2B sequences (what tokens/s counts)
+  int64_t cells = 0;         // R * W: the cells the forward pass computes
+  int64_t filled_cells = 0;  // cells holding a token; a shared prompt fills its cells once
   bool packed() const { return !spans.empty(); }
 };
 
@@ -67,7 +67,6 @@ struct RankBatchPlan {
   std::vector<std::vector<uint32_t>> batches;
   size_t real = 0;  // batches [0, real) hold this rank's pairs; the rest are fillers
 };
-RankBatchPlan PlanRankBatches(std::span<const uint32_t> pairs, int64_t rank, int64_t world,
-                              size_t batch_size);
+RankBatchPlan PlanRankBatches(std::span<const uint32_t> pairs, int64_t rank, int64_t world, size_t batch_size);
 
 }  // namespace dpo

@@ -30,10 +30,14 @@ std::shared_ptr<CausalLM> ByteModel() {
 class PairBatchTest : public ::testing::Test {
  protected:
   void Prepare(size_t max_length, TruncationMode mode) {
-    data_.Write(R"({"prompt":"hello there","chosen":" yes","rejected":" no"})" "\n"
-                R"({"prompt":"abc","chosen":"sure thing","rejected":"sorry"})" "\n"
-                R"({"prompt":"q:","chosen":"a","rejected":"a much longer answer"})" "\n"
-                R"({"prompt":"?","chosen":"xy","rejected":"zw"})" "\n");
+    data_.Write(R"({"prompt":"hello there","chosen":" yes","rejected":" no"})"
+                "\n"
+                R"({"prompt":"abc","chosen":"sure thing","rejected":"sorry"})"
+                "\n"
+                R"({"prompt":"q:","chosen":"a","rejected":"a much longer answer"})"
+                "\n"
+                R"({"prompt":"?","chosen":"xy","rejected":"zw"})"
+                "\n");
     TokenizeOptions options;
     options.max_length = 0;
     PrepareDataset(tok_, data_.path(), out_.path(), {options});

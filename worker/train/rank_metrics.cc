@@ -4,9 +4,8 @@
 
 #include <cmath>
 #include <memory>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "common/util/atomic_file.h"
 #include "common/util/path_util.h"
@@ -19,8 +18,7 @@ constexpr const char* kRanksDir = "ranks";
 // "rank-12.json" -> true; what RankMetricsPath names, and nothing else a user may keep there.
 bool IsRankMetricsName(const std::string& name) {
   const std::string prefix = "rank-", suffix = ".json";
-  if (name.size() <= prefix.size() + suffix.size() || !name.starts_with(prefix) ||
-      !name.ends_with(suffix)) {
+  if (name.size() <= prefix.size() + suffix.size() || !name.starts_with(prefix) || !name.ends_with(suffix)) {
     return false;
   }
   for (size_t i = prefix.size(); i < name.size() - suffix.size(); ++i) {
@@ -29,23 +27,18 @@ bool IsRankMetricsName(const std::string& name) {
   return true;
 }
 
-nlohmann::json Finite(double value) {
-  return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr);
-}
+nlohmann::json Finite(double value) { return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr); }
 
 }  // namespace
 
 std::string RankMetricsJson(int rank, int world_size, const RankMetrics& m) {
   nlohmann::json metrics = {
-      {"step_seconds", Finite(m.step_seconds)},
-      {"tokens_per_second", Finite(m.tokens_per_second)},
-      {"comm_seconds", Finite(m.comm_seconds)},
-      {"peak_memory_bytes", m.peak_memory_bytes},
+      {"step_seconds", Finite(m.step_seconds)}, {"tokens_per_second", Finite(m.tokens_per_second)},
+      {"comm_seconds", Finite(m.comm_seconds)}, {"peak_memory_bytes", m.peak_memory_bytes},
       {"skipped_steps_total", m.skipped_steps},
   };
   if (m.comm_hidden_ratio) metrics["comm_hidden_ratio"] = Finite(*m.comm_hidden_ratio);
-  const nlohmann::json j = {
-      {"rank", rank}, {"world_size", world_size}, {"step", m.step}, {"metrics", metrics}};
+  const nlohmann::json j = {{"rank", rank}, {"world_size", world_size}, {"step", m.step}, {"metrics", metrics}};
   return j.dump() + "\n";
 }
 

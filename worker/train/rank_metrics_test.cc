@@ -1,9 +1,9 @@
 #include "worker/train/rank_metrics.h"
 
+#include <gtest/gtest.h>
+
 #include <fstream>
 #include <limits>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "common/util/path_util.h"

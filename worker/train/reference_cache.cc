@@ -26,8 +26,8 @@ std::string ReferenceCache::FileName(uint64_t reference_hash, const PreparedData
 }
 
 ReferenceCache ReferenceCache::LoadOrCompute(const std::string& path, CausalLM* reference,
-                                             const PreparedDataset& dataset, ProcessGroup& group,
-                                             int64_t batch_size, const CollateOptions& collate, bool packed,
+                                             const PreparedDataset& dataset, ProcessGroup& group, int64_t batch_size,
+                                             const CollateOptions& collate, bool packed,
                                              const SequenceLogpsOptions& logps_options,
                                              std::optional<double> ld_alpha) {
   ReferenceCache cache;
@@ -52,8 +52,7 @@ ReferenceCache ReferenceCache::LoadOrCompute(const std::string& path, CausalLM* 
   at::Tensor both = torch::zeros({2, n}, torch::kFloat64);
   std::vector<uint32_t> all(static_cast<size_t>(n));
   std::iota(all.begin(), all.end(), 0u);
-  const RankBatchPlan plan = PlanRankBatches(all, group.rank(), group.world_size(),
-                                             static_cast<size_t>(batch_size));
+  const RankBatchPlan plan = PlanRankBatches(all, group.rank(), group.world_size(), static_cast<size_t>(batch_size));
   for (size_t b = 0; b < plan.batches.size(); ++b) {
     PairBatch batch = MakePairBatch(dataset, plan.batches[b], collate, device, packed);
     ReferenceLogps logps = ReferenceForward(*reference, batch, logps_options, ld_alpha);
@@ -74,8 +73,7 @@ ReferenceCache ReferenceCache::LoadOrCompute(const std::string& path, CausalLM* 
 }
 
 ReferenceLogps ReferenceCache::Lookup(const at::Tensor& pair_indices, c10::Device device) const {
-  return {chosen_.index_select(0, pair_indices).to(device),
-          rejected_.index_select(0, pair_indices).to(device)};
+  return {chosen_.index_select(0, pair_indices).to(device), rejected_.index_select(0, pair_indices).to(device)};
 }
 
 }  // namespace dpo

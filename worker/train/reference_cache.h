@@ -26,15 +26,13 @@ class ReferenceCache {
   // Loads `path` if it exists and holds `dataset.size()` pairs; otherwise computes it: rank r
   // scores pairs r, r+W, ..., the ranks sum their parts (collective: every rank calls this),
   // and rank 0 writes the file atomically. `reference` may be null only when the file exists.
-  static ReferenceCache LoadOrCompute(const std::string& path, CausalLM* reference,
-                                      const PreparedDataset& dataset, ProcessGroup& group,
-                                      int64_t batch_size, const CollateOptions& collate, bool packed,
-                                      const SequenceLogpsOptions& logps_options,
+  static ReferenceCache LoadOrCompute(const std::string& path, CausalLM* reference, const PreparedDataset& dataset,
+                                      ProcessGroup& group, int64_t batch_size, const CollateOptions& collate,
+                                      bool packed, const SequenceLogpsOptions& logps_options,
                                       std::optional<double> ld_alpha);
 
   // The cache file name for a reference identity and dataset: "ref-logps-<16 hex>.safetensors".
-  static std::string FileName(uint64_t reference_hash, const PreparedDataset& dataset,
-                              std::optional<double> ld_alpha);
+  static std::string FileName(uint64_t reference_hash, const PreparedDataset& dataset, std::optional<double> ld_alpha);
 
   // Reference log-probs of the pairs `pair_indices` ([B] int64, CPU), on `device`.
   ReferenceLogps Lookup(const at::Tensor& pair_indices, c10::Device device) const;

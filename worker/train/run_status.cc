@@ -3,7 +3,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "common/util/atomic_file.h"
@@ -44,8 +43,7 @@ std::string RunStatusJson(const RunStatus& status) {
 RunStatusFile::RunStatusFile(std::string output_dir, int rank)
     : path_((std::filesystem::path(output_dir) / "status.json").string()), rank_(rank) {}
 
-void RunStatusFile::Progress(int64_t step, int64_t total_steps,
-                             const std::map<std::string, double>& metrics) {
+void RunStatusFile::Progress(int64_t step, int64_t total_steps, const std::map<std::string, double>& metrics) {
   std::lock_guard lock(mutex_);
   status_.step = step;
   status_.total_steps = total_steps;

@@ -17,8 +17,8 @@ enum class RunState { kRunning, kSucceeded, kFailed, kInterrupted };
 
 struct RunStatus {
   RunState state = RunState::kRunning;
-  int64_t step = 0;         // optimizer steps done
-  int64_t total_steps = 0;  // 0 until set-up has worked it out
+  int64_t step = 0;                       // optimizer steps done
+  int64_t total_steps = 0;                // 0 until set-up has worked it out
   std::map<std::string, double> metrics;  // the last train metrics line (metrics.jsonl's keys)
   std::optional<ErrorCode> error_code;    // failed or interrupted only
   std::string reason;                     // one line; empty while running and after success
@@ -40,8 +40,7 @@ class RunStatusFile {
   // interruption, the rank that failed for a failure (its own message, before MPI_Abort).
   // `rank` is the rank to name (failures). Never throws: a status that cannot be written must
   // not hide the failure being reported (the reason also goes to stderr).
-  void Finish(RunState state, std::optional<ErrorCode> code, const std::string& reason,
-              std::optional<int> rank);
+  void Finish(RunState state, std::optional<ErrorCode> code, const std::string& reason, std::optional<int> rank);
 
  private:
   void Write();  // with mutex_ held

@@ -1,6 +1,5 @@
 #include "worker/train/trainer.h"
 
-#include <ATen/autocast_mode.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -9,6 +8,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 #ifdef DPO_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -26,6 +26,8 @@
 #include "worker/comm/process_group.h"
 #include "worker/optim/adamw.h"
 #include "worker/optim/lr_schedule.h"
+#include "worker/shard/shard_checkpoint.h"
+#include "worker/shard/sharded_model.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/dpo_forward.h"
 #include "worker/train/job_setup.h"
@@ -33,8 +35,6 @@
 #include "worker/train/pair_batch.h"
 #include "worker/train/reference_cache.h"
 #include "worker/train/step_result.h"
-#include "worker/shard/shard_checkpoint.h"
-#include "worker/shard/sharded_model.h"
 
 namespace fs = std::filesystem;
 
@@ -188,8 +188,7 @@ class Trainer {
     // replicated one copies them in below.
     const BuiltModel policy =
         setup_.BuildPolicy(sharded ? cpu : setup_.device(), sharded,
-                           sharded && resume ? std::optional(CheckpointPaths(*resume).model_dir)
-                                             : std::nullopt);
+                           sharded && resume ? std::optional(CheckpointPaths(*resume).model_dir) : std::nullopt);
     policy_ = policy.model;
     TrainerState state;
     state.job_spec_yaml = ToYaml(spec_);
@@ -242,8 +241,10 @@ class Trainer {
     }
     const auto& train = spec_.train;
     optimizer_ = std::make_unique<AdamW>(params_, names,
-                                         AdamWOptions{.lr = train.learning_rate, .beta1 = train.adam_beta1,
-                                                      .beta2 = train.adam_beta2, .eps = train.adam_epsilon,
+                                         AdamWOptions{.lr = train.learning_rate,
+                                                      .beta1 = train.adam_beta1,
+                                                      .beta2 = train.adam_beta2,
+                                                      .eps = train.adam_epsilon,
                                                       .weight_decay = train.weight_decay},
                                          slices);
     if (resume) {
@@ -299,9 +300,10 @@ class Trainer {
       optimizer_->ZeroGrad();
       ++state.skipped_steps;
       if (++state.consecutive_bad_steps >= spec_.train.max_consecutive_bad_steps) {
-        Fail("training", std::to_string(state.consecutive_bad_steps) +
-                             " consecutive steps with a non-finite loss or gradient (step " +
-                             std::to_string(state.global_step + 1) + "); see train.max_consecutive_bad_steps",
+        Fail("training",
+             std::to_string(state.consecutive_bad_steps) +
+                 " consecutive steps with a non-finite loss or gradient (step " +
+                 std::to_string(state.global_step + 1) + "); see train.max_consecutive_bad_steps",
              ErrorCode::kNonFinite);
       }
     } else {
@@ -339,8 +341,7 @@ class Trainer {
     return true;
   }
 
-  static double LogValue(const std::vector<std::pair<std::string, double>>& logs,
-                         const std::string& name) {
+  static double LogValue(const std::vector<std::pair<std::string, double>>& logs, const std::string& name) {
     for (const auto& [key, value] : logs) {
       if (key == name) return value;
     }
@@ -353,23 +354,18 @@ class Trainer {
     return group_.AllReduceScalar(hooks_.stop_requested() ? 1.0 : 0.0) > 0;
   }
 
-  std::optional<ReferenceLogps> ReferenceFor(const PairBatch& batch,
-                                             const std::optional<ReferenceCache>& cache) {
+  std::optional<ReferenceLogps> ReferenceFor(const PairBatch& batch, const std::optional<ReferenceCache>& cache) {
     switch (setup_.reference_mode()) {
-      case ReferenceSection::Mode::kNone:
-        return std::nullopt;
-      case ReferenceSection::Mode::kPrecomputed:
-        return cache->Lookup(batch.pair_indices, setup_.device());
-      case ReferenceSection::Mode::kModel:
-        break;
+      case ReferenceSection::Mode::kNone: return std::nullopt;
+      case ReferenceSection::Mode::kPrecomputed: return cache->Lookup(batch.pair_indices, setup_.device());
+      case ReferenceSection::Mode::kModel: break;
     }
     AutocastScope scope(setup_.UseAutocast(), setup_.device().type());
     return ReferenceForward(*reference_, batch, setup_.logps_options(), spec_.dpo.ld_alpha);
   }
 
   // `reduction`: the replicated gradient all-reduce's timing over the window (none if sharded).
-  void WriteTrainLine(MetricsLog& log, const TrainerState& state, const Window& w,
-                      ReductionTiming reduction) {
+  void WriteTrainLine(MetricsLog& log, const TrainerState& state, const Window& w, ReductionTiming reduction) {
     std::map<std::string, double> line;
     for (const auto& [key, value] : w.sums.Logs()) line[key] = value;
     // Metric sums cover all ranks; token counts are this rank's, scaled by the world size
@@ -418,9 +414,8 @@ class Trainer {
       const PairBatch& batch = eval.batches[b];
       AutocastScope scope(setup_.UseAutocast(), setup_.device().type());
       SequenceLogps logps = ForwardLogps(*policy_, batch, setup_.logps_options());
-      DpoLossResult result =
-          ComputeDpoLoss(setup_.loss_options(), logps,
-                         ReferenceFor(batch, setup_.eval_is_train_split() ? train_cache_ : eval_cache_));
+      DpoLossResult result = ComputeDpoLoss(
+          setup_.loss_options(), logps, ReferenceFor(batch, setup_.eval_is_train_split() ? train_cache_ : eval_cache_));
       policy_->EndForward();
       if (b >= eval.real) continue;  // a filler: keeps a sharded policy's collectives in step
       sums.Add(result, static_cast<double>(batch.pairs), batch.pairs);
@@ -437,11 +432,9 @@ class Trainer {
     std::string dir;
     if (policy_shards_) {
       dir = SaveShardedCheckpoint(spec_.output.dir, *policy_shards_, optimizer_->StateDict(), state,
-                                  setup_.tokenizer_dir(),
-                                  std::string(ToString(spec_.train.sharding)), group_);
+                                  setup_.tokenizer_dir(), std::string(ToString(spec_.train.sharding)), group_);
     } else if (group_.rank() == 0) {
-      dir = SaveCheckpoint(spec_.output.dir, *policy_, optimizer_->StateDict(), state,
-                           setup_.tokenizer_dir());
+      dir = SaveCheckpoint(spec_.output.dir, *policy_, optimizer_->StateDict(), state, setup_.tokenizer_dir());
     }
     if (group_.rank() == 0 && spec_.train.save_total_limit) {
       PruneCheckpoints(spec_.output.dir, *spec_.train.save_total_limit);
@@ -497,8 +490,7 @@ class Trainer {
 
 }  // namespace
 
-TrainSummary RunTraining(const JobSpec& spec, ProcessGroup& group, int local_rank,
-                         const TrainHooks& hooks) {
+TrainSummary RunTraining(const JobSpec& spec, ProcessGroup& group, int local_rank, const TrainHooks& hooks) {
   return Trainer(spec, group, local_rank, hooks).Run();
 }
 

@@ -23,18 +23,17 @@ namespace dpo {
 class ProcessGroup;
 
 struct TrainSummary {
-  int64_t steps = 0;           // optimizer steps done (including resumed ones)
-  int64_t skipped_steps = 0;   // non-finite steps skipped
-  double last_loss = 0;        // mean loss of the last logged window
+  int64_t steps = 0;          // optimizer steps done (including resumed ones)
+  int64_t skipped_steps = 0;  // non-finite steps skipped
+  double last_loss = 0;       // mean loss of the last logged window
   std::string last_checkpoint;
-  bool interrupted = false;    // stopped early by TrainHooks::stop_requested, after a checkpoint
+  bool interrupted = false;  // stopped early by TrainHooks::stop_requested, after a checkpoint
 };
 
 struct TrainHooks {
   // Called on every rank once set-up knows the step (resumed) and total, with no metrics, then
   // after each logged step with that step's train metrics line. Default: none.
-  std::function<void(int64_t step, int64_t total_steps, const std::map<std::string, double>& metrics)>
-      on_progress;
+  std::function<void(int64_t step, int64_t total_steps, const std::map<std::string, double>& metrics)> on_progress;
   // Called on every rank after each logged step with this rank's own figures over the logging
   // window (worker/train/rank_metrics.h). Default: none.
   std::function<void(const RankMetrics& metrics)> on_rank_metrics;
@@ -46,7 +45,6 @@ struct TrainHooks {
 
 // Runs the job. Throws dpo::Error with a one-line reason on failure (bad input, K consecutive
 // non-finite steps, I/O).
-TrainSummary RunTraining(const JobSpec& spec, ProcessGroup& group, int local_rank,
-                         const TrainHooks& hooks = {});
+TrainSummary RunTraining(const JobSpec& spec, ProcessGroup& group, int local_rank, const TrainHooks& hooks = {});
 
 }  // namespace dpo
