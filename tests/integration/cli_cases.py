@@ -13,6 +13,19 @@ SOURCE_DIR = Path(os.environ.get("DPO_SOURCE_DIR", Path(__file__).resolve().pare
 BINARY_DIR = Path(os.environ.get("DPO_BINARY_DIR", SOURCE_DIR / "build"))
 EXAMPLES = SOURCE_DIR / "examples"
 
+# A job spec for the random tiny Llama on the example pairs, as a Case's file ({tmp}, {examples}).
+TINY_SPEC = """model:
+  random: {{config: "{examples}/tiny-llama/config.json", seed: 7}}
+  device: cpu
+tokenizer:
+  path: "{examples}/tokenizer"
+data:
+  train: "{examples}/data/hh_rlhf_sample.jsonl"
+  prepared_dir: "{tmp}/prepared"
+output:
+  dir: "{tmp}/run"
+"""
+
 # The statuses every program shares (common/util/cli.h).
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

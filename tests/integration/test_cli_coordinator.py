@@ -10,23 +10,13 @@ import sys
 
 import pytest
 
-from cli_cases import (BINARY_DIR, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SOURCE_DIR, Case, check_case,
+from cli_cases import (BINARY_DIR, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SOURCE_DIR, TINY_SPEC, Case, check_case,
                        check_help_lists, run_case)
 from coordinator_runs import COORDINATOR, DPOCTL, Coordinator
 from worker_runs import spec
 
 LOAD_BENCH = BINARY_DIR / "bench" / "service_load_bench"
 
-SPEC = """model:
-  random: {{config: "{examples}/tiny-llama/config.json", seed: 1}}
-tokenizer:
-  path: "{examples}/tokenizer"
-data:
-  train: "{examples}/data/hh_rlhf_sample.jsonl"
-  prepared_dir: "{tmp}/prepared"
-output:
-  dir: "{tmp}/out"
-"""
 
 COORDINATOR_OK = "stopped by SIGINT or SIGTERM, or the token command is done"
 COORDINATOR_FAILED = ("the database, a TLS file or the address cannot be used, or a token command fails "
@@ -40,7 +30,7 @@ BENCH_FAILED = "a call failed (the first error on stderr), or a file cannot be r
 BENCH = ("--server", "127.0.0.1:1", "--ca-cert", "{tmp}/missing.pem", "--token", "t", "--method", "get")
 
 CASES = [
-    Case("bin/dpo-prepare-job", ("{tmp}/job.yaml",), EXIT_OK, files={"job.yaml": SPEC},
+    Case("bin/dpo-prepare-job", ("{tmp}/job.yaml",), EXIT_OK, files={"job.yaml": TINY_SPEC},
          when="the data sets are prepared"),
     Case("bin/dpo-prepare-job", ("{tmp}/missing.yaml",), EXIT_FAILURE, stderr_has="missing.yaml: cannot read",
          when="the spec or its data cannot be read or prepared (the reason, file:line, is the last line)"),

@@ -9,20 +9,9 @@ import json
 
 import pytest
 
-from cli_cases import EXAMPLES, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Case, check_case, check_help_lists, run_case
+from cli_cases import (EXAMPLES, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, TINY_SPEC, Case, check_case, check_help_lists,
+                       run_case)
 
-# The random tiny Llama on the example pairs; --plan reads only the model's config.json.
-SPEC = """model:
-  random: {{config: "{examples}/tiny-llama/config.json", seed: 7}}
-  device: cpu
-tokenizer:
-  path: "{examples}/tokenizer"
-data:
-  train: "{examples}/data/hh_rlhf_sample.jsonl"
-  prepared_dir: "{tmp}/prepared"
-output:
-  dir: "{tmp}/run"
-"""
 PAIRS = ('{{"prompt": "Hi", "chosen": " there", "rejected": " no"}}\n'
          '{{"prompt": "One", "chosen": " two", "rejected": " three"}}\n')
 WORKER, EVAL = "bin/dpo-worker", "bin/dpo-eval"
@@ -38,7 +27,7 @@ EVAL_USAGE = "usage: a flag unknown, malformed or missing"
 BENCH_USAGE = "usage: a flag unknown or malformed"
 
 CASES = [
-    Case(WORKER, ("--plan", "{tmp}/job.yaml", "--ranks", "2"), EXIT_OK, files={"job.yaml": SPEC},
+    Case(WORKER, ("--plan", "{tmp}/job.yaml", "--ranks", "2"), EXIT_OK, files={"job.yaml": TINY_SPEC},
          stdout_has="memory per rank on 2 CPU rank(s)", when="the job is trained, or its plan printed"),
     Case(WORKER, ("--job", "{tmp}/missing.yaml"), EXIT_FAILURE, stderr_has="missing.yaml: cannot open",
          when="the job or its plan failed (a one-line reason on stderr)"),
@@ -127,7 +116,7 @@ def test_logps_memory_bench_help(tmp_path):
 
 def test_worker_plan_flags_in_any_order(tmp_path):
     result = run_case(Case(WORKER, ("--json", "--gpu-memory=0.001", "--ranks=3", "--plan={tmp}/job.yaml"),
-                           EXIT_OK, files={"job.yaml": SPEC}), tmp_path)
+                           EXIT_OK, files={"job.yaml": TINY_SPEC}), tmp_path)
     assert result.returncode == EXIT_OK, result.stderr
     plan = json.loads(result.stdout)
     assert plan["ranks"] == 3 and plan["device_gib"] == 0.001, plan
