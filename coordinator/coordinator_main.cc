@@ -97,7 +97,6 @@ int main(int argc, char** argv) {
   // Flags after a subcommand's own go to the app: `token list --db FILE`.
   app.fallthrough();
   app.require_subcommand(0, 1);
-  // A flag given twice takes its last value, as before CLI11: scripts append overrides.
   std::string listen = "127.0.0.1:50051", db = "dpo-coordinator.db", work_dir = "dpo-jobs";
   std::string metrics_listen = "127.0.0.1:9464", tls_cert, tls_key;
   dpo::JobRunnerOptions runner_options;
